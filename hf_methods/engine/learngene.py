@@ -1,0 +1,358 @@
+"""The learngene engine: a compact `PreTrainedModel` whose forward runs a stock transformers architecture with
+per-layer weights generated from the learngene, and `expand()` into plain stock models of any depth.
+
+A method only says how its layer parameters look (`build_gene`) and what weights layer `i` of a depth-`D`
+network gets (`layer_parameters`); everything else (the auxiliary forward, activation checkpointing,
+save/load, strict expansion with an account of every tensor) lives here once.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import logging
+import re
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from .architectures import canonical_key, layer_list, resolve_model_class, spec_for
+from .report import ExpansionReport
+
+logger = logging.getLogger(__name__)
+
+# Keys a saved PreTrainedConfig carries that are not dataclass fields.
+_CONFIG_BOOKKEEPING = {"model_type", "transformers_version", "_name_or_path", "name_or_path", "output_attentions", "auto_map", "torch_dtype"}
+
+
+def _known_config_keys(config_cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_cls)} | set(getattr(config_cls, "attribute_map", {})) | _CONFIG_BOOKKEEPING
+
+
+class LearngeneConfig(PreTrainedConfig):
+    r"""Config shared by every learngene: which stock architecture it expands into, and the auxiliary depth.
+
+    Args:
+        base_model_class: transformers class of the auxiliary network and of every descendant
+            (e.g. `"ViTForImageClassification"`, `"BertForSequenceClassification"`, `"GPT2LMHeadModel"`).
+        base_config: the stock config (`config.to_dict()`) of that architecture; its depth is ignored.
+        aux_num_layers: depth L of the auxiliary network the learngene is trained in.
+    """
+
+    model_type = "hf_methods_learngene"
+    base_model_class: str = "ViTForImageClassification"
+    base_config: dict | None = None
+    aux_num_layers: int = 12
+
+    def __post_init__(self, **kwargs):
+        unknown = sorted(set(kwargs) - _known_config_keys(type(self)))
+        if unknown:
+            fields = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in _known_config_keys(PreTrainedConfig))
+            raise ValueError(
+                f"{type(self).__name__} got unknown field(s) {unknown}. Its own fields are {fields}; "
+                "remove or rename the unknown ones (architecture settings go inside base_config)."
+            )
+        super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
+        self.validate_learngene()
+
+    def validate_learngene(self):
+        cls = resolve_model_class(self.base_model_class)
+        base = dict(self.base_config or {})
+        model_type = base.get("model_type", cls.config_class.model_type)
+        if model_type != cls.config_class.model_type:
+            raise ValueError(
+                f"base_config has model_type={model_type!r} but base_model_class={self.base_model_class!r} "
+                f"expects {cls.config_class.model_type!r}; make them agree."
+            )
+        spec_for(model_type)
+        unknown = sorted(set(base) - _known_config_keys(cls.config_class) - {"hf_methods"})
+        if unknown:
+            raise ValueError(
+                f"base_config has field(s) {unknown} that {cls.config_class.__name__} does not define; remove them."
+            )
+        if not isinstance(self.aux_num_layers, int) or self.aux_num_layers < 1:
+            raise ValueError(f"aux_num_layers must be a positive integer, got {self.aux_num_layers!r}.")
+
+    @classmethod
+    def from_base(cls, base: PreTrainedConfig | PreTrainedModel, base_model_class: str | None = None, **kwargs):
+        """Config for a learngene of `base`'s architecture (a stock config or model, e.g. the teacher)."""
+        if isinstance(base, PreTrainedModel):
+            base_model_class = base_model_class or type(base).__name__
+            base = base.config
+        if base_model_class is None:
+            raise ValueError("from_base(config) needs base_model_class, e.g. 'ViTForImageClassification'.")
+        return cls(base_model_class=base_model_class, base_config=base.to_dict(), **kwargs)
+
+    def stock_config(self, num_layers: int, **overrides) -> PreTrainedConfig:
+        """The stock config of a depth-`num_layers` network of the base architecture."""
+        base = dict(self.base_config or {})
+        cls = resolve_model_class(self.base_model_class)
+        base.pop("model_type", None)
+        base.pop("transformers_version", None)
+        known = _known_config_keys(cls.config_class)
+        bad = sorted(set(overrides) - known - {"num_labels"})
+        if bad:
+            raise ValueError(f"{cls.config_class.__name__} has no field(s) {bad}; check the spelling of the overrides.")
+        spec = spec_for(cls.config_class.model_type)
+        base[spec.depth_attr] = num_layers
+        if "num_labels" in overrides and "id2label" not in overrides:
+            base.pop("id2label", None)
+            base.pop("label2id", None)
+        base.update(overrides)
+        return AutoConfig.for_model(cls.config_class.model_type, **base)
+
+
+class GeneratedLayer(GradientCheckpointingLayer):
+    """Layer `index` of the auxiliary network: a parameter-free copy of the stock layer, run with the weights
+    the learngene generates for this index.
+
+    Generation happens inside `forward`, so under activation checkpointing the recomputation regenerates the
+    same weights from the learngene parameters; nothing per layer is stored or mutated.
+    """
+
+    def __init__(self, skeleton: nn.Module, index: int, owner: LearngeneModel):
+        super().__init__()
+        self.skeleton = skeleton
+        self.index = index
+        object.__setattr__(self, "_owner", owner)  # a reference, not a submodule (the owner holds us)
+
+    def forward(self, *args, **kwargs):
+        owner = self._owner
+        params = owner.layer_parameters(self.index, owner.config.aux_num_layers)
+        return functional_call(self.skeleton, params, args, kwargs)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:  # per-layer attributes the stock forward reads (e.g. attention_type)
+            return getattr(self._modules["skeleton"], name)
+
+
+def _strip_parameters(module: nn.Module) -> None:
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is not None:  # a None entry (e.g. bias=False) stays: the stock forward reads it
+                del sub._parameters[name]
+        if not sub._buffers:
+            sub._is_hf_initialized = True
+
+
+def _layer_index(key: str, layers_prefix: str) -> tuple[int, str] | None:
+    m = re.match(re.escape(layers_prefix) + r"\.(\d+)\.(.+)$", key)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+class LearngeneModel(PreTrainedModel):
+    """Base of every learngene. Subclasses implement `build_gene()` and `layer_parameters(index, depth)`."""
+
+    config_class = LearngeneConfig
+    base_model_prefix = "learngene"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GeneratedLayer"]
+    method_name = "learngene"
+
+    def __init__(self, config: LearngeneConfig):
+        super().__init__(config)
+        stock_cls = resolve_model_class(config.base_model_class)
+        self.spec = spec_for(stock_cls.config_class.model_type)
+        self.base = stock_cls._from_config(config.stock_config(config.aux_num_layers))
+        self.layers_prefix, layers = layer_list(self.base, self.spec)
+        template = copy.deepcopy(layers[0])  # a stock layer with stock init: the shape of the layer parameters
+        self.layer_parameter_names = [name for name, _ in template.named_parameters()]
+        self.gene = self.build_gene(template)
+        for i, layer in enumerate(layers):
+            _strip_parameters(layer)
+            layers[i] = GeneratedLayer(layer, i, self)
+        self.main_input_name = self.base.main_input_name
+        self.post_init()
+        generated = sorted(self.layer_parameters(0, config.aux_num_layers))
+        if generated != sorted(self.layer_parameter_names):
+            raise RuntimeError(f"{type(self).__name__}.layer_parameters does not cover the stock layer's parameters")
+
+    # --- what a method provides -------------------------------------------------------------------------
+    def build_gene(self, template: nn.Module) -> nn.Module:
+        """The module holding the method's layer parameters, built from a freshly initialized stock layer."""
+        raise NotImplementedError
+
+    def layer_parameters(self, index: int, depth: int) -> dict[str, torch.Tensor]:
+        """Weights of layer `index` in a network of `depth` layers, keyed by the stock layer's parameter names."""
+        raise NotImplementedError
+
+    def describe_layer(self, index: int, depth: int) -> str:
+        return f"layer {index} of {depth}"
+
+    # --- stock-model behaviour, delegated -----------------------------------------------------------------
+    def forward(
+        self,
+        input_ids=None,
+        pixel_values=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        **kwargs,
+    ):
+        named = dict(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+        )
+        kwargs.update({k: v for k, v in named.items() if v is not None})
+        return self.base(**kwargs)
+
+    @property
+    def accepts_loss_kwargs(self) -> bool:
+        base = self.base
+        if hasattr(base, "accepts_loss_kwargs"):
+            return base.accepts_loss_kwargs
+        params = inspect.signature(base.forward).parameters.values()
+        return any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
+
+    @property
+    def loss_type(self):
+        return getattr(self.base, "loss_type", None)
+
+    @loss_type.setter
+    def loss_type(self, value):  # PreTrainedModel.__init__ assigns it; ours follows the stock model
+        pass
+
+    def get_input_embeddings(self):
+        return self.base.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.base.get_output_embeddings()
+
+    def _set_gradient_checkpointing(self, enable=True, gradient_checkpointing_func=torch.utils.checkpoint.checkpoint, **kw):
+        super()._set_gradient_checkpointing(enable, gradient_checkpointing_func, **kw)
+        # Only the generated layers checkpoint. A skeleton checkpointing on its own would recompute after
+        # functional_call has returned, with no weights installed (the bug this engine exists to avoid).
+        for module in self.modules():
+            if isinstance(module, GeneratedLayer):
+                for inner in module.skeleton.modules():
+                    if hasattr(inner, "gradient_checkpointing"):
+                        inner.gradient_checkpointing = False
+        for inner in self.gene.modules():
+            if hasattr(inner, "gradient_checkpointing"):
+                inner.gradient_checkpointing = False
+
+    def _init_weights(self, module):
+        """Nothing to do: the stock model initialized itself and `build_gene` started from stock layers."""
+
+    def fresh_layer(self, template: nn.Module) -> nn.Module:
+        """A copy of `template` re-initialized by the stock architecture's own init (for extra layer sets)."""
+        layer = copy.deepcopy(template)
+        for module in layer.modules():
+            module.__dict__.pop("_is_hf_initialized", None)
+            for tensor in module.parameters(recurse=False):
+                tensor.__dict__.pop("_is_hf_initialized", None)
+            self.base._init_weights(module)
+        return layer
+
+    # --- the learngene as an artifact -----------------------------------------------------------------------
+    def learngene_num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def layer_num_parameters(self) -> int:
+        return sum(p.numel() for p in self.gene.parameters())
+
+    # --- expansion ------------------------------------------------------------------------------------------
+    def expand(self, num_layers: int, model_class: str | type | None = None, **config_overrides) -> PreTrainedModel:
+        """A plain stock model with `num_layers` layers initialized from this learngene.
+
+        Every tensor of the result is accounted for in `model.expansion_report`: generated by the method's
+        rule, copied from the learngene, or newly initialized with a reason (a head whose label space
+        changed, or a head the learngene does not have). A tensor with no source or with the wrong shape
+        raises, and nothing is returned.
+        """
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive integer (the descendant's depth), got {num_layers!r}.")
+        name = model_class.__name__ if isinstance(model_class, type) else model_class
+        cls = resolve_model_class(name or self.config.base_model_class)
+        if cls.config_class.model_type != self.base.config.model_type:
+            raise ValueError(
+                f"model_class={cls.__name__} is a {cls.config_class.model_type} model but this learngene is "
+                f"{self.base.config.model_type}; pick a {self.base.config.model_type} class."
+            )
+        target_config = self.config.stock_config(num_layers, **config_overrides)
+        target = cls._from_config(target_config)
+        target_prefix, _ = layer_list(target, self.spec)
+        report = ExpansionReport(self.method_name, num_layers, cls.__name__)
+
+        source = {canonical_key(self.base, k): v for k, v in self.base.named_parameters()}
+        used = set()
+        generated: dict[int, dict[str, torch.Tensor]] = {}
+        new_state = {}
+        src_labels = getattr(self.base.config, "num_labels", None)
+        tgt_labels = getattr(target.config, "num_labels", None)
+        same_label_space = src_labels == tgt_labels and getattr(self.base.config, "id2label", None) == getattr(
+            target.config, "id2label", None
+        )
+        with torch.no_grad():
+            for name, param in target.named_parameters():
+                shape = tuple(param.shape)
+                hit = _layer_index(name, target_prefix)
+                if hit is not None:
+                    index, sub = hit
+                    if index not in generated:
+                        generated[index] = self.layer_parameters(index, num_layers)
+                    value = generated[index].get(sub)
+                    if value is None:
+                        raise ValueError(f"{name}: the learngene has no layer parameter {sub!r}.")
+                    self._check_shape(name, shape, value)
+                    new_state[name] = value
+                    report.add(name, shape, "generated", self.describe_layer(index, num_layers))
+                    continue
+                key = canonical_key(target, name)
+                value = source.get(key)
+                is_head = key.startswith("head:")
+                if value is not None:
+                    used.add(key)
+                if is_head and (value is None or not same_label_space):
+                    why = (
+                        f"new head: {src_labels} -> {tgt_labels} labels"
+                        if value is not None and src_labels != tgt_labels
+                        else "new head: label names differ"
+                        if value is not None
+                        else f"new head: not in the learngene ({self.config.base_model_class} -> {cls.__name__})"
+                    )
+                    report.add(name, shape, "new", why)
+                    continue
+                if value is None:
+                    raise ValueError(
+                        f"{name}: no tensor in the learngene maps to this descendant tensor; the learngene was "
+                        f"built for {self.config.base_model_class}."
+                    )
+                self._check_shape(name, shape, value)
+                new_state[name] = value
+                report.add(name, shape, "learngene", "copied")
+            for name, buf in target.named_buffers():
+                report.add(name, buf.shape, "config", "buffer computed from the config")
+            for name, param in target.named_parameters():
+                if name in new_state:
+                    param.copy_(new_state[name].to(param.dtype))
+        report.unused = sorted(k.split(":", 1)[1] for k in source if k not in used)
+        target.config.learngene_ancestry = {
+            "method": self.method_name,
+            "learngene": self.name_or_path or None,
+            "num_layers": num_layers,
+        }
+        target.expansion_report = report
+        logger.info(report.summary())
+        return target
+
+    @staticmethod
+    def _check_shape(name, shape, value):
+        if tuple(value.shape) != shape:
+            raise ValueError(
+                f"{name}: the learngene gives shape {tuple(value.shape)} but the descendant expects {shape}; "
+                "a learngene expands in depth only, so keep the width and other shape settings of its base_config."
+            )

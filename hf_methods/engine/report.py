@@ -1,0 +1,66 @@
+"""The account `expand()` gives of every tensor of a descendant: from the learngene, or new and why."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TensorSource:
+    name: str  # parameter name in the descendant
+    shape: tuple[int, ...]
+    source: str  # "learngene" (copied), "generated" (method rule), "new" (initialized), "config" (buffer)
+    detail: str  # e.g. "theta_A + 3/6 * theta_B", "new head: 10 -> 5 labels"
+
+
+@dataclass
+class ExpansionReport:
+    method: str
+    num_layers: int
+    model_class: str
+    rows: list[TensorSource] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)  # learngene tensors the descendant has no place for
+
+    def add(self, name, shape, source, detail):
+        self.rows.append(TensorSource(name, tuple(shape), source, detail))
+
+    def count(self, source: str) -> int:
+        return sum(1 for r in self.rows if r.source == source)
+
+    def num_parameters(self, source: str) -> int:
+        total = 0
+        for r in self.rows:
+            if r.source == source:
+                n = 1
+                for d in r.shape:
+                    n *= d
+                total += n
+        return total
+
+    @property
+    def new(self) -> list[TensorSource]:
+        return [r for r in self.rows if r.source == "new"]
+
+    def summary(self) -> str:
+        inherited = self.count("learngene") + self.count("generated")
+        params = self.num_parameters("learngene") + self.num_parameters("generated")
+        text = (
+            f"{self.method} -> {self.model_class} with {self.num_layers} layers: {inherited} tensors "
+            f"({params:,} parameters) from the learngene"
+        )
+        if self.new:
+            reasons = Counter(r.detail for r in self.new)
+            text += ", " + "; ".join(f"{n} new ({why})" for why, n in reasons.items())
+        if self.unused:
+            text += f", {len(self.unused)} learngene tensors unused ({', '.join(self.unused)})"
+        return text
+
+    def to_markdown(self) -> str:
+        lines = ["| tensor | shape | source | detail |", "|---|---|---|---|"]
+        lines += [f"| `{r.name}` | {list(r.shape)} | {r.source} | {r.detail} |" for r in self.rows]
+        lines += [f"| `{n}` | | unused | not in {self.model_class} |" for n in self.unused]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"ExpansionReport({self.summary()})"

@@ -1,0 +1,4 @@
+from .configuration_tleg import TLEGConfig
+from .modeling_tleg import TLEGModel
+
+__all__ = ["TLEGConfig", "TLEGModel"]
