@@ -15,6 +15,7 @@ import logging
 import re
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from torch.func import functional_call
 from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
@@ -258,6 +259,23 @@ class LearngeneModel(PreTrainedModel):
         return layer
 
     # --- the learngene as an artifact -----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, strict: a learngene with missing, unexpected or misshaped tensors,
+        or a truncated weights file, is an error instead of a partly random model."""
+        want_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        except SafetensorError as err:
+            raise OSError(
+                f"the weights file of learngene {pretrained_model_name_or_path!r} is truncated or corrupt ({err}); "
+                "download or save it again."
+            ) from err
+        problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+        if problems:
+            raise ValueError(f"learngene {pretrained_model_name_or_path!r} does not match {cls.__name__}: {problems}")
+        return (model, info) if want_info else model
+
     def learngene_num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -1,0 +1,201 @@
+import json
+import os
+
+import pytest
+import torch
+import transformers as T
+from safetensors.torch import load_file
+
+import hf_methods  # noqa: F401  (registers the Auto classes)
+from hf_methods import TLEGConfig, TLEGModel
+
+from tiny import ARCHS, bert_config, vit_config
+
+
+def make(arch="vit", aux_num_layers=4, **kw):
+    config_fn, cls, _ = ARCHS[arch]
+    model = TLEGModel(TLEGConfig.from_base(config_fn(), cls, aux_num_layers=aux_num_layers, **kw))
+    with torch.no_grad():  # a trained-looking theta_B, so layers really differ along depth
+        for p in model.gene.theta_b.parameters():
+            p.normal_(0, 0.05)
+    return model
+
+
+def without_labels(batch):
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def test_init_follows_the_paper():
+    model = TLEGModel(TLEGConfig.from_base(vit_config(), "ViTForImageClassification"))
+    a, b = model.gene.theta_a, model.gene.theta_b
+    assert torch.equal(a.layernorm_before.weight, torch.ones(32))  # gamma_A = 1
+    for name, p in b.named_parameters():
+        if p.dim() < 2:
+            assert torch.count_nonzero(p) == 0, name  # biases and norm params of theta_B are 0
+        else:
+            assert 0.015 < p.std() < 0.025, name  # like theta_A: std 0.02
+            assert not torch.equal(p, a.get_parameter(name))  # an independent draw
+
+
+def test_expansion_matches_hand_computation():
+    model = make(aux_num_layers=4)
+    desc = model.expand(6)
+    assert isinstance(desc, T.ViTForImageClassification) and desc.config.num_hidden_layers == 6
+    a = dict(model.gene.theta_a.named_parameters())
+    b = dict(model.gene.theta_b.named_parameters())
+    for i in range(6):
+        layer = desc.vit.layers[i]
+        for name, p in layer.named_parameters():
+            expected = a[name].detach() + (i / 6) * b[name].detach()
+            torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-8, msg=f"layer {i} {name}")
+    assert torch.equal(desc.vit.layers[0].mlp.fc1.weight, a["mlp.fc1.weight"])  # layer 0 is theta_A exactly
+    assert torch.equal(desc.vit.embeddings.position_embeddings, model.base.vit.embeddings.position_embeddings)
+    assert torch.equal(desc.vit.layernorm.weight, model.base.vit.layernorm.weight)
+    assert torch.equal(desc.classifier.weight, model.base.classifier.weight)  # same label space: head copied
+    report = desc.expansion_report
+    assert report.count("generated") == 6 * 16 and report.count("new") == 0 and not report.unused
+    assert {r.detail for r in report.rows if r.name.startswith("vit.layers.3.")} == {"theta_A + 3/6 * theta_B"}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_expand_to_aux_depth_reproduces_the_aux_model(arch):
+    model = make(arch, aux_num_layers=5).eval()
+    desc = model.expand(5).eval()
+    assert type(desc).__name__ == ARCHS[arch][1]
+    batch = without_labels(ARCHS[arch][2]())
+    with torch.no_grad():
+        diff = (model(**batch).logits - desc(**batch).logits).abs().max().item()
+    assert diff <= 1e-5
+    assert model.expand(3).config.get_text_config().num_hidden_layers == 3
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_activation_checkpointing_gives_the_same_gradients(arch):
+    model = make(arch, aux_num_layers=4).train()
+    batch = ARCHS[arch][2]()
+
+    def grads():
+        model.zero_grad()
+        model(**batch).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    model.activation_checkpointing_enable()
+    generated = [m for m in model.modules() if type(m).__name__ == "GeneratedLayer"]
+    assert len(generated) == 4 and all(m.gradient_checkpointing for m in generated)
+    assert not any(getattr(m, "gradient_checkpointing", False) for g in generated for m in g.skeleton.modules())
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys() and any(k.startswith("gene.theta_b") for k in plain)
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_no_per_layer_parameters_exist():
+    model = make(aux_num_layers=12)
+    names = [n for n, _ in model.named_parameters()]
+    assert not any(".layers." in n for n in names)
+    layer = sum(p.numel() for p in model.gene.theta_a.parameters())
+    assert model.layer_num_parameters() == 2 * layer
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_save_and_load_round_trip_is_bit_exact(arch, tmp_path):
+    model = make(arch, aux_num_layers=6)
+    model.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    stored = load_file(tmp_path / "model.safetensors")
+    layer = sum(p.numel() for p in model.gene.theta_a.parameters())
+    non_layer = sum(p.numel() for n, p in model.named_parameters() if n.startswith("base."))
+    assert sum(t.numel() for t in stored.values()) == 2 * layer + non_layer  # two layers + non-layer params
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "hf_methods_tleg"
+    for loaded in (TLEGModel.from_pretrained(tmp_path), T.AutoModel.from_pretrained(tmp_path)):
+        assert type(loaded) is TLEGModel
+        original = model.state_dict()
+        assert loaded.state_dict().keys() == original.keys()
+        for key, value in loaded.state_dict().items():
+            assert torch.equal(value, original[key]), key
+
+
+def test_descendant_loads_with_stock_transformers(tmp_path):
+    desc = make().expand(3, num_labels=5)
+    desc.save_pretrained(tmp_path)
+    loaded = T.AutoModelForImageClassification.from_pretrained(tmp_path)
+    assert type(loaded) is T.ViTForImageClassification
+    for key, value in desc.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert loaded.config.learngene_ancestry["method"] == "TLEG"
+
+
+def test_new_head_is_accounted_for():
+    desc = make().expand(3, num_labels=5)
+    new = {r.name: r.detail for r in desc.expansion_report.new}
+    assert new == {"classifier.weight": "new head: 10 -> 5 labels", "classifier.bias": "new head: 10 -> 5 labels"}
+    assert desc.classifier.weight.shape == (5, 32)
+    assert "new head: 10 -> 5 labels" in desc.expansion_report.summary()
+
+
+def test_expand_into_another_head_class():
+    bare = TLEGModel(TLEGConfig.from_base(bert_config(), "BertModel", aux_num_layers=2))
+    clf = bare.expand(4, model_class="BertForSequenceClassification")
+    assert type(clf) is T.BertForSequenceClassification
+    assert {r.name for r in clf.expansion_report.new} == {"classifier.weight", "classifier.bias"}
+    assert torch.equal(clf.bert.pooler.dense.weight, bare.base.pooler.dense.weight)
+    back = make("bert").expand(2, model_class=T.BertModel)
+    assert back.expansion_report.unused == ["classifier.bias", "classifier.weight"]
+
+
+@pytest.mark.parametrize("depth", [0, -3, 2.5, True])
+def test_bad_depth_is_rejected(depth):
+    with pytest.raises(ValueError, match="num_layers must be a positive integer"):
+        make().expand(depth)
+
+
+def test_bad_configs_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unsupported architecture model_type='resnet'"):
+        TLEGConfig(base_model_class="ResNetForImageClassification", base_config=T.ResNetConfig().to_dict())
+    with pytest.raises(ValueError, match="not a transformers model class"):
+        TLEGConfig(base_model_class="NoSuchModel")
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['aux_layers'\]"):
+        TLEGConfig(base_model_class="ViTForImageClassification", aux_layers=3)
+    with pytest.raises(ValueError, match=r"base_config has field\(s\) \['hiden_size'\]"):
+        TLEGConfig(base_model_class="ViTForImageClassification", base_config={"model_type": "vit", "hiden_size": 8})
+    with pytest.raises(ValueError, match="coefficient"):
+        TLEGConfig(base_model_class="ViTForImageClassification", coefficient="quadratic")
+    # a config.json with an unknown field fails to load, and nothing is written
+    make().save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["aux_layer"] = 4
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="aux_layer"):
+        TLEGModel.from_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+
+
+def test_width_and_unknown_overrides_are_errors():
+    model = make()
+    with pytest.raises(ValueError, match="expands in depth only"):
+        model.expand(3, hidden_size=64, intermediate_size=128)
+    with pytest.raises(ValueError, match=r"no field\(s\) \['num_layer'\]"):
+        model.expand(3, num_layer=2)
+    with pytest.raises(ValueError, match="pick a vit class"):
+        model.expand(3, model_class="BertModel")
+
+
+def test_truncated_weights_file_is_a_clear_error(tmp_path):
+    make().save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    with pytest.raises(OSError, match="truncated or corrupt"):
+        T.AutoModel.from_pretrained(tmp_path)
+
+
+def test_incomplete_learngene_is_an_error(tmp_path):
+    from safetensors.torch import save_file
+
+    make().save_pretrained(tmp_path)
+    stored = load_file(tmp_path / "model.safetensors")
+    stored.pop("gene.theta_b.mlp.fc1.weight")
+    save_file(stored, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="gene.theta_b.mlp.fc1.weight"):
+        TLEGModel.from_pretrained(tmp_path)
