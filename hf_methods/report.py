@@ -1,0 +1,86 @@
+"""The report of a learngene run: per depth, learngene-initialized vs scratch, as Markdown, JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def steps_to_reach(curve: list[dict], target: float) -> int | None:
+    """First evaluated step at which `curve` reaches `target` accuracy (None if it never does)."""
+    for point in curve:
+        if point["accuracy"] >= target:
+            return point["step"]
+    return None
+
+
+def fmt_params(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
+
+
+def write_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write report.md, report.json and report.png into `out_dir`; returns (markdown, png) paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(results, indent=2))
+
+    rows = results["descendants"]
+    fig, (ax_curve, ax_size) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = plt.cm.viridis([i / max(1, len(rows) - 1) for i in range(len(rows))])
+    for color, row in zip(colors, rows):
+        for kind, style in (("learngene", "-"), ("scratch", "--")):
+            curve = row[kind]["curve"]
+            ax_curve.plot([p["step"] for p in curve], [p["accuracy"] for p in curve], style, color=color,
+                          marker="o", ms=3, label=f"depth {row['depth']} {kind}")
+    ax_curve.set(xlabel="fine-tuning step", ylabel="test accuracy", title="Accuracy while fine-tuning (— learngene, -- scratch)")
+    ax_curve.legend(fontsize=7, ncol=2)
+    params = [row["params"] for row in rows]
+    ax_size.plot(params, [row["learngene"]["final_accuracy"] for row in rows], "o-", label=f"{results['method']} learngene init")
+    ax_size.plot(params, [row["scratch"]["final_accuracy"] for row in rows], "s--", label="scratch, same budget")
+    for row in rows:
+        ax_size.annotate(f"L{row['depth']}", (row["params"], row["learngene"]["final_accuracy"]), fontsize=8)
+    ax_size.set(xlabel="parameters", ylabel="final test accuracy", title="Accuracy vs size")
+    ax_size.legend(fontsize=8)
+    fig.tight_layout()
+    png = out_dir / "report.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+    teacher, gene = results["teacher"], results["learngene"]
+    lines = [
+        f"# {results['method']} on {results['dataset']}",
+        "",
+        f"Teacher: {teacher['source']} ({teacher['num_layers']} layers, {fmt_params(teacher['params'])} parameters, "
+        f"accuracy {teacher['accuracy']:.3f}). Learngene: {fmt_params(gene['params'])} parameters stored "
+        f"({fmt_params(gene['layer_params'])} in the layer parameters); auxiliary network ({gene['aux_num_layers']} "
+        f"layers) accuracy {gene['aux_accuracy']:.3f}.",
+        "",
+        f"**Stored-parameter ratio: {results['stored_ratio']:.1f}x** (all descendants: "
+        f"{fmt_params(results['descendants_total_params'])}; learngene: {fmt_params(gene['params'])}).",
+        "",
+        "| depth | parameters | accuracy per epoch, learngene init | accuracy per epoch, scratch | "
+        "steps to reach scratch's final accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lg = " / ".join(f"{p['accuracy']:.3f}" for p in row["learngene"]["curve"])
+        sc = " / ".join(f"{p['accuracy']:.3f}" for p in row["scratch"]["curve"])
+        reach = row["steps_to_reach_scratch"]
+        total = row["scratch"]["curve"][-1]["step"]
+        reach_text = "not reached" if reach is None else f"{reach} of {total}"
+        lines.append(f"| {row['depth']} | {fmt_params(row['params'])} | {lg} | {sc} | {reach_text} |")
+    lines += [
+        "",
+        "Accuracy is on the held-out split, first before fine-tuning (step 0), then after each epoch.",
+        "",
+        "![accuracy](report.png)",
+        "",
+    ]
+    md = out_dir / "report.md"
+    md.write_text("\n".join(lines))
+    return md, png

@@ -1,0 +1,301 @@
+"""The TLEG main job: teacher -> learngene (distilled auxiliary network) -> descendants of several depths,
+each fine-tuned against a scratch model of the same size and budget -> report, cards, saved models.
+
+    hf-methods tleg                                   # the embedded default: digits, no network, ~3 min on 2 CPUs
+    hf-methods tleg --config my.yaml --depths 4 8     # any recipe field can be overridden
+    accelerate launch -m hf_methods.recipes.tleg.pipeline --config my.yaml
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import transformers
+from huggingface_hub import EvalResult, ModelCardData
+from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
+
+from hf_methods import TLEGConfig, TLEGModel, __version__
+from hf_methods.data import accuracy, digits
+from hf_methods.hub import LIBRARY_NAME, render_card, save_model_folder
+from hf_methods.recipe import parse_recipe
+from hf_methods.report import fmt_params, steps_to_reach, write_report
+from hf_methods.trainers import DistillationConfig, DistillationTrainer
+
+DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "tleg" / "digits.yaml"
+TLEG_CITATION = """@inproceedings{xia2024tleg,
+  title     = {Transformer as Linear Expansion of Learngene},
+  author    = {Xia, Shiyu and Zhang, Miaosen and Yang, Xu and Chen, Ruiming and Chen, Haokun and Geng, Xin},
+  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
+  volume    = {38}, number = {14}, pages = {16014--16022}, year = {2024}
+}"""
+
+
+@dataclass
+class TLEGRecipe:
+    """Every field can be set in the YAML recipe or overridden as `--field value`."""
+
+    output_dir: str = field(default="outputs/tleg-digits", metadata={"help": "Where models, cards and the report go."})
+    teacher: str | None = field(default=None, metadata={"help": "Path or Hub id of a trained ViTForImageClassification teacher; empty trains one."})
+    image_size: int = field(default=16, metadata={"help": "Digits are upsampled from 8x8 to this size."})
+    patch_size: int = field(default=4, metadata={"help": "ViT patch size."})
+    hidden_size: int = field(default=64, metadata={"help": "Width of teacher, learngene and descendants."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads."})
+    intermediate_size: int = field(default=128, metadata={"help": "MLP width."})
+    teacher_num_layers: int = field(default=12, metadata={"help": "Depth of the teacher trained when `teacher` is empty."})
+    teacher_epochs: float = field(default=10, metadata={"help": "Epochs to train the teacher."})
+    teacher_learning_rate: float = field(default=1e-3, metadata={"help": "Teacher learning rate (AdamW)."})
+    aux_num_layers: int = field(default=12, metadata={"help": "Depth L of the TLEG auxiliary network."})
+    distill_epochs: float = field(default=10, metadata={"help": "Epochs to distill the auxiliary network."})
+    distill_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the distillation."})
+    distillation_alpha: float = field(default=1.0, metadata={"help": "KD weight (TLEG's README: 1.0, KD only)."})
+    temperature: float = field(default=1.0, metadata={"help": "KD temperature (TLEG: 1.0)."})
+    kd_normalization: str = field(default="numel", metadata={"help": "'numel' (DeiT/TLEG) or 'batchmean'."})
+    depths: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 12], metadata={"help": "Descendant depths."})
+    finetune_epochs: float = field(default=3, metadata={"help": "Fine-tuning epochs, for learngene-initialized and scratch models alike."})
+    finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Fine-tuning learning rate."})
+    batch_size: int = field(default=64, metadata={"help": "Per-device batch size of every stage."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (quick runs)."})
+    seed: int = field(default=0, metadata={"help": "Seed of data split, initializations and training."})
+
+    def __post_init__(self):
+        if not self.depths or any(d < 1 for d in self.depths):
+            raise ValueError(f"depths must be positive integers, got {self.depths}.")
+        if self.kd_normalization not in ("numel", "batchmean"):
+            raise ValueError(f"kd_normalization must be 'numel' or 'batchmean', got {self.kd_normalization!r}.")
+
+
+def _args(recipe: TLEGRecipe, run_dir: Path, epochs: float, lr: float, cls=TrainingArguments, **extra):
+    return cls(
+        output_dir=str(run_dir),
+        num_train_epochs=epochs,
+        learning_rate=lr,
+        per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=256,
+        weight_decay=0.05,
+        warmup_steps=0.1,
+        lr_scheduler_type="cosine",
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        seed=recipe.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        **extra,
+    )
+
+
+def _curve(trainer: Trainer, initial: float) -> list[dict]:
+    points = [{"epoch": 0, "step": 0, "accuracy": initial}]
+    for entry in trainer.state.log_history:
+        if "eval_accuracy" in entry:
+            points.append({"epoch": round(entry["epoch"]), "step": entry["step"], "accuracy": entry["eval_accuracy"]})
+    return points
+
+
+def _train(model, args, data, trainer_cls=Trainer, **kw) -> tuple[Trainer, float]:
+    trainer = trainer_cls(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"],
+                          compute_metrics=accuracy, **kw)
+    initial = trainer.evaluate()["eval_accuracy"]
+    trainer.train()
+    return trainer, initial
+
+
+def _num_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def run(recipe: TLEGRecipe) -> dict:
+    start = time.time()
+    transformers.set_seed(recipe.seed)
+    transformers.logging.set_verbosity_warning()
+    out = Path(recipe.output_dir)
+    work = out / "_trainer"
+    data = digits(recipe.image_size, seed=recipe.seed, max_train_samples=recipe.max_train_samples)
+    stages = 2 + 2 * len(recipe.depths)
+    stage = iter(range(1, stages + 1))
+
+    def say(text):
+        print(f"[{next(stage)}/{stages}] {text}", flush=True)
+
+    # 1. the teacher
+    if recipe.teacher:
+        say(f"loading teacher {recipe.teacher}")
+        teacher = ViTForImageClassification.from_pretrained(recipe.teacher)
+        teacher_source = recipe.teacher
+        teacher_acc = Trainer(model=teacher, args=_args(recipe, work, 1, 1e-3), eval_dataset=data["test"],
+                              compute_metrics=accuracy).evaluate()["eval_accuracy"]
+    else:
+        say(f"training a {recipe.teacher_num_layers}-layer ViT teacher")
+        config = ViTConfig(
+            image_size=recipe.image_size, patch_size=recipe.patch_size, num_channels=1,
+            hidden_size=recipe.hidden_size, num_hidden_layers=recipe.teacher_num_layers,
+            num_attention_heads=recipe.num_attention_heads, intermediate_size=recipe.intermediate_size,
+            num_labels=10, id2label={i: str(i) for i in range(10)}, label2id={str(i): i for i in range(10)},
+        )
+        teacher = ViTForImageClassification(config)
+        trainer, _ = _train(teacher, _args(recipe, work, recipe.teacher_epochs, recipe.teacher_learning_rate), data)
+        teacher_acc = _curve(trainer, 0.0)[-1]["accuracy"]
+        teacher_source = "a ViT trained by this recipe"
+        save_model_folder(teacher, out / "teacher")
+
+    # 2. the learngene: distill the TLEG auxiliary network
+    say(f"distilling the TLEG auxiliary network ({recipe.aux_num_layers} layers)")
+    gene_config = TLEGConfig.from_base(teacher, aux_num_layers=recipe.aux_num_layers)
+    learngene = TLEGModel(gene_config)
+    distill_args = _args(
+        recipe, work, recipe.distill_epochs, recipe.distill_learning_rate, cls=DistillationConfig,
+        distillation_type="soft", alpha=recipe.distillation_alpha, temperature=recipe.temperature,
+        kd_normalization=recipe.kd_normalization,
+    )
+    trainer, _ = _train(learngene, distill_args, data, trainer_cls=DistillationTrainer, teacher_model=teacher)
+    aux_acc = _curve(trainer, 0.0)[-1]["accuracy"]
+
+    # 3-4. expand to each depth and fine-tune, against scratch with the same budget
+    rows = []
+    for depth in recipe.depths:
+        say(f"depth {depth}: fine-tuning the learngene-initialized model")
+        transformers.set_seed(recipe.seed)
+        model = learngene.expand(depth)
+        expansion = model.expansion_report.summary()
+        ft_args = _args(recipe, work, recipe.finetune_epochs, recipe.finetune_learning_rate)
+        trainer, initial = _train(model, ft_args, data)
+        lg_curve = _curve(trainer, initial)
+        say(f"depth {depth}: training a scratch model with the same budget")
+        transformers.set_seed(recipe.seed)
+        scratch = ViTForImageClassification(learngene.config.stock_config(depth))
+        trainer, initial = _train(scratch, ft_args, data)
+        sc_curve = _curve(trainer, initial)
+        rows.append({
+            "depth": depth,
+            "params": _num_params(model),
+            "expansion": expansion,
+            "learngene": {"curve": lg_curve, "final_accuracy": lg_curve[-1]["accuracy"]},
+            "scratch": {"curve": sc_curve, "final_accuracy": sc_curve[-1]["accuracy"]},
+            "steps_to_reach_scratch": steps_to_reach(lg_curve, sc_curve[-1]["accuracy"]),
+            "_model": model,
+        })
+
+    # 5. the report
+    total = sum(r["params"] for r in rows)
+    results = {
+        "method": "TLEG",
+        "dataset": f"scikit-learn digits ({recipe.image_size}x{recipe.image_size})",
+        "recipe": dataclasses.asdict(recipe),
+        "teacher": {"source": teacher_source, "params": _num_params(teacher),
+                    "num_layers": teacher.config.num_hidden_layers, "accuracy": teacher_acc},
+        "learngene": {"params": learngene.learngene_num_parameters(), "layer_params": learngene.layer_num_parameters(),
+                      "aux_num_layers": recipe.aux_num_layers, "aux_accuracy": aux_acc},
+        "descendants_total_params": total,
+        "stored_ratio": total / learngene.learngene_num_parameters(),
+        "descendants": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+        "hf_methods_version": __version__,
+    }
+    md, png = write_report(results, out)
+
+    # 6. save the learngene and the descendants with their cards
+    setup = _training_setup(recipe, teacher_source)
+    save_model_folder(learngene, out / "learngene", _learngene_card(results, setup, out / "learngene"))
+    for row in rows:
+        path = out / "descendants" / f"depth-{row['depth']}"
+        save_model_folder(row["_model"], path, _descendant_card(results, row, setup, path))
+    _remove_tree(work)
+    results["elapsed_s"] = time.time() - start
+    (out / "report.json").write_text(json.dumps(results, indent=2, default=str))
+    best = max(rows, key=lambda r: r["learngene"]["final_accuracy"] - r["scratch"]["final_accuracy"])
+    print(
+        f"TLEG done in {results['elapsed_s']:.0f}s: learngene {fmt_params(results['learngene']['params'])} "
+        f"({results['stored_ratio']:.1f}x fewer stored parameters than {len(rows)} descendants); "
+        f"depth {best['depth']}: {best['learngene']['final_accuracy']:.3f} from the learngene vs "
+        f"{best['scratch']['final_accuracy']:.3f} from scratch. Report, models and cards in {out}/",
+        flush=True,
+    )
+    return results
+
+
+def _remove_tree(path: Path):
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _training_setup(recipe: TLEGRecipe, teacher_source: str) -> str:
+    return (
+        f"Data: scikit-learn digits upsampled to {recipe.image_size}x{recipe.image_size}, stratified 80/20 split "
+        f"(seed {recipe.seed}). Teacher: {teacher_source}. Learngene: TLEG auxiliary network of "
+        f"{recipe.aux_num_layers} layers distilled for {recipe.distill_epochs:g} epochs (soft KD, alpha "
+        f"{recipe.distillation_alpha}, T {recipe.temperature}, {recipe.kd_normalization} normalization, AdamW lr "
+        f"{recipe.distill_learning_rate}, cosine). Descendants and scratch baselines: {recipe.finetune_epochs:g} "
+        f"epochs, AdamW lr {recipe.finetune_learning_rate}, batch {recipe.batch_size}, cosine with 10% warmup."
+    )
+
+
+def _learngene_card(results, setup, path):
+    gene, teacher = results["learngene"], results["teacher"]
+    data = ModelCardData(
+        library_name=LIBRARY_NAME,
+        license="apache-2.0",
+        pipeline_tag="image-classification",
+        tags=["hf-methods", "learngene", "tleg", "distillation", "vit"],
+        model_name=path.name,
+        eval_results=[EvalResult(task_type="image-classification", dataset_type="sklearn-digits",
+                                 dataset_name="scikit-learn digits", metric_type="accuracy",
+                                 metric_value=gene["aux_accuracy"], metric_name="auxiliary network accuracy")],
+    )
+    return render_card(
+        "learngene", data, model_name=f"TLEG learngene ({results['dataset']})", method="TLEG",
+        base_model_class="ViTForImageClassification", teacher_link=teacher["source"],
+        teacher_params=fmt_params(teacher["params"]), teacher_layers=teacher["num_layers"],
+        teacher_accuracy=f"{teacher['accuracy']:.3f}", learngene_params=fmt_params(gene["params"]),
+        layer_params=fmt_params(gene["layer_params"]), layer_description="theta_A and theta_B, layer l of L = theta_A + (l/L) theta_B",
+        aux_num_layers=gene["aux_num_layers"], aux_accuracy=f"{gene['aux_accuracy']:.3f}",
+        depths=[r["depth"] for r in results["descendants"]], repo_or_path=str(path),
+        training_setup=setup, stored_ratio=f"{results['stored_ratio']:.1f}",
+        descendants_total_params=fmt_params(results["descendants_total_params"]),
+        descendants=[{"depth": r["depth"], "params": fmt_params(r["params"]),
+                      "accuracy": f"{r['learngene']['final_accuracy']:.3f}"} for r in results["descendants"]],
+        citation=TLEG_CITATION,
+    )
+
+
+def _descendant_card(results, row, setup, path):
+    data = ModelCardData(
+        library_name=LIBRARY_NAME,
+        license="apache-2.0",
+        pipeline_tag="image-classification",
+        tags=["hf-methods", "learngene", "tleg", "vit", "transformers"],
+        model_name=path.name,
+        eval_results=[EvalResult(task_type="image-classification", dataset_type="sklearn-digits",
+                                 dataset_name="scikit-learn digits", metric_type="accuracy",
+                                 metric_value=row["learngene"]["final_accuracy"])],
+    )
+    scratch = {p["step"]: p["accuracy"] for p in row["scratch"]["curve"]}
+    curve = [{"epoch": p["epoch"], "step": p["step"], "learngene": f"{p['accuracy']:.3f}",
+              "scratch": f"{scratch[p['step']]:.3f}" if p["step"] in scratch else "-"} for p in row["learngene"]["curve"]]
+    reach = row["steps_to_reach_scratch"]
+    return render_card(
+        "descendant", data, model_name=f"TLEG descendant, {row['depth']} layers ({results['dataset']})",
+        method="TLEG", depth=row["depth"], base_model_class="ViTForImageClassification",
+        teacher_link=results["teacher"]["source"], learngene_link="the learngene saved beside it",
+        learngene_params=fmt_params(results["learngene"]["params"]), params=fmt_params(row["params"]),
+        expansion_summary=row["expansion"], auto_class="AutoModelForImageClassification", repo_or_path=str(path),
+        training_setup=setup, curve=curve,
+        steps_to_reach="not reached" if reach is None else f"{reach}",
+        stored_ratio=f"{results['stored_ratio']:.1f}", citation=TLEG_CITATION,
+    )
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.WARNING)
+    (recipe,) = parse_recipe(TLEGRecipe, argv, default_config=DEFAULT_RECIPE)
+    return run(recipe)
+
+
+if __name__ == "__main__":
+    main()
