@@ -29,9 +29,12 @@ logger = logging.getLogger(__name__)
 # Keys a saved PreTrainedConfig carries that are not dataclass fields.
 _CONFIG_BOOKKEEPING = {"model_type", "transformers_version", "_name_or_path", "name_or_path", "output_attentions", "auto_map", "torch_dtype"}
 
+# Attributes transformers or hf_methods set on live configs (Trainer sets use_cache; expand sets the ancestry).
+_RUNTIME_CONFIG_KEYS = {"use_cache", "learngene_ancestry"}
+
 
 def _known_config_keys(config_cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(config_cls)} | set(getattr(config_cls, "attribute_map", {})) | _CONFIG_BOOKKEEPING
+    return {f.name for f in dataclasses.fields(config_cls)} | set(getattr(config_cls, "attribute_map", {})) | _CONFIG_BOOKKEEPING | _RUNTIME_CONFIG_KEYS
 
 
 class LearngeneConfig(PreTrainedConfig):
@@ -59,6 +62,10 @@ class LearngeneConfig(PreTrainedConfig):
             )
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         self.validate_learngene()
+        base = self.base_config or {}
+        if base.get("id2label"):  # the learngene's label space is its base architecture's
+            self.id2label = {int(k): v for k, v in base["id2label"].items()}
+            self.label2id = {v: int(k) for k, v in base["id2label"].items()}
 
     def validate_learngene(self):
         cls = resolve_model_class(self.base_model_class)
@@ -70,7 +77,7 @@ class LearngeneConfig(PreTrainedConfig):
                 f"expects {cls.config_class.model_type!r}; make them agree."
             )
         spec_for(model_type)
-        unknown = sorted(set(base) - _known_config_keys(cls.config_class) - {"hf_methods"})
+        unknown = sorted(set(base) - _known_config_keys(cls.config_class))
         if unknown:
             raise ValueError(
                 f"base_config has field(s) {unknown} that {cls.config_class.__name__} does not define; remove them."

@@ -1,0 +1,81 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers as T
+import yaml
+from huggingface_hub import ModelCard
+
+import hf_methods  # noqa: F401
+from hf_methods.recipe import parse_recipe
+from hf_methods.recipes.tleg.pipeline import DEFAULT_RECIPE, TLEGRecipe
+
+TINY = {
+    "image_size": 8, "patch_size": 4, "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32,
+    "teacher_num_layers": 2, "teacher_epochs": 1, "aux_num_layers": 3, "distill_epochs": 1,
+    "depths": [1, 3], "finetune_epochs": 1, "batch_size": 32, "max_train_samples": 96,
+}
+
+
+def test_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_methods.cli", "tleg", "--config", str(recipe), "--output_dir", str(out),
+         "--finetune_epochs", "2"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("TLEG done") and str(out) in last
+    assert "[6/6]" in proc.stdout  # 2 + 2 per depth stages announced
+
+    report = json.loads((out / "report.json").read_text())
+    assert [r["depth"] for r in report["descendants"]] == [1, 3]
+    assert report["recipe"]["finetune_epochs"] == 2  # the command-line override won over the YAML
+    for row in report["descendants"]:
+        assert [p["epoch"] for p in row["learngene"]["curve"]] == [0, 1, 2]
+        assert len(row["scratch"]["curve"]) == 3
+    gene_params = report["learngene"]["params"]
+    assert report["stored_ratio"] == pytest.approx(sum(r["params"] for r in report["descendants"]) / gene_params)
+    assert (out / "report.png").stat().st_size > 10_000
+    assert "Stored-parameter ratio" in (out / "report.md").read_text()
+    assert not (out / "_trainer").exists()
+
+    learngene = T.AutoModel.from_pretrained(out / "learngene")
+    assert learngene.learngene_num_parameters() == gene_params
+    card = ModelCard.load(out / "learngene" / "README.md")
+    assert card.data.library_name == "hf-methods" and "tleg" in card.data.tags
+    assert card.data.eval_results[0].metric_value == pytest.approx(report["learngene"]["aux_accuracy"])
+
+    desc = T.AutoModelForImageClassification.from_pretrained(out / "descendants" / "depth-3")
+    assert type(desc) is T.ViTForImageClassification and desc.config.num_hidden_layers == 3
+    desc_card = ModelCard.load(out / "descendants" / "depth-3" / "README.md")
+    assert "learngene" in desc_card.data.tags and "Ancestry" in desc_card.text
+    teacher = T.AutoModelForImageClassification.from_pretrained(out / "teacher")
+    assert teacher.config.num_hidden_layers == 2
+    # the saved descendant is the fine-tuned model: not equal to a fresh expansion of the learngene
+    fresh = learngene.expand(3)
+    assert not torch.equal(fresh.vit.layers[1].mlp.fc1.weight, desc.vit.layers[1].mlp.fc1.weight)
+
+
+def test_recipe_fields_and_overrides(tmp_path):
+    (recipe,) = parse_recipe(TLEGRecipe, ["--depths", "2", "5", "--seed", "3"], default_config=DEFAULT_RECIPE)
+    assert recipe.depths == [2, 5] and recipe.seed == 3 and recipe.aux_num_layers == 12
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("depth: [2]\n")
+    with pytest.raises(SystemExit, match=r"unknown field\(s\) \['depth'\]"):
+        parse_recipe(TLEGRecipe, ["--config", str(bad)])
+    with pytest.raises(ValueError, match="depths must be positive"):
+        parse_recipe(TLEGRecipe, ["--depths", "0"], default_config=DEFAULT_RECIPE)
+
+
+def test_default_recipe_is_packaged():
+    assert Path(str(DEFAULT_RECIPE)).is_file()
+    assert set(yaml.safe_load(Path(str(DEFAULT_RECIPE)).read_text())) <= {f for f in TLEGRecipe.__dataclass_fields__}

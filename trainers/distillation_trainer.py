@@ -1,0 +1,310 @@
+"""Knowledge distillation (DeiT-style soft / hard KD) as a `transformers.Trainer` subclass."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
+from transformers.models.auto import modeling_auto
+
+from .distillation_config import DistillationConfig
+
+# Which Auto class loads a teacher given by name: the one whose mapping lists the student's class.
+_TEACHER_AUTO_CLASSES = [
+    ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "AutoModelForCausalLM"),
+    ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "AutoModelForImageClassification"),
+    ("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "AutoModelForSequenceClassification"),
+    ("MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES", "AutoModelForTokenClassification"),
+    ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES", "AutoModelForAudioClassification"),
+    ("MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES", "AutoModelForVideoClassification"),
+    ("MODEL_FOR_MASKED_LM_MAPPING_NAMES", "AutoModelForMaskedLM"),
+]
+
+
+def output_size(model: nn.Module) -> int | None:
+    """Size of the model's logits' last dimension: the output embedding's rows (LMs), else `config.num_labels`."""
+    get_emb = getattr(model, "get_output_embeddings", None)
+    emb = get_emb() if callable(get_emb) else None
+    if emb is not None:
+        return emb.weight.shape[0]
+    return getattr(getattr(model, "config", None), "num_labels", None)
+
+
+def _is_causal_lm(model: nn.Module) -> bool:
+    """Whether the model predicts token i+1 at position i (so logits and labels must be shifted)."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    return (
+        type(model).__name__ in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+        or LOSS_MAPPING.get(getattr(model, "loss_type", None)) is ForCausalLMLoss
+    )
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    *,
+    distillation_type: str = "soft",
+    alpha: float = 0.5,
+    temperature: float = 1.0,
+    kd_normalization: str = "numel",
+    shift_labels: bool = False,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    mask: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    ignore_index: int = -100,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(1 - alpha) * CE(student, labels) + alpha * KD(student, teacher)`, computed in float32.
+
+    Every term is a sum over valid items (samples, or tokens of a language model) divided by `num_items_in_batch`
+    when given (the count over a whole accumulated batch), else by the number of valid items here. Items whose label is
+    `ignore_index` (or whose `mask` is 0 when there are no labels) count nowhere.
+
+    - soft KD: `T^2 * sum KL(softmax(t / T) || softmax(s / T))` over items, divided by the item count
+      (`kd_normalization="batchmean"`) or by item count x num_classes (`"numel"`, DeiT/TLEG).
+    - hard KD: cross-entropy of the student against the teacher's argmax (DeiT hard distillation).
+    - `distillation_type="none"`: plain cross-entropy; the teacher is ignored.
+
+    `shift_labels=True` (causal LMs) drops the last position of the logits and the first of the labels / mask.
+    Returns `(loss, ce, kd)`; a term that is not computed is 0.
+    """
+    if distillation_type not in ("soft", "hard", "none"):
+        raise ValueError(f"`distillation_type` must be 'soft', 'hard' or 'none', got {distillation_type!r}.")
+    if kd_normalization not in ("numel", "batchmean"):
+        raise ValueError(f"`kd_normalization` must be 'numel' or 'batchmean', got {kd_normalization!r}.")
+    if distillation_type == "none":
+        alpha = 0.0
+    if alpha > 0:
+        if teacher_logits is None:
+            raise ValueError(f"distillation_type={distillation_type!r} with alpha={alpha} needs teacher logits.")
+        if teacher_logits.shape != student_logits.shape:
+            raise ValueError(
+                f"Teacher logits have shape {tuple(teacher_logits.shape)} but student logits have shape "
+                f"{tuple(student_logits.shape)}; teacher and student must share the output space and the inputs."
+            )
+    if labels is None and alpha < 1:
+        raise ValueError(
+            f"The batch has no `labels`, but alpha={alpha} < 1 gives the cross-entropy term weight {1 - alpha}. "
+            "Add labels to the batch or set alpha=1.0 (pure distillation)."
+        )
+
+    s = student_logits.float()
+    t = teacher_logits.float() if alpha > 0 else None
+    if shift_labels:
+        s = s[..., :-1, :]
+        t = t[..., :-1, :] if t is not None else None
+        labels = labels[..., 1:] if labels is not None else None
+        mask = mask[..., 1:] if mask is not None else None
+    num_classes = s.shape[-1]
+    s = s.reshape(-1, num_classes)
+    if labels is not None:
+        labels = labels.reshape(-1).to(s.device)
+        valid = labels != ignore_index
+    elif mask is not None:
+        valid = mask.reshape(-1).to(s.device).bool()
+    else:
+        valid = torch.ones(s.shape[0], dtype=torch.bool, device=s.device)
+    n = num_items_in_batch if num_items_in_batch is not None else valid.sum().clamp(min=1)
+    if torch.is_tensor(n):
+        n = n.to(s.device)
+
+    zero = s.new_zeros(())
+    ce = zero
+    if labels is not None:
+        ce = F.cross_entropy(
+            s, labels, ignore_index=ignore_index, reduction="sum", label_smoothing=label_smoothing
+        ) / n
+    kd = zero
+    if alpha > 0:
+        s_valid, t_valid = s[valid], t.reshape(-1, num_classes)[valid]
+        if distillation_type == "soft":
+            T = temperature
+            kl = F.kl_div(
+                F.log_softmax(s_valid / T, dim=-1), F.log_softmax(t_valid / T, dim=-1), log_target=True, reduction="sum"
+            )
+            kd = kl * T * T / (n * num_classes if kd_normalization == "numel" else n)
+        else:
+            kd = F.cross_entropy(s_valid, t_valid.argmax(dim=-1), reduction="sum") / n
+    loss = (1 - alpha) * ce + alpha * kd
+    return loss, ce, kd
+
+
+def _logits(outputs) -> torch.Tensor:
+    return outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+
+
+class DistillationTrainer(Trainer):
+    """Trains a student on `(1 - alpha) * CE + alpha * KD` against a frozen teacher (DeiT soft/hard distillation).
+
+    Why a trainer and not a model: the teacher must not be a submodule of the student, or it would be optimized and
+    written into every checkpoint. Here it is a trainer attribute (`self.teacher_model`): frozen, in eval mode, run
+    under `torch.no_grad()`, placed on each process's device by `accelerator.prepare_model(evaluation_mode=True)`
+    (replicated on every rank, also under FSDP), never saved.
+
+    `teacher_model` is a `PreTrainedModel` or a Hub id / folder (default `args.teacher_model_name_or_path`), loaded
+    with `args.teacher_model_init_kwargs` by the Auto class whose mapping lists the student's class
+    (`AutoModelForCausalLM`, `AutoModelForImageClassification`, `AutoModelForSequenceClassification`, ...). For
+    other students, pass a loaded teacher. Output sizes (vocabulary or `num_labels`) are checked in `__init__`.
+
+    The loss is a sum over items divided by `num_items_in_batch`, so gradient accumulation and multi-process training
+    give the same update as one big batch. Causal LMs are shifted. DeepSpeed is not supported (`NotImplementedError`).
+    """
+
+    _tag_names = ["hf-methods", "distillation"]
+
+    def __init__(
+        self,
+        model: PreTrainedModel | nn.Module | None = None,
+        args: DistillationConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        model_init=None,
+        compute_loss_func=None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        optimizer_cls_and_kwargs=None,
+        preprocess_logits_for_metrics=None,
+        teacher_model: PreTrainedModel | nn.Module | str | None = None,
+    ):
+        if args is None:
+            args = DistillationConfig()
+        elif not isinstance(args, DistillationConfig):
+            raise TypeError(f"`args` must be a DistillationConfig, got {type(args).__name__}.")
+        if compute_loss_func is not None:
+            raise ValueError("DistillationTrainer computes its own loss; do not pass `compute_loss_func`.")
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            model_init=model_init,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        )
+        # Our loss is normalized by `num_items_in_batch`: make the Trainer count it over the whole accumulated batch
+        # (and all processes). With labels the loss is then scaled for GA; without labels (pure KD)
+        # `num_items_in_batch` is None and `training_step` divides the per-batch mean by the GA steps.
+        self.model_accepts_loss_kwargs = True
+        self.shift_labels = _is_causal_lm(self.model)
+        # Count items over `labels[..., 1:]` exactly when we shift (the Trainer misses e.g. GPT2LMHeadModel).
+        self._loss_shifts_labels = self.shift_labels
+        self._loss_parts = {"ce_loss": 0.0, "kd_loss": 0.0}
+        self._loss_parts_step = 0
+
+        self.teacher_model = None
+        if args.distillation_type == "none":
+            return
+        teacher = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
+        if teacher is None:
+            raise ValueError(
+                f"distillation_type={args.distillation_type!r} needs a teacher: pass `teacher_model=` or set "
+                "`teacher_model_name_or_path`, or use distillation_type='none' for plain cross-entropy."
+            )
+        if self.is_deepspeed_enabled:
+            raise NotImplementedError(
+                "DistillationTrainer does not support DeepSpeed yet (the teacher would need its own DeepSpeed engine). "
+                "Use DDP or FSDP."
+            )
+        if isinstance(teacher, str):
+            teacher = self._load_teacher(teacher)
+        student_size, teacher_size = output_size(self.model), output_size(teacher)
+        if None not in (student_size, teacher_size) and student_size != teacher_size:
+            has_vocab = getattr(self.model, "get_output_embeddings", lambda: None)() is not None
+            kind = "vocabulary size" if has_vocab else "num_labels"
+            raise ValueError(
+                f"Teacher and student output sizes differ: teacher {teacher_size}, student {student_size} ({kind}). "
+                "Distillation needs the same label set / vocabulary."
+            )
+        teacher.requires_grad_(False)
+        teacher.eval()
+        if args.teacher_dtype != "auto":
+            teacher.to(getattr(torch, args.teacher_dtype))
+        teacher.to(args.device)  # under FSDP `prepare_model` does not place models
+        self.teacher_model = self.accelerator.prepare_model(teacher, evaluation_mode=True)
+        # Not one of the trained models: otherwise `evaluate()` before `train()` would skip preparing the student.
+        if self.teacher_model in self.accelerator._models:
+            self.accelerator._models.remove(self.teacher_model)
+
+    def _load_teacher(self, name_or_path: str) -> PreTrainedModel:
+        student_cls = type(self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model)
+        for mapping, auto_name in _TEACHER_AUTO_CLASSES:
+            if student_cls.__name__ in getattr(modeling_auto, mapping, {}).values():
+                kwargs = dict(self.args.teacher_model_init_kwargs or {})
+                if self.args.teacher_dtype != "auto":
+                    kwargs["dtype"] = getattr(torch, self.args.teacher_dtype)
+                return getattr(transformers, auto_name).from_pretrained(name_or_path, **kwargs)
+        raise ValueError(
+            f"Cannot tell which Auto class loads a teacher for a {student_cls.__name__} student; "
+            "pass `teacher_model` as a loaded PreTrainedModel."
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        inputs = dict(inputs)
+        labels = inputs.pop("labels", None)
+        outputs = model(**inputs)
+        student_logits = _logits(outputs)
+
+        teacher_logits = None
+        if args.distillation_type != "none" and args.alpha > 0:
+            teacher_inputs = inputs
+            if args.teacher_dtype != "auto":
+                dtype = getattr(torch, args.teacher_dtype)
+                teacher_inputs = {
+                    k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()
+                }
+            self.teacher_model.eval()
+            with torch.no_grad():
+                teacher_logits = _logits(self.teacher_model(**teacher_inputs))
+
+        if torch.is_tensor(num_items_in_batch) and num_items_in_batch.numel() > 1:
+            num_items_in_batch = num_items_in_batch.reshape(-1)[0]  # DataParallel hands one copy per GPU
+        mask = inputs.get("attention_mask") if labels is None and student_logits.dim() == 3 else None
+        loss, ce, kd = distillation_loss(
+            student_logits,
+            teacher_logits,
+            labels,
+            distillation_type=args.distillation_type,
+            alpha=args.alpha,
+            temperature=args.temperature,
+            kd_normalization=args.kd_normalization,
+            shift_labels=self.shift_labels,
+            num_items_in_batch=num_items_in_batch,
+            mask=mask,
+            label_smoothing=args.label_smoothing_factor,
+        )
+        # As the default `compute_loss`: `num_items_in_batch` counts all processes, and DDP averages gradients.
+        scale = 1.0
+        if num_items_in_batch is not None and args.average_tokens_across_devices:
+            scale = self.accelerator.num_processes // self.get_tp_size()
+        loss = loss * scale
+
+        if model.training:  # for the logs: what each part adds to the logged loss
+            factor = scale if num_items_in_batch is not None else 1.0 / self.current_gradient_accumulation_steps
+            self._loss_parts["ce_loss"] += ce.detach() * factor
+            self._loss_parts["kd_loss"] += kd.detach() * factor
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds this process's mean `ce_loss` and `kd_loss` (unweighted) to the training logs."""
+        steps = self.state.global_step - self._loss_parts_step
+        if "loss" in logs and steps > 0:
+            for key, value in self._loss_parts.items():
+                logs[key] = float(value) / steps
+            self._loss_parts = {key: 0.0 for key in self._loss_parts}
+            self._loss_parts_step = self.state.global_step
+        super().log(logs, start_time)
