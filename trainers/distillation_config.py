@@ -84,6 +84,6 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"`temperature` must be > 0, got {self.temperature}.")
         if self.teacher_model_init_kwargs is not None and not isinstance(self.teacher_model_init_kwargs, dict):
             raise ValueError(
-                "`teacher_model_init_kwargs` must be a dict or a JSON object string such as '{\"dtype\": \"bfloat16\"}', "
-                f"got {self.teacher_model_init_kwargs!r}."
+                "`teacher_model_init_kwargs` must be a dict or a JSON object string such as "
+                f"'{{\"dtype\": \"bfloat16\"}}', got {self.teacher_model_init_kwargs!r}."
             )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import torch
 import torch.nn.functional as F
 import transformers
+from safetensors import safe_open
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
 from transformers.models.auto import modeling_auto
 
+from ..engine import LearngeneModel
 from .distillation_config import DistillationConfig
 
 # Which Auto class loads a teacher given by name: the one whose mapping lists the student's class.
@@ -33,9 +38,15 @@ def output_size(model: nn.Module) -> int | None:
     return getattr(getattr(model, "config", None), "num_labels", None)
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The stock model behind a PEFT wrapper or an hf_methods learngene (whose forward runs a stock model)."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    return model.base if isinstance(model, LearngeneModel) else model
+
+
 def _is_causal_lm(model: nn.Module) -> bool:
     """Whether the model predicts token i+1 at position i (so logits and labels must be shifted)."""
-    model = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    model = _unwrap(model)
     config = getattr(model, "config", None)
     if getattr(config, "is_encoder_decoder", False):
         return False
@@ -135,6 +146,19 @@ def distillation_loss(
     return loss, ce, kd
 
 
+def _saved_keys(folder: str) -> set[str] | None:
+    """Tensor names of a checkpoint folder's safetensors weights (no tensor is read), or None."""
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            return set(json.load(f)["weight_map"])
+    single = os.path.join(folder, "model.safetensors")
+    if os.path.isfile(single):
+        with safe_open(single, framework="pt") as f:
+            return set(f.keys())
+    return None
+
+
 def _logits(outputs) -> torch.Tensor:
     return outputs["logits"] if isinstance(outputs, dict) else outputs[0]
 
@@ -155,8 +179,6 @@ class DistillationTrainer(Trainer):
     The loss is a sum over items divided by `num_items_in_batch`, so gradient accumulation and multi-process training
     give the same update as one big batch. Causal LMs are shifted. DeepSpeed is not supported (`NotImplementedError`).
     """
-
-    _tag_names = ["hf-methods", "distillation"]
 
     def __init__(
         self,
@@ -240,7 +262,7 @@ class DistillationTrainer(Trainer):
             self.accelerator._models.remove(self.teacher_model)
 
     def _load_teacher(self, name_or_path: str) -> PreTrainedModel:
-        student_cls = type(self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model)
+        student_cls = type(_unwrap(self.model))
         for mapping, auto_name in _TEACHER_AUTO_CLASSES:
             if student_cls.__name__ in getattr(modeling_auto, mapping, {}).values():
                 kwargs = dict(self.args.teacher_model_init_kwargs or {})
@@ -251,6 +273,27 @@ class DistillationTrainer(Trainer):
             f"Cannot tell which Auto class loads a teacher for a {student_cls.__name__} student; "
             "pass `teacher_model` as a loaded PreTrainedModel."
         )
+
+    # transformers 5.23 resumes with a raw `load_state_dict(strict=False)` of the checkpoint, skipping the key renaming
+    # that `from_pretrained` applies and `save_pretrained` reverts (e.g. ViT saves `vit.encoder.layer.*`). The weights
+    # then silently stay unloaded (huggingface/transformers#43701). Reload such checkpoints through `from_pretrained`.
+    def _load_renamed_checkpoint(self, folder: str, model: nn.Module) -> bool:
+        model = self.accelerator.unwrap_model(model)
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled or not isinstance(model, PreTrainedModel):
+            return False
+        keys = _saved_keys(folder)
+        if keys is None or keys <= set(model.state_dict()):
+            return False
+        model.load_state_dict(type(model).from_pretrained(folder).state_dict())
+        return True
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if not self._load_renamed_checkpoint(resume_from_checkpoint, model if model is not None else self.model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        if not self._load_renamed_checkpoint(self.state.best_model_checkpoint, self.model):
+            super()._load_best_model()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args

@@ -162,6 +162,19 @@ def test_teacher_frozen_and_not_in_checkpoints(tmp_path):
         assert h["loss"] == pytest.approx(0.5 * h["ce_loss"] + 0.5 * h["kd_loss"], rel=1e-4)
 
 
+def test_evaluate_returns_distillation_loss_and_logits(tmp_path):
+    student, teacher, rows = vit(), vit(48, seed=1), image_rows()
+    trainer = make_trainer(tmp_path, student, teacher, rows, per_device_eval_batch_size=8)
+    assert not any(m is trainer.teacher_model for m in trainer.accelerator._models)
+    metrics = trainer.evaluate(rows)
+    x, y = torch.stack([r["pixel_values"] for r in rows]), torch.stack([r["labels"] for r in rows])
+    with torch.no_grad():
+        s, t = student(pixel_values=x).logits, teacher(pixel_values=x).logits
+        expected, _, _ = distillation_loss(s, t, y, temperature=2.0)  # config_kwargs: alpha 0.5, T 2
+    assert metrics["eval_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert trainer.predict(rows).predictions.shape == (8, 4)
+
+
 # ---------------------------------------------------------------- 3. gradient accumulation is exact
 def _one_step(tmp_path, student, teacher, rows, batch, ga, **overrides):
     trainer = make_trainer(
@@ -257,3 +270,22 @@ def test_bf16_teacher(tmp_path):
     assert math.isfinite(trainer.state.log_history[-1]["train_loss"])
     loss = trainer.compute_loss(student, {"pixel_values": torch.randn(2, 1, 8, 8), "labels": torch.tensor([0, 1])})
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+# ---------------------------------------------------------------- the TLEG auxiliary model as the student
+def test_tleg_student_learns_and_is_treated_as_its_base(tmp_path):
+    from hf_methods import TLEGConfig, TLEGModel
+
+    teacher = gpt2(48, seed=1)
+    student = TLEGModel(TLEGConfig.from_base(gpt2(), aux_num_layers=3))
+    rows = lm_rows()
+    trainer, before = make_trainer(tmp_path / "lm", student, teacher, rows), params(student)
+    assert trainer.shift_labels  # a TLEG learngene over GPT2LMHeadModel is a causal LM
+    trainer.train()
+    changed = [k for k, v in params(student).items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("gene.theta_b.") for k in changed)  # theta_B gets gradients through every layer
+    assert int(trainer._get_num_items_in_batch([{"labels": torch.stack([r["labels"] for r in rows])}], "cpu")) == 36
+
+    vit_student = TLEGModel(TLEGConfig.from_base(vit(), aux_num_layers=2))
+    with pytest.raises(ValueError, match="teacher 7, student 4"):
+        make_trainer(tmp_path / "vit", vit_student, vit(num_labels=7), image_rows())
