@@ -49,7 +49,7 @@ class TLEGRecipe:
     intermediate_size: int = field(default=128, metadata={"help": "MLP width."})
     teacher_num_layers: int = field(default=12, metadata={"help": "Depth of the teacher trained when `teacher` is empty."})
     teacher_epochs: float = field(default=10, metadata={"help": "Epochs to train the teacher."})
-    teacher_learning_rate: float = field(default=1e-3, metadata={"help": "Teacher learning rate (AdamW)."})
+    teacher_learning_rate: float = field(default=3e-3, metadata={"help": "Teacher learning rate (AdamW)."})
     aux_num_layers: int = field(default=12, metadata={"help": "Depth L of the TLEG auxiliary network."})
     distill_epochs: float = field(default=10, metadata={"help": "Epochs to distill the auxiliary network."})
     distill_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the distillation."})
@@ -59,7 +59,7 @@ class TLEGRecipe:
     depths: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 12], metadata={"help": "Descendant depths."})
     finetune_epochs: float = field(default=3, metadata={"help": "Fine-tuning epochs, for learngene-initialized and scratch models alike."})
     finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Fine-tuning learning rate."})
-    batch_size: int = field(default=64, metadata={"help": "Per-device batch size of every stage."})
+    batch_size: int = field(default=32, metadata={"help": "Per-device batch size of every stage."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (quick runs)."})
     seed: int = field(default=0, metadata={"help": "Seed of data split, initializations and training."})
 
