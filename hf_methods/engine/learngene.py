@@ -137,7 +137,10 @@ class GeneratedLayer(GradientCheckpointingLayer):
         try:
             return super().__getattr__(name)
         except AttributeError:  # per-layer attributes the stock forward reads (e.g. attention_type)
-            return getattr(self._modules["skeleton"], name)
+            modules = self.__dict__.get("_modules")
+            if not modules or "skeleton" not in modules or name.startswith("__"):
+                raise
+            return getattr(modules["skeleton"], name)
 
 
 def _strip_parameters(module: nn.Module) -> None:

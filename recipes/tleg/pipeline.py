@@ -9,14 +9,16 @@ each fine-tuned against a scratch model of the same size and budget -> report, c
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import torch
 import transformers
+from accelerate import PartialState
 from huggingface_hub import EvalResult, ModelCardData
 from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
 
@@ -27,6 +29,7 @@ from hf_methods.recipe import parse_recipe
 from hf_methods.report import fmt_params, steps_to_reach, write_report
 from hf_methods.trainers import DistillationConfig, DistillationTrainer
 
+_CPU = not torch.cuda.is_available()
 DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "tleg" / "digits.yaml"
 TLEG_CITATION = """@inproceedings{xia2024tleg,
   title     = {Transformer as Linear Expansion of Learngene},
@@ -87,6 +90,7 @@ def _args(recipe: TLEGRecipe, run_dir: Path, epochs: float, lr: float, cls=Train
         seed=recipe.seed,
         dataloader_num_workers=0,
         disable_tqdm=False,
+        use_cpu=_CPU,  # so that `accelerate launch --multi_gpu` on a CPU-only machine runs DDP over gloo
         **extra,
     )
 
@@ -121,8 +125,12 @@ def run(recipe: TLEGRecipe) -> dict:
     stages = 2 + 2 * len(recipe.depths)
     stage = iter(range(1, stages + 1))
 
+    state = PartialState(cpu=_CPU)  # under `accelerate launch`, every process trains; only the main one writes
+
     def say(text):
-        print(f"[{next(stage)}/{stages}] {text}", flush=True)
+        number = next(stage)
+        if state.is_main_process:
+            print(f"[{number}/{stages}] {text}", flush=True)
 
     # 1. the teacher
     if recipe.teacher:
@@ -143,7 +151,8 @@ def run(recipe: TLEGRecipe) -> dict:
         trainer, _ = _train(teacher, _args(recipe, work, recipe.teacher_epochs, recipe.teacher_learning_rate), data)
         teacher_acc = _curve(trainer, 0.0)[-1]["accuracy"]
         teacher_source = "a ViT trained by this recipe"
-        save_model_folder(teacher, out / "teacher")
+        if state.is_main_process:
+            save_model_folder(teacher, out / "teacher")
 
     # 2. the learngene: distill the TLEG auxiliary network
     say(f"distilling the TLEG auxiliary network ({recipe.aux_num_layers} layers)")
@@ -197,7 +206,11 @@ def run(recipe: TLEGRecipe) -> dict:
         "descendants": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
         "hf_methods_version": __version__,
     }
-    md, png = write_report(results, out)
+    results["elapsed_s"] = time.time() - start
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return results
+    write_report(results, out)
 
     # 6. save the learngene and the descendants with their cards
     setup = _training_setup(recipe, teacher_source)
@@ -205,9 +218,7 @@ def run(recipe: TLEGRecipe) -> dict:
     for row in rows:
         path = out / "descendants" / f"depth-{row['depth']}"
         save_model_folder(row["_model"], path, _descendant_card(results, row, setup, path))
-    _remove_tree(work)
-    results["elapsed_s"] = time.time() - start
-    (out / "report.json").write_text(json.dumps(results, indent=2, default=str))
+    shutil.rmtree(work, ignore_errors=True)
     best = max(rows, key=lambda r: r["learngene"]["final_accuracy"] - r["scratch"]["final_accuracy"])
     print(
         f"TLEG done in {results['elapsed_s']:.0f}s: learngene {fmt_params(results['learngene']['params'])} "
@@ -217,12 +228,6 @@ def run(recipe: TLEGRecipe) -> dict:
         flush=True,
     )
     return results
-
-
-def _remove_tree(path: Path):
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _training_setup(recipe: TLEGRecipe, teacher_source: str) -> str:

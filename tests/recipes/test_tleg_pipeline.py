@@ -79,3 +79,20 @@ def test_recipe_fields_and_overrides(tmp_path):
 def test_default_recipe_is_packaged():
     assert Path(str(DEFAULT_RECIPE)).is_file()
     assert set(yaml.safe_load(Path(str(DEFAULT_RECIPE)).read_text())) <= {f for f in TLEGRecipe.__dataclass_fields__}
+
+
+def test_pipeline_under_accelerate_launch_with_two_processes(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "depths": [2]}))
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--main_process_port", "0", "-m", "hf_methods.recipes.tleg.pipeline", "--config", str(recipe),
+         "--output_dir", str(out)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("[1/4]") == 1  # only the main process speaks
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in proc.stderr  # a real 2-rank DDP run
+    assert (out / "descendants" / "depth-2" / "model.safetensors").is_file()
