@@ -241,18 +241,22 @@ def _training_setup(recipe: TLEGRecipe, teacher_source: str) -> str:
     )
 
 
-def _learngene_card(results, setup, path):
-    gene, teacher = results["learngene"], results["teacher"]
-    data = ModelCardData(
+def _card_data(path, extra_tags, accuracy_value, metric_name):
+    return ModelCardData(
         library_name=LIBRARY_NAME,
         license="apache-2.0",
         pipeline_tag="image-classification",
-        tags=["hf-methods", "learngene", "tleg", "distillation", "vit"],
+        tags=["hf-methods", "learngene", "tleg", "vit", *extra_tags],
         model_name=path.name,
         eval_results=[EvalResult(task_type="image-classification", dataset_type="sklearn-digits",
                                  dataset_name="scikit-learn digits", metric_type="accuracy",
-                                 metric_value=gene["aux_accuracy"], metric_name="auxiliary network accuracy")],
+                                 metric_value=accuracy_value, metric_name=metric_name)],
     )
+
+
+def _learngene_card(results, setup, path):
+    gene, teacher = results["learngene"], results["teacher"]
+    data = _card_data(path, ["distillation"], gene["aux_accuracy"], "auxiliary network accuracy")
     return render_card(
         "learngene", data, model_name=f"TLEG learngene ({results['dataset']})", method="TLEG",
         base_model_class="ViTForImageClassification", teacher_link=teacher["source"],
@@ -270,16 +274,7 @@ def _learngene_card(results, setup, path):
 
 
 def _descendant_card(results, row, setup, path):
-    data = ModelCardData(
-        library_name=LIBRARY_NAME,
-        license="apache-2.0",
-        pipeline_tag="image-classification",
-        tags=["hf-methods", "learngene", "tleg", "vit", "transformers"],
-        model_name=path.name,
-        eval_results=[EvalResult(task_type="image-classification", dataset_type="sklearn-digits",
-                                 dataset_name="scikit-learn digits", metric_type="accuracy",
-                                 metric_value=row["learngene"]["final_accuracy"])],
-    )
+    data = _card_data(path, ["transformers"], row["learngene"]["final_accuracy"], "accuracy after fine-tuning")
     scratch = {p["step"]: p["accuracy"] for p in row["scratch"]["curve"]}
     curve = [{"epoch": p["epoch"], "step": p["step"], "learngene": f"{p['accuracy']:.3f}",
               "scratch": f"{scratch[p['step']]:.3f}" if p["step"] in scratch else "-"} for p in row["learngene"]["curve"]]
