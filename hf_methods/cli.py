@@ -6,7 +6,23 @@ import sys
 
 COMMANDS = {
     "tleg": ("hf_methods.recipes.tleg.pipeline", "TLEG end to end: teacher -> learngene -> descendants -> report"),
+    "push": ("hf_methods.cli", "push a run's learngene and descendants: hf-methods push OUTPUT_DIR --repo-id ORG/NAME [--private]"),
 }
+
+
+def push_main(argv) -> None:
+    import argparse
+
+    from .hub import push_run
+
+    parser = argparse.ArgumentParser(prog="hf-methods push", description=COMMANDS["push"][1])
+    parser.add_argument("output_dir", help="folder written by an hf-methods run (has report.json)")
+    parser.add_argument("--repo-id", required=True, help="Hub repo of the learngene, org/name")
+    parser.add_argument("--private", action="store_true", help="create the repos private")
+    parser.add_argument("--revision", default=None, help="branch to push to (created if missing)")
+    args = parser.parse_args(argv)
+    pushed = push_run(args.output_dir, args.repo_id, private=args.private or None, revision=args.revision)
+    print("pushed " + ", ".join(f"{name} -> {repo}" for name, repo in pushed.items()), flush=True)
 
 
 def main(argv=None) -> int:
@@ -18,6 +34,9 @@ def main(argv=None) -> int:
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
             return 2
+        return 0
+    if argv[0] == "push":
+        push_main(argv[1:])
         return 0
     import importlib
 

@@ -41,3 +41,80 @@ def save_model_folder(model, directory: str | Path, card: ModelCard | None = Non
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _api(token=None):
+    from huggingface_hub import HfApi
+
+    from . import __version__
+
+    return HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
+
+
+def push_folder(folder: str | Path, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+                commit_message: str | None = None, token: str | None = None):
+    """Upload a saved model folder (weights, config, README.md card) to `repo_id` in one commit.
+
+    Creates the repo (and the branch `revision`) when missing. Pickles (`*.bin`, `*.pt`, `*.pth`) and private
+    files (`_*`, `checkpoint-*`) are never uploaded: hf-methods models are safetensors only.
+    """
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json); save_pretrained it first.")
+    api = _api(token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    return api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, revision=revision,
+        commit_message=commit_message or f"Upload {folder.name} with hf-methods",
+        ignore_patterns=["_*", "checkpoint-*", "*.bin", "*.pt", "*.pth", ".*"],
+    )
+
+
+def push_model(model, repo_id: str, card: ModelCard | None = None, **push_kwargs):
+    """Save `model` (+ `card` as README.md) into a temporary folder and push it in one commit; nothing is
+    written beside the caller's files, and a failed push leaves no trace locally."""
+    with tempfile.TemporaryDirectory(prefix="hf_methods_push_") as tmp:
+        model.save_pretrained(tmp)
+        if card is not None:
+            card.save(Path(tmp) / "README.md")
+        return push_folder(tmp, repo_id, **push_kwargs)
+
+
+def push_run(out_dir: str | Path, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+             token: str | None = None) -> dict[str, str]:
+    """Push what the main job wrote to `out_dir`: the learngene to `repo_id`, each descendant to
+    `<repo_id>-depth-<D>` and a teacher the job trained to `<repo_id>-teacher`, with cards re-rendered so
+    the ancestry links point at these Hub repos. Returns {folder name: repo id}."""
+    import json
+
+    import transformers
+
+    from .cards import descendant_card, hub_id, learngene_card
+
+    out_dir = Path(out_dir)
+    report = out_dir / "report.json"
+    if not report.is_file():
+        raise FileNotFoundError(f"{out_dir} has no report.json: give the output_dir of an `hf-methods` run.")
+    if not hub_id(repo_id):
+        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}.")
+    results = json.loads(report.read_text())
+    kw = dict(private=private, revision=revision, token=token)
+    pushed = {}
+    if (out_dir / "teacher").is_dir() and not results["teacher"].get("hub_id"):
+        push_folder(out_dir / "teacher", f"{repo_id}-teacher", commit_message="Upload the teacher", **kw)
+        results["teacher"]["hub_id"] = pushed["teacher"] = f"{repo_id}-teacher"
+    links = {row["depth"]: f"{repo_id}-depth-{row['depth']}" for row in results["descendants"]}
+    learngene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
+    push_model(learngene, repo_id, learngene_card(learngene, repo_id, results, links),
+               commit_message="Upload the learngene", **kw)
+    pushed["learngene"] = repo_id
+    for depth, target in links.items():
+        folder = out_dir / "descendants" / f"depth-{depth}"
+        config = transformers.AutoConfig.from_pretrained(folder)
+        model = getattr(transformers, config.architectures[0]).from_pretrained(folder)
+        push_model(model, target, descendant_card(model, target, results, learngene_ref=repo_id),
+                   commit_message=f"Upload the depth-{depth} descendant", **kw)
+        pushed[f"depth-{depth}"] = target
+    return pushed

@@ -162,6 +162,7 @@ class LearngeneModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["GeneratedLayer"]
     method_name = "learngene"
+    gene_description = "the method's layer parameters"
 
     def __init__(self, config: LearngeneConfig):
         super().__init__(config)
@@ -282,6 +283,16 @@ class LearngeneModel(PreTrainedModel):
         if problems:
             raise ValueError(f"learngene {pretrained_model_name_or_path!r} does not match {cls.__name__}: {problems}")
         return (model, info) if want_info else model
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: str | None = None, revision: str | None = None, card=None, **_):
+        """Push the learngene (weights, config, and its hf-methods model card, never a generic one) in one commit."""
+        from ..cards import learngene_card
+        from ..hub import push_model
+
+        card = card if card is not None else learngene_card(self, repo_id)
+        return push_model(self, repo_id, card, private=private, revision=revision, commit_message=commit_message,
+                          token=token)
 
     def learngene_num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

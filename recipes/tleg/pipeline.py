@@ -19,24 +19,18 @@ from pathlib import Path
 import torch
 import transformers
 from accelerate import PartialState
-from huggingface_hub import EvalResult, ModelCardData
 from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
 
 from hf_methods import TLEGConfig, TLEGModel, __version__
 from hf_methods.data import accuracy, digits
-from hf_methods.hub import LIBRARY_NAME, render_card, save_model_folder
+from hf_methods.cards import descendant_card, hub_id, learngene_card
+from hf_methods.hub import push_run, save_model_folder
 from hf_methods.recipe import parse_recipe
 from hf_methods.report import fmt_params, steps_to_reach, write_report
 from hf_methods.trainers import DistillationConfig, DistillationTrainer
 
 _CPU = not torch.cuda.is_available()
 DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "tleg" / "digits.yaml"
-TLEG_CITATION = """@inproceedings{xia2024tleg,
-  title     = {Transformer as Linear Expansion of Learngene},
-  author    = {Xia, Shiyu and Zhang, Miaosen and Yang, Xu and Chen, Ruiming and Chen, Haokun and Geng, Xin},
-  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
-  volume    = {38}, number = {14}, pages = {16014--16022}, year = {2024}
-}"""
 
 
 @dataclass
@@ -65,10 +59,15 @@ class TLEGRecipe:
     batch_size: int = field(default=32, metadata={"help": "Per-device batch size of every stage."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (quick runs)."})
     seed: int = field(default=0, metadata={"help": "Seed of data split, initializations and training."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the learngene and every descendant at the end."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Repo of the learngene (org/name); descendants go to <id>-depth-<D>, a trained teacher to <id>-teacher."})
+    hub_private: bool | None = field(default=None, metadata={"help": "Create the repos private."})
 
     def __post_init__(self):
         if not self.depths or any(d < 1 for d in self.depths):
             raise ValueError(f"depths must be positive integers, got {self.depths}.")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("push_to_hub needs hub_model_id (org/name of the learngene repo).")
         if self.kd_normalization not in ("numel", "batchmean"):
             raise ValueError(f"kd_normalization must be 'numel' or 'batchmean', got {self.kd_normalization!r}.")
 
@@ -196,8 +195,10 @@ def run(recipe: TLEGRecipe) -> dict:
     results = {
         "method": "TLEG",
         "dataset": f"scikit-learn digits ({recipe.image_size}x{recipe.image_size})",
+        "dataset_id": "sklearn-digits",
+        "training_setup": _training_setup(recipe, teacher_source),
         "recipe": dataclasses.asdict(recipe),
-        "teacher": {"source": teacher_source, "params": _num_params(teacher),
+        "teacher": {"source": teacher_source, "hub_id": hub_id(recipe.teacher), "params": _num_params(teacher),
                     "num_layers": teacher.config.num_hidden_layers, "accuracy": teacher_acc},
         "learngene": {"params": learngene.learngene_num_parameters(), "layer_params": learngene.layer_num_parameters(),
                       "aux_num_layers": recipe.aux_num_layers, "aux_accuracy": aux_acc},
@@ -213,12 +214,13 @@ def run(recipe: TLEGRecipe) -> dict:
     write_report(results, out)
 
     # 6. save the learngene and the descendants with their cards
-    setup = _training_setup(recipe, teacher_source)
-    save_model_folder(learngene, out / "learngene", _learngene_card(results, setup, out / "learngene"))
+    save_model_folder(learngene, out / "learngene", learngene_card(learngene, out / "learngene", results))
     for row in rows:
         path = out / "descendants" / f"depth-{row['depth']}"
-        save_model_folder(row["_model"], path, _descendant_card(results, row, setup, path))
+        save_model_folder(row["_model"], path, descendant_card(row["_model"], path, results))
     shutil.rmtree(work, ignore_errors=True)
+    if recipe.push_to_hub:
+        push_run(out, recipe.hub_model_id, private=recipe.hub_private)
     best = max(rows, key=lambda r: r["learngene"]["final_accuracy"] - r["scratch"]["final_accuracy"])
     print(
         f"TLEG done in {results['elapsed_s']:.0f}s: learngene {fmt_params(results['learngene']['params'])} "
@@ -238,56 +240,6 @@ def _training_setup(recipe: TLEGRecipe, teacher_source: str) -> str:
         f"{recipe.distillation_alpha}, T {recipe.temperature}, {recipe.kd_normalization} normalization, AdamW lr "
         f"{recipe.distill_learning_rate}, cosine). Descendants and scratch baselines: {recipe.finetune_epochs:g} "
         f"epochs, AdamW lr {recipe.finetune_learning_rate}, batch {recipe.batch_size}, cosine with 10% warmup."
-    )
-
-
-def _card_data(path, extra_tags, accuracy_value, metric_name):
-    return ModelCardData(
-        library_name=LIBRARY_NAME,
-        license="apache-2.0",
-        pipeline_tag="image-classification",
-        tags=["hf-methods", "learngene", "tleg", "vit", *extra_tags],
-        model_name=path.name,
-        eval_results=[EvalResult(task_type="image-classification", dataset_type="sklearn-digits",
-                                 dataset_name="scikit-learn digits", metric_type="accuracy",
-                                 metric_value=accuracy_value, metric_name=metric_name)],
-    )
-
-
-def _learngene_card(results, setup, path):
-    gene, teacher = results["learngene"], results["teacher"]
-    data = _card_data(path, ["distillation"], gene["aux_accuracy"], "auxiliary network accuracy")
-    return render_card(
-        "learngene", data, model_name=f"TLEG learngene ({results['dataset']})", method="TLEG",
-        base_model_class="ViTForImageClassification", teacher_link=teacher["source"],
-        teacher_params=fmt_params(teacher["params"]), teacher_layers=teacher["num_layers"],
-        teacher_accuracy=f"{teacher['accuracy']:.3f}", learngene_params=fmt_params(gene["params"]),
-        layer_params=fmt_params(gene["layer_params"]), layer_description="theta_A and theta_B, layer l of L = theta_A + (l/L) theta_B",
-        aux_num_layers=gene["aux_num_layers"], aux_accuracy=f"{gene['aux_accuracy']:.3f}",
-        depths=[r["depth"] for r in results["descendants"]], repo_or_path=str(path),
-        training_setup=setup, stored_ratio=f"{results['stored_ratio']:.1f}",
-        descendants_total_params=fmt_params(results["descendants_total_params"]),
-        descendants=[{"depth": r["depth"], "params": fmt_params(r["params"]),
-                      "accuracy": f"{r['learngene']['final_accuracy']:.3f}"} for r in results["descendants"]],
-        citation=TLEG_CITATION,
-    )
-
-
-def _descendant_card(results, row, setup, path):
-    data = _card_data(path, ["transformers"], row["learngene"]["final_accuracy"], "accuracy after fine-tuning")
-    scratch = {p["step"]: p["accuracy"] for p in row["scratch"]["curve"]}
-    curve = [{"epoch": p["epoch"], "step": p["step"], "learngene": f"{p['accuracy']:.3f}",
-              "scratch": f"{scratch[p['step']]:.3f}" if p["step"] in scratch else "-"} for p in row["learngene"]["curve"]]
-    reach = row["steps_to_reach_scratch"]
-    return render_card(
-        "descendant", data, model_name=f"TLEG descendant, {row['depth']} layers ({results['dataset']})",
-        method="TLEG", depth=row["depth"], base_model_class="ViTForImageClassification",
-        teacher_link=results["teacher"]["source"], learngene_link="the learngene saved beside it",
-        learngene_params=fmt_params(results["learngene"]["params"]), params=fmt_params(row["params"]),
-        expansion_summary=row["expansion"], auto_class="AutoModelForImageClassification", repo_or_path=str(path),
-        training_setup=setup, curve=curve,
-        steps_to_reach="not reached" if reach is None else f"{reach}",
-        stored_ratio=f"{results['stored_ratio']:.1f}", citation=TLEG_CITATION,
     )
 
 

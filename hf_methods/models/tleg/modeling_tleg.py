@@ -32,6 +32,7 @@ class TLEGModel(LearngeneModel):
 
     config_class = TLEGConfig
     method_name = "TLEG"
+    gene_description = "theta_A and theta_B, layer l of L = theta_A + (l/L) * theta_B"
 
     def build_gene(self, template):
         # theta_A: a stock layer with the stock init (ViT: truncated normal std 0.02, biases 0, norm gamma 1).

@@ -1,0 +1,136 @@
+"""Model cards for learngenes, descendants and distilled students, rendered from `hub_cards/`.
+
+Every card works with what is known: a learngene pushed on its own gets a card from the model alone; one
+pushed by the main job also carries the run's teacher, results and stored-parameter ratio. `base_model` is
+only ever a Hub id, never a local path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from huggingface_hub import EvalResult, ModelCardData
+
+from .hub import LIBRARY_NAME, render_card
+from .report import fmt_params
+
+CITATIONS = {
+    "TLEG": """@inproceedings{xia2024tleg,
+  title     = {Transformer as Linear Expansion of Learngene},
+  author    = {Xia, Shiyu and Zhang, Miaosen and Yang, Xu and Chen, Ruiming and Chen, Haokun and Geng, Xin},
+  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
+  volume    = {38}, number = {14}, pages = {16014--16022}, year = {2024}
+}""",
+    "distillation": """@inproceedings{touvron2021deit,
+  title     = {Training data-efficient image transformers \\& distillation through attention},
+  author    = {Touvron, Hugo and Cord, Matthieu and Massa, Francisco and Sablayrolles, Alexandre and J{\\'e}gou, Herv{\\'e}},
+  booktitle = {International Conference on Machine Learning}, year = {2021}
+}""",
+}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def hub_id(ref) -> str | None:
+    """`ref` if it names a Hub repo (org/name) rather than a local folder, else None."""
+    ref = None if ref is None else str(ref)
+    return ref if ref and _HUB_ID.match(ref) and not os.path.exists(ref) else None
+
+
+def link(ref) -> str | None:
+    if ref is None:
+        return None
+    return f"[{ref}](https://huggingface.co/{ref})" if hub_id(ref) else str(ref)
+
+
+def _pipeline_tag(model_class: str) -> str | None:
+    for suffix, tag in (("ForImageClassification", "image-classification"), ("ForCausalLM", "text-generation"),
+                        ("LMHeadModel", "text-generation"), ("ForSequenceClassification", "text-classification"),
+                        ("ForMaskedLM", "fill-mask")):
+        if model_class.endswith(suffix):
+            return tag
+    return "feature-extraction"
+
+
+def _data(name, tags, model_class, base_model=None, relation=None, accuracy=None, metric_name=None, dataset=None):
+    tag = _pipeline_tag(model_class)
+    results = None
+    if accuracy is not None:
+        results = [EvalResult(task_type=tag, dataset_type=dataset or "custom", dataset_name=dataset or "custom",
+                              metric_type="accuracy", metric_value=float(accuracy), metric_name=metric_name)]
+    extra = {"base_model_relation": relation} if base_model and relation else {}
+    return ModelCardData(library_name=LIBRARY_NAME, license="apache-2.0", pipeline_tag=tag, tags=["hf-methods", *tags],
+                         base_model=base_model, model_name=name, eval_results=results, **extra)
+
+
+def learngene_card(learngene, repo_or_path, results: dict | None = None, descendant_links: dict | None = None):
+    """Card of a learngene; `results` is the main job's report (teacher, accuracies, descendants)."""
+    method = learngene.method_name
+    base_class = learngene.config.base_model_class
+    teacher = (results or {}).get("teacher") or {}
+    teacher_ref = teacher.get("hub_id") or teacher.get("source")
+    gene = (results or {}).get("learngene") or {}
+    rows = (results or {}).get("descendants") or []
+    descendant_links = descendant_links or {}
+    data = _data(
+        os.path.basename(str(repo_or_path).rstrip("/")), ["learngene", method.lower(), "distillation"], base_class,
+        base_model=hub_id(teacher_ref), accuracy=gene.get("aux_accuracy"), metric_name="auxiliary network accuracy",
+        dataset=(results or {}).get("dataset_id"),
+    )
+    return render_card(
+        "learngene", data, title=f"{method} learngene" + (f" ({results['dataset']})" if results else ""), method=method,
+        base_model_class=base_class, teacher_link=link(teacher_ref),
+        teacher_params=fmt_params(teacher["params"]) if teacher.get("params") else None,
+        teacher_layers=teacher.get("num_layers"),
+        teacher_accuracy=f"{teacher['accuracy']:.3f}" if teacher.get("accuracy") is not None else None,
+        learngene_params=fmt_params(learngene.learngene_num_parameters()),
+        layer_params=fmt_params(learngene.layer_num_parameters()), layer_description=learngene.gene_description,
+        aux_num_layers=learngene.config.aux_num_layers,
+        aux_accuracy=f"{gene['aux_accuracy']:.3f}" if gene.get("aux_accuracy") is not None else "-",
+        depths=[r["depth"] for r in rows], repo_or_path=str(repo_or_path),
+        training_setup=(results or {}).get("training_setup"),
+        stored_ratio=f"{results['stored_ratio']:.1f}" if rows else None,
+        descendants_total_params=fmt_params(results["descendants_total_params"]) if rows else None,
+        descendants=[{"depth": r["depth"], "params": fmt_params(r["params"]), "link": descendant_links.get(r["depth"]),
+                      "accuracy": f"{r['learngene']['final_accuracy']:.3f}"} for r in rows],
+        citation=CITATIONS.get(method, ""),
+    )
+
+
+def descendant_card(model, repo_or_path, results: dict | None = None, learngene_ref: str | None = None):
+    """Card of a model expanded from a learngene; ancestry from `model.config.learngene_ancestry`."""
+    ancestry = getattr(model.config, "learngene_ancestry", None) or {}
+    method = ancestry.get("method", "learngene")
+    learngene_ref = learngene_ref or ancestry.get("learngene")
+    depth = model.config.get_text_config().num_hidden_layers
+    row = next((r for r in (results or {}).get("descendants", []) if r["depth"] == depth), None)
+    teacher = (results or {}).get("teacher") or {}
+    teacher_ref = teacher.get("hub_id") or teacher.get("source")
+    model_class = type(model).__name__
+    data = _data(
+        os.path.basename(str(repo_or_path).rstrip("/")), ["learngene", method.lower(), "learngene-descendant"],
+        model_class, base_model=hub_id(learngene_ref), relation="finetune",
+        accuracy=row["learngene"]["final_accuracy"] if row else None, metric_name="accuracy after fine-tuning",
+        dataset=(results or {}).get("dataset_id"),
+    )
+    curve = None
+    if row:
+        scratch = {p["step"]: p["accuracy"] for p in row["scratch"]["curve"]}
+        curve = [{"epoch": p["epoch"], "step": p["step"], "learngene": f"{p['accuracy']:.3f}",
+                  "scratch": f"{scratch[p['step']]:.3f}" if p["step"] in scratch else "-"} for p in row["learngene"]["curve"]]
+    reach = row["steps_to_reach_scratch"] if row else None
+    auto = "AutoModelForImageClassification" if model_class.endswith("ForImageClassification") else (
+        "AutoModelForCausalLM" if _pipeline_tag(model_class) == "text-generation" else
+        "AutoModelForSequenceClassification" if model_class.endswith("ForSequenceClassification") else "AutoModel")
+    report = getattr(model, "expansion_report", None)
+    return render_card(
+        "descendant", data, title=f"{method} descendant, {depth} layers", method=method, depth=depth,
+        base_model_class=model_class, teacher_link=link(teacher_ref),
+        learngene_link=link(learngene_ref) or "a learngene",
+        learngene_params=fmt_params(results["learngene"]["params"]) if results else None,
+        params=fmt_params(sum(p.numel() for p in model.parameters())),
+        expansion_summary=(row or {}).get("expansion") or (report.summary() if report else "expanded with hf-methods"),
+        auto_class=auto, repo_or_path=str(repo_or_path), training_setup=(results or {}).get("training_setup"),
+        curve=curve, steps_to_reach="not reached" if reach is None else reach,
+        stored_ratio=f"{results['stored_ratio']:.1f}" if results else None, citation=CITATIONS.get(method, ""),
+    )
