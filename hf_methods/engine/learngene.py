@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import inspect
 import logging
+import os
 import re
 
 import torch
@@ -31,6 +32,26 @@ _CONFIG_BOOKKEEPING = {"model_type", "transformers_version", "_name_or_path", "n
 
 # Attributes transformers or hf_methods set on live configs (Trainer sets use_cache; expand sets the ancestry).
 _RUNTIME_CONFIG_KEYS = {"use_cache", "learngene_ancestry"}
+
+
+_STUB = "hf_methods_learngene"
+_STUB_SOURCE = '''"""This repository holds an hf-methods {method} learngene (model_type {model_type!r}).
+
+Load it with the hf-methods library, which registers its classes with transformers:
+
+    pip install hf-methods
+
+    import hf_methods
+    from transformers import AutoModel
+    learngene = AutoModel.from_pretrained("<this repository>")
+    model = learngene.expand(6)
+"""
+
+raise ImportError(
+    "This is an hf-methods {method} learngene: install the library with `pip install hf-methods`, then "
+    "`import hf_methods` before `AutoModel.from_pretrained(...)`."
+)
+'''
 
 
 def _known_config_keys(config_cls: type) -> set[str]:
@@ -283,6 +304,16 @@ class LearngeneModel(PreTrainedModel):
         if problems:
             raise ValueError(f"learngene {pretrained_model_name_or_path!r} does not match {cls.__name__}: {problems}")
         return (model, info) if want_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus a one-file stub pointed to by `auto_map`, so that loading the
+        learngene where hf-methods is not installed ends in "pip install hf-methods" rather than an unknown
+        model type (with hf-methods installed, its registered classes win over `auto_map`)."""
+        self.config.auto_map = {"AutoConfig": f"{_STUB}.{type(self.config).__name__}", "AutoModel": f"{_STUB}.{type(self).__name__}"}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            with open(os.path.join(save_directory, f"{_STUB}.py"), "w", encoding="utf-8") as f:
+                f.write(_STUB_SOURCE.format(method=self.method_name, model_type=self.config.model_type))
 
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
                     token: str | None = None, revision: str | None = None, card=None, **_):

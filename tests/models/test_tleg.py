@@ -102,7 +102,7 @@ def test_no_per_layer_parameters_exist():
 def test_save_and_load_round_trip_is_bit_exact(arch, tmp_path):
     model = make(arch, aux_num_layers=6)
     model.save_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "hf_methods_learngene.py", "model.safetensors"]
     stored = load_file(tmp_path / "model.safetensors")
     layer = sum(p.numel() for p in model.gene.theta_a.parameters())
     non_layer = sum(p.numel() for n, p in model.named_parameters() if n.startswith("base."))
@@ -168,7 +168,7 @@ def test_bad_configs_are_rejected(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="aux_layer"):
         TLEGModel.from_pretrained(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "hf_methods_learngene.py", "model.safetensors"]
 
 
 def test_width_and_unknown_overrides_are_errors():
