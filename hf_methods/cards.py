@@ -52,6 +52,12 @@ def _pipeline_tag(model_class: str) -> str | None:
     return "feature-extraction"
 
 
+def _auto_class(model_class: str) -> str:
+    tag = _pipeline_tag(model_class)
+    return {"image-classification": "AutoModelForImageClassification", "text-generation": "AutoModelForCausalLM",
+            "text-classification": "AutoModelForSequenceClassification", "fill-mask": "AutoModelForMaskedLM"}.get(tag, "AutoModel")
+
+
 def _data(name, tags, model_class, base_model=None, relation=None, accuracy=None, metric_name=None, dataset=None):
     tag = _pipeline_tag(model_class)
     results = None
@@ -78,7 +84,8 @@ def learngene_card(learngene, repo_or_path, results: dict | None = None, descend
         dataset=(results or {}).get("dataset_id"),
     )
     return render_card(
-        "learngene", data, title=f"{method} learngene" + (f" ({results['dataset']})" if results else ""), method=method,
+        "learngene", data, title=f"{method} learngene" + (f" ({results['dataset']})" if (results or {}).get("dataset") else ""),
+        method=method,
         base_model_class=base_class, teacher_link=link(teacher_ref),
         teacher_params=fmt_params(teacher["params"]) if teacher.get("params") else None,
         teacher_layers=teacher.get("num_layers"),
@@ -119,9 +126,7 @@ def descendant_card(model, repo_or_path, results: dict | None = None, learngene_
         curve = [{"epoch": p["epoch"], "step": p["step"], "learngene": f"{p['accuracy']:.3f}",
                   "scratch": f"{scratch[p['step']]:.3f}" if p["step"] in scratch else "-"} for p in row["learngene"]["curve"]]
     reach = row["steps_to_reach_scratch"] if row else None
-    auto = "AutoModelForImageClassification" if model_class.endswith("ForImageClassification") else (
-        "AutoModelForCausalLM" if _pipeline_tag(model_class) == "text-generation" else
-        "AutoModelForSequenceClassification" if model_class.endswith("ForSequenceClassification") else "AutoModel")
+    auto = _auto_class(model_class)
     report = getattr(model, "expansion_report", None)
     return render_card(
         "descendant", data, title=f"{method} descendant, {depth} layers", method=method, depth=depth,
@@ -133,4 +138,34 @@ def descendant_card(model, repo_or_path, results: dict | None = None, learngene_
         auto_class=auto, repo_or_path=str(repo_or_path), training_setup=(results or {}).get("training_setup"),
         curve=curve, steps_to_reach="not reached" if reach is None else reach,
         stored_ratio=f"{results['stored_ratio']:.1f}" if results else None, citation=CITATIONS.get(method, ""),
+    )
+
+
+def distilled_card(student, teacher_ref, args, repo_or_path, metrics: dict | None = None, dataset: str | None = None):
+    """Card of a student trained by `DistillationTrainer` (a learngene student gets the learngene card)."""
+    teacher = {"source": str(teacher_ref) if teacher_ref else "a teacher model", "hub_id": hub_id(teacher_ref)}
+    setup = (
+        f"`DistillationTrainer`: distillation_type={args.distillation_type}, alpha={args.alpha}, "
+        f"temperature={args.temperature}, kd_normalization={args.kd_normalization}; {args.num_train_epochs:g} epochs, "
+        f"learning rate {args.learning_rate}, batch {args.per_device_train_batch_size} per device x "
+        f"{args.gradient_accumulation_steps} accumulation steps."
+    )
+    metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+    if hasattr(student, "learngene_num_parameters"):
+        return learngene_card(student, repo_or_path, {"teacher": teacher, "training_setup": setup})
+    model_class = type(student).__name__
+    accuracy = metrics.get("eval_accuracy")
+    data = _data(os.path.basename(str(repo_or_path).rstrip("/")), ["distillation", "knowledge-distillation"], model_class,
+                 base_model=teacher["hub_id"], accuracy=accuracy, metric_name="accuracy", dataset=dataset)
+    loss = {"soft": f"soft KD (KL x T^2, {args.kd_normalization}) weighted {args.alpha}",
+            "hard": f"hard KD (cross-entropy on the teacher's argmax) weighted {args.alpha}",
+            "none": "cross-entropy only"}[args.distillation_type]
+    if args.distillation_type != "none" and args.alpha < 1:
+        loss += f", plus cross-entropy on the labels weighted {1 - args.alpha:g}"
+    return render_card(
+        "distilled", data, title=f"{model_class} distilled from {teacher['source']}", model_class=model_class,
+        params=fmt_params(sum(p.numel() for p in student.parameters())), teacher_link=link(teacher["source"]),
+        teacher_params=None, loss_description=loss, auto_class=_auto_class(model_class),
+        repo_or_path=str(repo_or_path), training_setup=setup,
+        metrics=[(k, f"{v:.4g}") for k, v in sorted(metrics.items())], citation=CITATIONS["distillation"],
     )

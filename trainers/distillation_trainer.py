@@ -228,9 +228,12 @@ class DistillationTrainer(Trainer):
         self._loss_parts_step = 0
 
         self.teacher_model = None
+        self.teacher_ref = None
         if args.distillation_type == "none":
             return
         teacher = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
+        # Where the teacher came from, for the model card's ancestry (a Hub id there becomes `base_model`).
+        self.teacher_ref = teacher if isinstance(teacher, str) else getattr(teacher, "name_or_path", None) or None
         if teacher is None:
             raise ValueError(
                 f"distillation_type={args.distillation_type!r} needs a teacher: pass `teacher_model=` or set "
@@ -341,6 +344,19 @@ class DistillationTrainer(Trainer):
             self._loss_parts["ce_loss"] += ce.detach() * factor
             self._loss_parts["kd_loss"] += kd.detach() * factor
         return (loss, outputs) if return_outputs else loss
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, **_) -> None:
+        """Write the hf-methods card of the student (`Trainer.push_to_hub` uploads it): teacher -> student
+        ancestry, the distillation setup and the last evaluation metrics; never the teacher's weights."""
+        if not self.is_world_process_zero():
+            return
+        from ..cards import distilled_card
+
+        metrics = next((e for e in reversed(self.state.log_history) if any(k.startswith("eval_") for k in e)), {})
+        repo = self.hub_model_id if self.args.push_to_hub and self.hub_model_id else model_name or self.args.output_dir
+        card = distilled_card(self.accelerator.unwrap_model(self.model), self.teacher_ref, self.args, repo,
+                              metrics, dataset=dataset_name)
+        card.save(os.path.join(self.args.output_dir, "README.md"))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds this process's mean `ce_loss` and `kd_loss` (unweighted) to the training logs."""
