@@ -61,15 +61,25 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool | None = None
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json); save_pretrained it first.")
+    from huggingface_hub.errors import HfHubHTTPError
+
     api = _api(token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    if revision is not None:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
-    return api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, revision=revision,
-        commit_message=commit_message or f"Upload {folder.name} with hf-methods",
-        ignore_patterns=["_*", "checkpoint-*", "*.bin", "*.pt", "*.pth", ".*"],
-    )
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        return api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, revision=revision,
+            commit_message=commit_message or f"Upload {folder.name} with hf-methods",
+            ignore_patterns=["_*", "checkpoint-*", "*.bin", "*.pt", "*.pth", ".*"],
+        )
+    except HfHubHTTPError as err:
+        if getattr(err.response, "status_code", None) in (401, 403):
+            raise PermissionError(
+                f"the Hub refused to write {repo_id!r} (HTTP {err.response.status_code}): the token is missing or "
+                "wrong, or has no write access. Log in with `hf auth login` or set HF_TOKEN to a write token."
+            ) from err
+        raise
 
 
 def push_model(model, repo_id: str, card: ModelCard | None = None, **push_kwargs):
