@@ -21,7 +21,10 @@ def push_main(argv) -> None:
     parser.add_argument("--private", action="store_true", help="create the repos private")
     parser.add_argument("--revision", default=None, help="branch to push to (created if missing)")
     args = parser.parse_args(argv)
-    pushed = push_run(args.output_dir, args.repo_id, private=args.private or None, revision=args.revision)
+    try:
+        pushed = push_run(args.output_dir, args.repo_id, private=args.private or None, revision=args.revision)
+    except (FileNotFoundError, ValueError, PermissionError) as err:
+        parser.exit(2, f"hf-methods push: error: {err}\n")
     print("pushed " + ", ".join(f"{name} -> {repo}" for name, repo in pushed.items()), flush=True)
 
 

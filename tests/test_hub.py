@@ -16,8 +16,6 @@ from safetensors.torch import load_file
 
 import hf_methods  # noqa: F401
 from hf_methods import TLEGConfig, TLEGModel
-from hf_methods.cards import descendant_card
-from hf_methods.hub import push_model
 from hf_methods.trainers import DistillationConfig, DistillationTrainer
 
 sys.path.insert(0, str(Path(__file__).parent / "models"))
@@ -76,7 +74,7 @@ def test_descendant_records_the_hub_learngene_and_loads_without_hf_methods(fake_
     gene = T.AutoModel.from_pretrained("tester/gene")
     desc = gene.expand(3, num_labels=5)
     assert desc.config.learngene_ancestry["learngene"] == "tester/gene"
-    push_model(desc, "tester/desc-3", descendant_card(desc, "tester/desc-3"))
+    desc.push_to_hub("tester/desc-3")  # expand() gives descendants a push_to_hub that keeps our card
     card = ModelCard.load("tester/desc-3")
     assert card.data.base_model == "tester/gene" and card.data.to_dict()["base_model_relation"] == "finetune"
     assert_same_weights(T.AutoModelForImageClassification.from_pretrained("tester/desc-3"), desc)

@@ -14,6 +14,7 @@ import inspect
 import logging
 import os
 import re
+import types
 
 import torch
 from safetensors import SafetensorError
@@ -173,6 +174,18 @@ def _strip_parameters(module: nn.Module) -> None:
 def _layer_index(key: str, layers_prefix: str) -> tuple[int, str] | None:
     m = re.match(re.escape(layers_prefix) + r"\.(\d+)\.(.+)$", key)
     return (int(m.group(1)), m.group(2)) if m else None
+
+
+def _push_descendant(model, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                     token: str | None = None, revision: str | None = None, card=None, **_):
+    """`push_to_hub` of an expanded model: one commit with the descendant card (ancestry, expansion account)
+    instead of transformers' generic card. Once saved and reloaded it is a plain model again."""
+    from ..cards import descendant_card
+    from ..hub import push_model
+
+    card = card if card is not None else descendant_card(model, repo_id)
+    return push_model(model, repo_id, card, private=private, revision=revision, commit_message=commit_message,
+                      token=token)
 
 
 class LearngeneModel(PreTrainedModel):
@@ -413,6 +426,7 @@ class LearngeneModel(PreTrainedModel):
             "num_layers": num_layers,
         }
         target.expansion_report = report
+        target.push_to_hub = types.MethodType(_push_descendant, target)
         logger.info(report.summary())
         return target
 

@@ -96,3 +96,36 @@ def test_pipeline_under_accelerate_launch_with_two_processes(tmp_path):
     assert proc.stdout.count("[1/4]") == 1  # only the main process speaks
     assert "parallel_mode != ParallelMode.DISTRIBUTED" not in proc.stderr  # a real 2-rank DDP run
     assert (out / "descendants" / "depth-2" / "model.safetensors").is_file()
+
+
+def test_recipe_push_to_hub_and_the_push_command(fake_hub, tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "depths": [1, 2], "push_to_hub": True, "hub_model_id": "tester/run"}))
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_ENDPOINT": fake_hub.endpoint, "HF_TOKEN": "hf_test_token", "HF_HUB_OFFLINE": "0",
+           "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-m", "hf_methods.cli", "tleg", "--config", str(recipe), "--output_dir",
+                           str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {"tester/run", "tester/run-teacher", "tester/run-depth-1", "tester/run-depth-2"} <= set(fake_hub.repos)
+    gene_card = ModelCard.load("tester/run")
+    assert gene_card.data.base_model == "tester/run-teacher"  # the trained teacher was pushed first
+    assert "tester/run-depth-2" in gene_card.text
+    desc_card = ModelCard.load("tester/run-depth-2")
+    assert desc_card.data.base_model == "tester/run"
+    report = json.loads((out / "report.json").read_text())
+    row = next(r for r in report["descendants"] if r["depth"] == 2)
+    assert desc_card.data.eval_results[0].metric_value == pytest.approx(row["learngene"]["final_accuracy"])
+    pushed = T.AutoModelForImageClassification.from_pretrained("tester/run-depth-2")
+    local = T.AutoModelForImageClassification.from_pretrained(out / "descendants" / "depth-2")
+    for key, value in local.state_dict().items():
+        assert torch.equal(pushed.state_dict()[key], value), key
+
+    proc = subprocess.run([sys.executable, "-m", "hf_methods.cli", "push", str(out), "--repo-id", "tester/again",
+                           "--private"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "learngene -> tester/again" in proc.stdout
+    assert fake_hub.repos["tester/again"].private and fake_hub.repos["tester/again-depth-1"].private
+    bad = subprocess.run([sys.executable, "-m", "hf_methods.cli", "push", str(tmp_path), "--repo-id", "tester/x"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode != 0 and "no report.json" in bad.stderr
