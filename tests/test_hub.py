@@ -12,6 +12,7 @@ import torch
 import transformers as T
 import yaml
 from huggingface_hub import ModelCard, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError
 from safetensors.torch import load_file
 
 import hf_methods  # noqa: F401
@@ -148,7 +149,7 @@ def test_failed_commit_leaves_the_local_folder_untouched_and_a_retry_succeeds(fa
 
     before = snapshot()
     fake_hub.fail_next_commits = 1
-    with pytest.raises(Exception):
+    with pytest.raises(HfHubHTTPError, match="500"):
         push_folder(folder, "tester/flaky")
     assert snapshot() == before
     assert "tester/flaky" not in fake_hub.repos or not fake_hub.files("tester/flaky").get("model.safetensors")

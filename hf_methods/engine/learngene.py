@@ -203,7 +203,7 @@ class LearngeneModel(PreTrainedModel):
         stock_cls = resolve_model_class(config.base_model_class)
         self.spec = spec_for(stock_cls.config_class.model_type)
         self.base = stock_cls._from_config(config.stock_config(config.aux_num_layers))
-        self.layers_prefix, layers = layer_list(self.base, self.spec)
+        _, layers = layer_list(self.base, self.spec)
         template = copy.deepcopy(layers[0])  # a stock layer with stock init: the shape of the layer parameters
         self.layer_parameter_names = [name for name, _ in template.named_parameters()]
         self.gene = self.build_gene(template)
