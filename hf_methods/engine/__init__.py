@@ -1,6 +1,7 @@
 """The learngene engine: method-agnostic machinery every learngene builds on."""
 
 from .architectures import ARCHITECTURES, ArchitectureSpec, register_architecture
+from .counting import count_flops, count_parameters, stored_parameter_ratio
 from .learngene import GeneratedLayer, LearngeneConfig, LearngeneModel
 from .report import ExpansionReport, TensorSource
 
@@ -12,5 +13,8 @@ __all__ = [
     "LearngeneConfig",
     "LearngeneModel",
     "TensorSource",
+    "count_flops",
+    "count_parameters",
     "register_architecture",
+    "stored_parameter_ratio",
 ]

@@ -18,20 +18,27 @@ class ArchitectureSpec:
     model_type: str
     layers: str  # dotted path of the nn.ModuleList of layers inside `model.base_model`
     depth_attr: str  # config attribute that holds the number of layers
+    # Dotted path of the attention submodule inside one layer, whose output (first element when it returns a tuple)
+    # is the attention branch after the output projection. Pre-norm (ViT, GPT-2, Llama): before the residual add.
+    # Post-norm BERT: `BertAttention` also holds the residual add and LayerNorm, so its output includes both.
+    attention: str | None = None
 
 
 ARCHITECTURES: dict[str, ArchitectureSpec] = {}
 
 
-def register_architecture(model_type: str, layers: str, depth_attr: str = "num_hidden_layers") -> None:
-    """Teach the engine a new architecture (`model_type` as in its config)."""
-    ARCHITECTURES[model_type] = ArchitectureSpec(model_type, layers, depth_attr)
+def register_architecture(
+    model_type: str, layers: str, depth_attr: str = "num_hidden_layers", attention: str | None = None
+) -> None:
+    """Teach the engine a new architecture (`model_type` as in its config). `attention` (the attention submodule's
+    path inside one layer) is only needed by feature distillation of attention outputs (Learngene Pool stage 1)."""
+    ARCHITECTURES[model_type] = ArchitectureSpec(model_type, layers, depth_attr, attention)
 
 
-register_architecture("vit", "layers")
-register_architecture("bert", "encoder.layer")
-register_architecture("gpt2", "h", "n_layer")
-register_architecture("llama", "layers")
+register_architecture("vit", "layers", attention="attention")
+register_architecture("bert", "encoder.layer", attention="attention")  # output includes residual + LayerNorm
+register_architecture("gpt2", "h", "n_layer", attention="attn")
+register_architecture("llama", "layers", attention="self_attn")
 
 
 def spec_for(model_type: str) -> ArchitectureSpec:

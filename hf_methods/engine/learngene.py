@@ -171,6 +171,11 @@ def _strip_parameters(module: nn.Module) -> None:
             sub._is_hf_initialized = True
 
 
+def _check_depth(num_layers) -> None:
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive integer (the descendant's depth), got {num_layers!r}.")
+
+
 def _layer_index(key: str, layers_prefix: str) -> tuple[int, str] | None:
     m = re.match(re.escape(layers_prefix) + r"\.(\d+)\.(.+)$", key)
     return (int(m.group(1)), m.group(2)) if m else None
@@ -344,6 +349,14 @@ class LearngeneModel(PreTrainedModel):
     def layer_num_parameters(self) -> int:
         return sum(p.numel() for p in self.gene.parameters())
 
+    def descendant_num_parameters(self, num_layers: int, model_class: str | None = None, **config_overrides) -> int:
+        """Parameters of the depth-`num_layers` descendant, counted on the meta device (nothing is allocated)."""
+        _check_depth(num_layers)
+        cls = resolve_model_class(model_class or self.config.base_model_class)
+        with torch.device("meta"):
+            model = cls._from_config(self.config.stock_config(num_layers, **config_overrides))
+        return sum(p.numel() for p in model.parameters())
+
     # --- expansion ------------------------------------------------------------------------------------------
     def expand(self, num_layers: int, model_class: str | type | None = None, **config_overrides) -> PreTrainedModel:
         """A plain stock model with `num_layers` layers initialized from this learngene.
@@ -353,8 +366,20 @@ class LearngeneModel(PreTrainedModel):
         changed, or a head the learngene does not have). A tensor with no source or with the wrong shape
         raises, and nothing is returned.
         """
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer (the descendant's depth), got {num_layers!r}.")
+        _check_depth(num_layers)
+        return self._expand(num_layers, model_class, config_overrides, self.layer_parameters, self.describe_layer)
+
+    def _expand(self, num_layers, model_class, config_overrides, layer_parameters, describe_layer) -> PreTrainedModel:
+        """`expand` with the layer rule given as functions `(index, depth)`, for methods whose `expand` takes
+        extra arguments (SWS's `layers_source`)."""
+        _check_depth(num_layers)
+        heads = getattr(self.base.config, "num_attention_heads", None)
+        if "num_attention_heads" in config_overrides and config_overrides["num_attention_heads"] != heads:
+            logger.warning(
+                "expanding with num_attention_heads=%s while the learngene was trained with %s: the attention "
+                "weights are copied unchanged and regrouped into different heads.",
+                config_overrides["num_attention_heads"], heads,
+            )
         name = model_class.__name__ if isinstance(model_class, type) else model_class
         cls = resolve_model_class(name or self.config.base_model_class)
         if cls.config_class.model_type != self.base.config.model_type:
@@ -383,13 +408,13 @@ class LearngeneModel(PreTrainedModel):
                 if hit is not None:
                     index, sub = hit
                     if index not in generated:
-                        generated[index] = self.layer_parameters(index, num_layers)
+                        generated[index] = layer_parameters(index, num_layers)
                     value = generated[index].get(sub)
                     if value is None:
                         raise ValueError(f"{name}: the learngene has no layer parameter {sub!r}.")
                     self._check_shape(name, shape, value)
                     new_state[name] = value
-                    report.add(name, shape, "generated", self.describe_layer(index, num_layers))
+                    report.add(name, shape, "generated", describe_layer(index, num_layers))
                     continue
                 key = canonical_key(target, name)
                 value = source.get(key)

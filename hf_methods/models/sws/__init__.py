@@ -1,0 +1,4 @@
+from .configuration_sws import SWSConfig
+from .modeling_sws import PUBLISHED_LAYERS_SOURCE, SWSModel, default_layers_source
+
+__all__ = ["PUBLISHED_LAYERS_SOURCE", "SWSConfig", "SWSModel", "default_layers_source"]
