@@ -22,6 +22,16 @@ CITATIONS = {
   booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
   volume    = {38}, number = {14}, pages = {16014--16022}, year = {2024}
 }""",
+    "SWS": """@inproceedings{xia2024sws,
+  title     = {Exploring Learngene via Stage-wise Weight Sharing for Initializing Variable-sized Models},
+  author    = {Xia, Shi-Yu and Zhu, Wenxuan and Yang, Xu and Geng, Xin},
+  booktitle = {Proceedings of the International Joint Conference on Artificial Intelligence (IJCAI)}, year = {2024}
+}""",
+    "Learngene Pool": """@inproceedings{shi2024learngenepool,
+  title     = {Building Variable-sized Models via Learngene Pool},
+  author    = {Shi, Boyu and Xia, Shiyu and Yang, Xu and Chen, Haokun and Kou, Zhiqiang and Geng, Xin},
+  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence}, year = {2024}
+}""",
     "distillation": """@inproceedings{touvron2021deit,
   title     = {Training data-efficient image transformers \\& distillation through attention},
   author    = {Touvron, Hugo and Cord, Matthieu and Massa, Francisco and Sablayrolles, Alexandre and J{\\'e}gou, Herv{\\'e}},

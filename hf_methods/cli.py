@@ -6,7 +6,10 @@ import sys
 
 COMMANDS = {
     "tleg": ("hf_methods.recipes.tleg.pipeline", "TLEG end to end: teacher -> learngene -> descendants -> report"),
+    "sws": ("hf_methods.recipes.sws.pipeline", "SWS end to end: teacher -> stage-wise learngene -> descendants -> report"),
     "push": ("hf_methods.cli", "push a run's learngene and descendants: hf-methods push OUTPUT_DIR --repo-id ORG/NAME [--private]"),
+    "pareto": ("hf_methods.pareto", "merge run reports into one size/accuracy report: hf-methods pareto REPORT... --output-dir DIR"),
+    "choose": ("hf_methods.pareto", "best model under a budget: hf-methods choose REPORT... --budget-params 2M [--budget-flops 1G]"),
 }
 
 
@@ -42,6 +45,10 @@ def main(argv=None) -> int:
         push_main(argv[1:])
         return 0
     import importlib
+
+    if argv[0] in ("pareto", "choose"):
+        getattr(importlib.import_module(COMMANDS[argv[0]][0]), f"{argv[0]}_main")(argv[1:])
+        return 0
 
     module = importlib.import_module(COMMANDS[argv[0]][0])
     module.main(argv[1:])

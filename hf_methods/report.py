@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .pareto import fmt_params
+
+__all__ = ["fmt_params", "steps_to_reach", "write_report"]
+
 
 def steps_to_reach(curve: list[dict], target: float) -> int | None:
     """First evaluated step at which `curve` reaches `target` accuracy (None if it never does)."""
@@ -14,8 +18,6 @@ def steps_to_reach(curve: list[dict], target: float) -> int | None:
     return None
 
 
-def fmt_params(n: int) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
 
 
 def write_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
