@@ -3,14 +3,27 @@
 __version__ = "0.1.0"
 
 from .engine import ExpansionReport, LearngeneConfig, LearngeneModel, register_architecture  # noqa: E402
-from .models import SWSConfig, SWSModel, TLEGConfig, TLEGModel  # noqa: E402
+from .models import (  # noqa: E402
+    LearngenePoolConfig,
+    LearngenePoolModel,
+    StitchedViTConfig,
+    StitchedViTForImageClassification,
+    SWSConfig,
+    SWSModel,
+    TLEGConfig,
+    TLEGModel,
+)
 
 __all__ = [
     "ExpansionReport",
     "LearngeneConfig",
     "LearngeneModel",
+    "LearngenePoolConfig",
+    "LearngenePoolModel",
     "SWSConfig",
     "SWSModel",
+    "StitchedViTConfig",
+    "StitchedViTForImageClassification",
     "TLEGConfig",
     "TLEGModel",
     "__version__",

@@ -120,6 +120,29 @@ def _num_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def get_teacher(recipe, data, work: Path, out: Path, state: PartialState, say) -> tuple:
+    """(teacher, where it came from, its test accuracy): `recipe.teacher` loaded, or a ViT trained here (and saved
+    to `out/teacher`). Shared by every recipe that starts from a teacher."""
+    if recipe.teacher:
+        say(f"loading teacher {recipe.teacher}")
+        teacher = ViTForImageClassification.from_pretrained(recipe.teacher)
+        acc = Trainer(model=teacher, args=_args(recipe, work, 1, 1e-3), eval_dataset=data["test"],
+                      compute_metrics=accuracy).evaluate()["eval_accuracy"]
+        return teacher, recipe.teacher, acc
+    say(f"training a {recipe.teacher_num_layers}-layer ViT teacher")
+    config = ViTConfig(
+        image_size=recipe.image_size, patch_size=recipe.patch_size, num_channels=1,
+        hidden_size=recipe.hidden_size, num_hidden_layers=recipe.teacher_num_layers,
+        num_attention_heads=recipe.num_attention_heads, intermediate_size=recipe.intermediate_size,
+        num_labels=10, id2label={i: str(i) for i in range(10)}, label2id={str(i): i for i in range(10)},
+    )
+    teacher = ViTForImageClassification(config)
+    trainer, _ = _train(teacher, _args(recipe, work, recipe.teacher_epochs, recipe.teacher_learning_rate), data)
+    if state.is_main_process:
+        save_model_folder(teacher, out / "teacher")
+    return teacher, "a ViT trained by this recipe", _curve(trainer, 0.0)[-1]["accuracy"]
+
+
 def run(recipe: LearngeneRecipe) -> dict:
     start = time.time()
     transformers.set_seed(recipe.seed)
@@ -138,26 +161,7 @@ def run(recipe: LearngeneRecipe) -> dict:
             print(f"[{number}/{stages}] {text}", flush=True)
 
     # 1. the teacher
-    if recipe.teacher:
-        say(f"loading teacher {recipe.teacher}")
-        teacher = ViTForImageClassification.from_pretrained(recipe.teacher)
-        teacher_source = recipe.teacher
-        teacher_acc = Trainer(model=teacher, args=_args(recipe, work, 1, 1e-3), eval_dataset=data["test"],
-                              compute_metrics=accuracy).evaluate()["eval_accuracy"]
-    else:
-        say(f"training a {recipe.teacher_num_layers}-layer ViT teacher")
-        config = ViTConfig(
-            image_size=recipe.image_size, patch_size=recipe.patch_size, num_channels=1,
-            hidden_size=recipe.hidden_size, num_hidden_layers=recipe.teacher_num_layers,
-            num_attention_heads=recipe.num_attention_heads, intermediate_size=recipe.intermediate_size,
-            num_labels=10, id2label={i: str(i) for i in range(10)}, label2id={str(i): i for i in range(10)},
-        )
-        teacher = ViTForImageClassification(config)
-        trainer, _ = _train(teacher, _args(recipe, work, recipe.teacher_epochs, recipe.teacher_learning_rate), data)
-        teacher_acc = _curve(trainer, 0.0)[-1]["accuracy"]
-        teacher_source = "a ViT trained by this recipe"
-        if state.is_main_process:
-            save_model_folder(teacher, out / "teacher")
+    teacher, teacher_source, teacher_acc = get_teacher(recipe, data, work, out, state, say)
 
     # 2. the learngene: distill the auxiliary network
     method, config_cls, model_cls = METHODS[recipe.method]

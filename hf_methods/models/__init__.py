@@ -1,12 +1,25 @@
 """hf_methods model classes, registered with the transformers Auto classes on import."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
 
+from .learngene_pool import LearngenePoolConfig, LearngenePoolModel, StitchedViTConfig, StitchedViTForImageClassification
 from .sws import SWSConfig, SWSModel
 from .tleg import TLEGConfig, TLEGModel
 
-for _config, _model in [(TLEGConfig, TLEGModel), (SWSConfig, SWSModel)]:
+_POOL = [(LearngenePoolConfig, LearngenePoolModel), (StitchedViTConfig, StitchedViTForImageClassification)]
+for _config, _model in [(TLEGConfig, TLEGModel), (SWSConfig, SWSModel), *_POOL]:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _model, exist_ok=True)
+for _config, _model in _POOL:
+    AutoModelForImageClassification.register(_config, _model, exist_ok=True)
 
-__all__ = ["SWSConfig", "SWSModel", "TLEGConfig", "TLEGModel"]
+__all__ = [
+    "LearngenePoolConfig",
+    "LearngenePoolModel",
+    "SWSConfig",
+    "SWSModel",
+    "StitchedViTConfig",
+    "StitchedViTForImageClassification",
+    "TLEGConfig",
+    "TLEGModel",
+]

@@ -1,0 +1,230 @@
+"""The Learngene Pool main job: teacher -> small instances distilled with feature terms (stage 1) -> a pool of
+stitched networks trained together (stage 2) -> every configuration scored for parameters, FLOPs and accuracy,
+exported as a standalone model, and reported on a Pareto plot users choose from.
+
+    hf-methods pool                                   # the embedded default: digits, no network, ~3 min on 2 CPUs
+    hf-methods pool --stitch_init least_squares       # any recipe field can be overridden
+    hf-methods choose outputs/pool-digits/report.json --budget-params 100K
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+import transformers
+from accelerate import PartialState
+from transformers import Trainer, ViTConfig, ViTForImageClassification
+
+from hf_methods import __version__
+from hf_methods.data import digits
+from hf_methods.hub import save_model_folder
+from hf_methods.models.learngene_pool import LearngenePoolModel
+from hf_methods.pareto import fmt_flops, fmt_params, write_pareto_report
+from hf_methods.recipe import parse_recipe
+from hf_methods.trainers import LearngenePoolDistillationTrainer, PoolDistillationConfig
+
+from ..learngene_pipeline import _CPU, _args, _curve, _num_params, _train, get_teacher
+
+DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "learngene_pool" / "digits.yaml"
+METHOD = "Learngene Pool"
+
+
+@dataclass
+class PoolRecipe:
+    """Every field can be set in the YAML recipe or overridden as `--field value`."""
+
+    output_dir: str = field(default="outputs/pool-digits", metadata={"help": "Where models, the pool and the report go."})
+    teacher: str | None = field(default=None, metadata={"help": "Path or Hub id of a trained ViTForImageClassification teacher; empty trains one."})
+    image_size: int = field(default=16, metadata={"help": "Digits are upsampled from 8x8 to this size."})
+    patch_size: int = field(default=4, metadata={"help": "ViT patch size."})
+    hidden_size: int = field(default=64, metadata={"help": "Width of the teacher trained when `teacher` is empty."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads of that teacher."})
+    intermediate_size: int = field(default=128, metadata={"help": "MLP width of that teacher."})
+    teacher_num_layers: int = field(default=12, metadata={"help": "Depth of that teacher."})
+    teacher_epochs: float = field(default=10, metadata={"help": "Epochs to train that teacher."})
+    teacher_learning_rate: float = field(default=3e-3, metadata={"help": "Teacher learning rate (AdamW)."})
+    instance_num_layers: int = field(default=6, metadata={"help": "Depth n of every learngene instance (paper: 6 or 9)."})
+    instance_hidden_sizes: list[int] = field(default_factory=lambda: [32, 64], metadata={"help": "Widths of the instances, small -> large (paper: 192 tiny, 768 base)."})
+    instance_num_attention_heads: list[int] = field(default_factory=lambda: [2, 4], metadata={"help": "Heads per instance, kept in the pool (the official code switches to 12)."})
+    instance_feature_positions: list[str] = field(default_factory=lambda: ["[front,end]", "[end]"], metadata={"help": "Matched layers per instance (paper: tiny [front,end], others [end])."})
+    distill_epochs: float = field(default=10, metadata={"help": "Stage 1: epochs to distill each instance."})
+    distill_learning_rate: float = field(default=1e-3, metadata={"help": "Stage 1 learning rate."})
+    distillation_alpha: float = field(default=0.9, metadata={"help": "Weight of the distillation terms (official: 0.1 on CE)."})
+    temperature: float = field(default=1.0, metadata={"help": "Stage 1 soft-CE temperature."})
+    stitch_init: str = field(default="projector", metadata={"help": "'projector' (paper: stage-1 projections transposed), 'least_squares' (SN-Net) or 'random'."})
+    stitch_directions: str = field(default="small_to_large", metadata={"help": "Which instance pairs stitch: small_to_large (paper), adjacent_small_to_large, all."})
+    calibration_samples: int = field(default=256, metadata={"help": "Training images used by least-squares stitch init."})
+    pool_epochs: float = field(default=4, metadata={"help": "Stage 2: epochs of pool training (one sampled configuration per step)."})
+    pool_learning_rate: float = field(default=5e-4, metadata={"help": "Stage 2 learning rate (constant, as the official code)."})
+    batch_size: int = field(default=32, metadata={"help": "Per-device batch size of every stage."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (quick runs)."})
+    seed: int = field(default=0, metadata={"help": "Seed of data split, initializations, sampling and training."})
+
+    def __post_init__(self):
+        sizes = (len(self.instance_hidden_sizes), len(self.instance_num_attention_heads), len(self.instance_feature_positions))
+        if len(set(sizes)) != 1 or sizes[0] < 2:
+            raise ValueError(
+                "instance_hidden_sizes, instance_num_attention_heads and instance_feature_positions must have one entry "
+                f"per instance (at least two), got lengths {sizes}."
+            )
+        if self.stitch_init not in ("projector", "least_squares", "random"):
+            raise ValueError(f"stitch_init must be 'projector', 'least_squares' or 'random', got {self.stitch_init!r}.")
+
+
+def _instance(recipe: PoolRecipe, index: int) -> ViTForImageClassification:
+    width, heads = recipe.instance_hidden_sizes[index], recipe.instance_num_attention_heads[index]
+    return ViTForImageClassification(ViTConfig(
+        image_size=recipe.image_size, patch_size=recipe.patch_size, num_channels=1, hidden_size=width,
+        num_hidden_layers=recipe.instance_num_layers, num_attention_heads=heads, intermediate_size=2 * width,
+        num_labels=10, id2label={i: str(i) for i in range(10)}, label2id={str(i): i for i in range(10)},
+    ))
+
+
+def _describe(row: dict, widths: list[int]) -> str:
+    if row["j"] is None:
+        return f"instance {row['front']} (width {widths[row['front']]}, {row['depth']} layers)"
+    return f"{row['front']}->{row['end']} blocks 0..{row['j']} + {row['k']}.. ({row['depth']} layers)"
+
+
+def run(recipe: PoolRecipe) -> dict:
+    start = time.time()
+    transformers.set_seed(recipe.seed)
+    transformers.logging.set_verbosity_warning()
+    out = Path(recipe.output_dir)
+    work = out / "_trainer"
+    data = digits(recipe.image_size, seed=recipe.seed, max_train_samples=recipe.max_train_samples)
+    num_instances = len(recipe.instance_hidden_sizes)
+    stages = 4 + num_instances
+    stage = iter(range(1, stages + 1))
+    state = PartialState(cpu=_CPU)
+
+    def say(text):
+        number = next(stage)
+        if state.is_main_process:
+            print(f"[{number}/{stages}] {text}", flush=True)
+
+    # 1. the teacher (shared with the TLEG/SWS main job: same recipe fields, same seed, same teacher)
+    teacher, teacher_source, teacher_acc = get_teacher(recipe, data, work, out, state, say)
+
+    # 2. stage 1: distill each instance with the feature terms; the projectors are saved beside it
+    instances, instance_rows = [], []
+    for i in range(num_instances):
+        say(f"stage 1: distilling instance {i} (width {recipe.instance_hidden_sizes[i]}, "
+            f"{recipe.instance_num_layers} layers, features at {recipe.instance_feature_positions[i]})")
+        transformers.set_seed(recipe.seed + i)
+        args = _args(recipe, work, recipe.distill_epochs, recipe.distill_learning_rate, cls=PoolDistillationConfig,
+                     alpha=recipe.distillation_alpha, temperature=recipe.temperature,
+                     feature_positions=recipe.instance_feature_positions[i], ddp_find_unused_parameters=False)
+        trainer, _ = _train(_instance(recipe, i), args, data, trainer_cls=LearngenePoolDistillationTrainer,
+                            teacher_model=teacher)
+        folder = out / "instances" / f"instance-{i}"
+        trainer.save_model(str(folder))  # model.safetensors + feature_projectors.safetensors
+        state.wait_for_everyone()
+        instances.append(ViTForImageClassification.from_pretrained(folder))
+        instance_rows.append({"width": recipe.instance_hidden_sizes[i], "params": _num_params(instances[-1]),
+                              "accuracy": _curve(trainer, 0.0)[-1]["accuracy"]})
+
+    # 3. stage 2: the pool, stitches initialized, all configurations trained together
+    say(f"stage 2: building the pool (stitch init: {recipe.stitch_init}) and training it for {recipe.pool_epochs:g} epochs")
+    transformers.set_seed(recipe.seed)
+    calibration = data["train"][: recipe.calibration_samples]["pixel_values"] if recipe.stitch_init == "least_squares" else None
+    pool = LearngenePoolModel.from_instances(instances, stitch_init=recipe.stitch_init, calibration_inputs=calibration,
+                                             stitch_directions=recipe.stitch_directions)
+    test_x, test_y = data["test"]["pixel_values"], data["test"]["labels"]
+    before = {r["id"]: r["accuracy"] for r in pool.evaluate_configs(test_x, test_y)}
+    pool_args = _args(recipe, work, recipe.pool_epochs, recipe.pool_learning_rate, lr_scheduler_type="constant",
+                      warmup_steps=0, eval_strategy="no", ddp_find_unused_parameters=True)
+    Trainer(model=pool, args=pool_args, train_dataset=data["train"]).train()
+
+    # 4. every configuration: parameters, FLOPs, accuracy; exported as a standalone model
+    say(f"scoring and exporting all {len(pool.stitch_configs)} configurations")
+    rows = pool.evaluate_configs(test_x, test_y)
+    stored = _num_params(pool)
+    choices = []
+    for row in rows:
+        row["name"] = _describe(row, recipe.instance_hidden_sizes)
+        row["accuracy_before_pool_training"] = before[row["id"]]
+        choices.append({"method": METHOD, "name": row["name"], "params": row["params"], "flops": row["flops"],
+                        "accuracy": row["accuracy"], "stored_params": stored, "path": f"stitched/config-{row['id']}"})
+
+    results = {
+        "method": METHOD,
+        "dataset": f"scikit-learn digits ({recipe.image_size}x{recipe.image_size})",
+        "recipe": dataclasses.asdict(recipe),
+        "teacher": {"source": teacher_source, "params": _num_params(teacher),
+                    "num_layers": teacher.config.num_hidden_layers, "accuracy": teacher_acc},
+        "instances": instance_rows,
+        "pool": {"params": stored, "num_configs": len(rows), "stitch_init": recipe.stitch_init},
+        "configs": rows,
+        "choices": choices,
+        "hf_methods_version": __version__,
+    }
+    results["elapsed_s"] = time.time() - start
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return results
+
+    # 5. save the pool and every exported configuration; the report
+    say("saving the pool, the exported models and the report")
+    save_model_folder(pool, out / "pool")
+    for row in rows:
+        save_model_folder(pool.export(row["id"]), out / "stitched" / f"config-{row['id']}")
+    _write_report(results, out)
+    shutil.rmtree(work, ignore_errors=True)
+    best = max(rows, key=lambda r: r["accuracy"])
+    smallest = min(rows, key=lambda r: r["params"])
+    print(
+        f"Learngene Pool done in {results['elapsed_s']:.0f}s: {len(rows)} models from one pool of "
+        f"{fmt_params(stored)} stored parameters, {fmt_params(smallest['params'])} to "
+        f"{fmt_params(max(r['params'] for r in rows))}; best {best['name']}: {best['accuracy']:.3f}. "
+        f"Report, models and Pareto plot in {out}/",
+        flush=True,
+    )
+    return results
+
+
+def _write_report(results: dict, out: Path) -> None:
+    """report.json (with `choices` for `hf-methods choose/pareto`), report.md, and pareto.{md,png,json}."""
+    tmp = out / "report.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(out / "report.json")
+    write_pareto_report(results["choices"], out, title=f"Learngene Pool on {results['dataset']}")
+    teacher, pool = results["teacher"], results["pool"]
+    lines = [
+        f"# Learngene Pool on {results['dataset']}",
+        "",
+        f"Teacher: {teacher['source']} ({teacher['num_layers']} layers, {fmt_params(teacher['params'])} parameters, "
+        f"accuracy {teacher['accuracy']:.3f}). Instances after stage-1 distillation: "
+        + ", ".join(f"width {r['width']} {fmt_params(r['params'])} {r['accuracy']:.3f}" for r in results["instances"])
+        + f". Pool: {fmt_params(pool['params'])} stored parameters, {pool['num_configs']} networks "
+        f"(stitch init: {pool['stitch_init']}).",
+        "",
+        "| id | network | layers | parameters | FLOPs / sample | accuracy after stitch init | after pool training |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(results["configs"], key=lambda r: r["params"]):
+        lines.append(f"| {r['id']} | {r['name']} | {r['depth']} | {fmt_params(r['params'])} | {fmt_flops(r['flops'])} | "
+                     f"{r['accuracy_before_pool_training']:.3f} | {r['accuracy']:.3f} |")
+    lines += ["", "Each network is saved as a standalone model under `stitched/config-<id>/`; pick one under a budget "
+              "with `hf-methods choose report.json --budget-params N`.", "", "![pareto](pareto.png)", ""]
+    tmp = out / "report.md.tmp"
+    tmp.write_text("\n".join(lines))
+    tmp.replace(out / "report.md")
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.WARNING)
+    (recipe,) = parse_recipe(PoolRecipe, argv, default_config=DEFAULT_RECIPE)
+    return run(recipe)
+
+
+if __name__ == "__main__":
+    main()
