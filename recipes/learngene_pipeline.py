@@ -78,8 +78,9 @@ class LearngeneRecipe:
             raise ValueError(f"kd_normalization must be 'numel' or 'batchmean', got {self.kd_normalization!r}.")
 
 
-def _args(recipe: LearngeneRecipe, run_dir: Path, epochs: float, lr: float, cls=TrainingArguments, **extra):
-    return cls(
+def _args(recipe, run_dir: Path, epochs: float, lr: float, cls=TrainingArguments, **overrides):
+    """The recipes' training arguments; `overrides` replace any default."""
+    kwargs = dict(
         output_dir=str(run_dir),
         num_train_epochs=epochs,
         learning_rate=lr,
@@ -96,8 +97,8 @@ def _args(recipe: LearngeneRecipe, run_dir: Path, epochs: float, lr: float, cls=
         dataloader_num_workers=0,
         disable_tqdm=False,
         use_cpu=_CPU,  # so that `accelerate launch --multi_gpu` on a CPU-only machine runs DDP over gloo
-        **extra,
     )
+    return cls(**{**kwargs, **overrides})
 
 
 def _curve(trainer: Trainer, initial: float) -> list[dict]:

@@ -59,11 +59,11 @@ class PoolRecipe:
     distill_learning_rate: float = field(default=1e-3, metadata={"help": "Stage 1 learning rate."})
     distillation_alpha: float = field(default=0.9, metadata={"help": "Weight of the distillation terms (official: 0.1 on CE)."})
     temperature: float = field(default=1.0, metadata={"help": "Stage 1 soft-CE temperature."})
-    stitch_init: str = field(default="projector", metadata={"help": "'projector' (paper: stage-1 projections transposed), 'least_squares' (SN-Net) or 'random'."})
+    stitch_init: str = field(default="least_squares", metadata={"help": "'least_squares' (SN-Net), 'projector' (paper: stage-1 projections transposed) or 'random'; the report compares all three."})
     stitch_directions: str = field(default="small_to_large", metadata={"help": "Which instance pairs stitch: small_to_large (paper), adjacent_small_to_large, all."})
     calibration_samples: int = field(default=256, metadata={"help": "Training images used by least-squares stitch init."})
     pool_epochs: float = field(default=4, metadata={"help": "Stage 2: epochs of pool training (one sampled configuration per step)."})
-    pool_learning_rate: float = field(default=5e-4, metadata={"help": "Stage 2 learning rate (constant, as the official code)."})
+    pool_learning_rate: float = field(default=2e-4, metadata={"help": "Stage 2 learning rate (constant, as the official code)."})
     batch_size: int = field(default=32, metadata={"help": "Per-device batch size of every stage."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (quick runs)."})
     seed: int = field(default=0, metadata={"help": "Seed of data split, initializations, sampling and training."})
@@ -135,10 +135,22 @@ def run(recipe: PoolRecipe) -> dict:
     # 3. stage 2: the pool, stitches initialized, all configurations trained together
     say(f"stage 2: building the pool (stitch init: {recipe.stitch_init}) and training it for {recipe.pool_epochs:g} epochs")
     transformers.set_seed(recipe.seed)
-    calibration = data["train"][: recipe.calibration_samples]["pixel_values"] if recipe.stitch_init == "least_squares" else None
+    calibration = data["train"][: recipe.calibration_samples]["pixel_values"]  # for least-squares stitch init
     pool = LearngenePoolModel.from_instances(instances, stitch_init=recipe.stitch_init, calibration_inputs=calibration,
                                              stitch_directions=recipe.stitch_directions)
-    test_x, test_y = data["test"]["pixel_values"], data["test"]["labels"]
+    test = data["test"][:]  # a dict of tensors
+    test_x, test_y = test["pixel_values"], test["labels"]
+    # how good each stitch init is before any pool training (stitched networks only), then the chosen one
+    folders = [str(out / "instances" / f"instance-{i}") for i in range(num_instances)]
+    stitched_ids = [c["id"] for c in pool.stitch_configs if c["j"] is not None]
+    init_comparison = {}
+    for method in ("projector", "least_squares", "random"):
+        transformers.set_seed(recipe.seed)
+        pool.initialize_stitches(method, calibration_inputs=calibration, projector_folders=folders)
+        accs = [r["accuracy"] for r in pool.evaluate_configs(test_x, test_y, config_ids=stitched_ids)]
+        init_comparison[method] = sum(accs) / len(accs)
+    transformers.set_seed(recipe.seed)
+    pool.initialize_stitches(recipe.stitch_init, calibration_inputs=calibration, projector_folders=folders)
     before = {r["id"]: r["accuracy"] for r in pool.evaluate_configs(test_x, test_y)}
     pool_args = _args(recipe, work, recipe.pool_epochs, recipe.pool_learning_rate, lr_scheduler_type="constant",
                       warmup_steps=0, eval_strategy="no", ddp_find_unused_parameters=True)
@@ -163,6 +175,7 @@ def run(recipe: PoolRecipe) -> dict:
                     "num_layers": teacher.config.num_hidden_layers, "accuracy": teacher_acc},
         "instances": instance_rows,
         "pool": {"params": stored, "num_configs": len(rows), "stitch_init": recipe.stitch_init},
+        "stitch_init_comparison": init_comparison,
         "configs": rows,
         "choices": choices,
         "hf_methods_version": __version__,
@@ -206,6 +219,9 @@ def _write_report(results: dict, out: Path) -> None:
         + ", ".join(f"width {r['width']} {fmt_params(r['params'])} {r['accuracy']:.3f}" for r in results["instances"])
         + f". Pool: {fmt_params(pool['params'])} stored parameters, {pool['num_configs']} networks "
         f"(stitch init: {pool['stitch_init']}).",
+        "",
+        "Mean accuracy of the stitched networks right after stitch initialization, before pool training: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in results["stitch_init_comparison"].items()) + ".",
         "",
         "| id | network | layers | parameters | FLOPs / sample | accuracy after stitch init | after pool training |",
         "|---|---|---|---|---|---|---|",

@@ -441,3 +441,18 @@ def test_bad_pool_models_are_rejected():
     with pytest.raises(ValueError, match="end_start must be an integer in 0..3"):
         StitchedViTConfig(front_config=vit().to_dict(), end_config=vit(32).to_dict(), front_layers=1, end_start=5,
                           instance_num_layers=3)
+
+
+def test_random_stitch_init_really_reinitializes():
+    a = T.ViTForImageClassification(T.ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                                intermediate_size=32, image_size=8, patch_size=4, num_channels=1,
+                                                num_labels=3))
+    b = T.ViTForImageClassification(T.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                intermediate_size=64, image_size=8, patch_size=4, num_channels=1,
+                                                num_labels=3))
+    pool = LearngenePoolModel.from_instances([a, b], stitch_init="least_squares",
+                                             calibration_inputs=torch.randn(16, 1, 8, 8))
+    fitted = [s.linear.weight.clone() for s in pool.stitch_layers["0-1"]]
+    pool.initialize_stitches("random")
+    assert all(not torch.equal(w, s.linear.weight) for w, s in zip(fitted, pool.stitch_layers["0-1"]))
+    assert pool.config.stitch_init == "random"

@@ -398,6 +398,9 @@ class LearngenePoolModel(_StrictLoading, PreTrainedModel):
                     weight, bias = least_squares_stitch(outputs[f][anchor], outputs[e][anchor])
                     slot.linear.weight.copy_(weight)
                     slot.linear.bias.copy_(bias)
+            elif method == "random":  # a fresh default (torch) init, also when re-initializing a trained pool
+                for slot in slots:
+                    slot.linear.reset_parameters()
             elif method == "projector":
                 weight = projector_stitch_weight(self._projector_file(f, projector_folders))
                 d_teacher, d_student = weight.shape
@@ -413,7 +416,8 @@ class LearngenePoolModel(_StrictLoading, PreTrainedModel):
                         f"fits an end of the teacher's width. Use least_squares for this pair, e.g. "
                         f"stitch_init={{'{key}': 'least_squares', ...}} with calibration_inputs, or 'random'."
                     )
-                for slot in slots:  # the same map at every slot; the bias keeps its default init (as upstream)
+                for slot in slots:  # the same map at every slot; the bias gets the default init (as upstream)
+                    slot.linear.reset_parameters()
                     slot.linear.weight.copy_(weight)
         self.config.stitch_init = stitch_init if isinstance(stitch_init, str) else dict(methods)
 
