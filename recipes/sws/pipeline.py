@@ -4,6 +4,7 @@
     accelerate launch -m hf_methods.recipes.sws.pipeline --config my.yaml
 """
 
+import sys
 from importlib import resources
 
 from ..learngene_pipeline import LearngeneRecipe as SWSRecipe
@@ -15,7 +16,8 @@ __all__ = ["DEFAULT_RECIPE", "SWSRecipe", "main", "run"]
 
 
 def main(argv=None):
-    return _main(argv, default_config=DEFAULT_RECIPE)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return _main(["--method", "sws", *argv], default_config=DEFAULT_RECIPE)  # whatever a --config file says
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     accelerate launch -m hf_methods.recipes.tleg.pipeline --config my.yaml
 """
 
+import sys
 from importlib import resources
 
 from ..learngene_pipeline import LearngeneRecipe as TLEGRecipe
@@ -15,7 +16,8 @@ __all__ = ["DEFAULT_RECIPE", "TLEGRecipe", "main", "run"]
 
 
 def main(argv=None):
-    return _main(argv, default_config=DEFAULT_RECIPE)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return _main(["--method", "tleg", *argv], default_config=DEFAULT_RECIPE)  # whatever a --config file says
 
 
 if __name__ == "__main__":

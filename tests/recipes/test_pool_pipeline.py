@@ -1,0 +1,81 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import transformers as T
+import yaml
+
+import hf_methods  # noqa: F401
+from hf_methods import LearngenePoolModel, StitchedViTForImageClassification
+from hf_methods.recipe import parse_recipe
+from hf_methods.recipes.learngene_pool.pipeline import DEFAULT_RECIPE, PoolRecipe
+from hf_methods.trainers import load_feature_projectors
+
+TINY = {
+    "image_size": 8, "patch_size": 4, "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32,
+    "teacher_num_layers": 3, "teacher_epochs": 1, "instance_num_layers": 3, "instance_hidden_sizes": [8, 16],
+    "instance_num_attention_heads": [2, 2], "instance_feature_positions": ["[front,end]", "[end]"],
+    "distill_epochs": 1, "pool_epochs": 1, "calibration_samples": 64, "batch_size": 32, "max_train_samples": 96,
+}
+
+
+def _run(tmp_path, *extra):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    proc = subprocess.run([sys.executable, "-m", "hf_methods.cli", "pool", "--config", str(recipe), "--output_dir",
+                           str(out), *extra], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_pool_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
+    out, proc = _run(tmp_path)
+    assert proc.stdout.strip().splitlines()[-1].startswith("Learngene Pool done")
+    assert "[6/6]" in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["pool"]["num_configs"] == 2 + (3 * 3 - 2)  # two singletons + 3n-2 stitches of the one pair
+    assert set(report["stitch_init_comparison"]) == {"projector", "least_squares", "random"}
+    for name in ("report.md", "pareto.md", "pareto.png", "pareto.json"):
+        assert (out / name).stat().st_size > 0
+
+    # stage 1 left the projectors beside each instance
+    projectors = load_feature_projectors(out / "instances" / "instance-0")
+    assert projectors["student_layers"] == [0, 1, 2] and projectors["teacher_layers"] == [0, 1, 2]
+
+    # every exported network is the pool running that configuration
+    pool = T.AutoModel.from_pretrained(out / "pool").eval()
+    assert type(pool) is LearngenePoolModel
+    pixels = torch.randn(4, 1, 8, 8)
+    for row in report["configs"]:
+        model = T.AutoModelForImageClassification.from_pretrained(out / "stitched" / f"config-{row['id']}").eval()
+        if row["j"] is not None:
+            assert type(model) is StitchedViTForImageClassification and model.config.num_hidden_layers == row["depth"]
+        assert sum(p.numel() for p in model.parameters()) == row["params"]
+        with torch.no_grad():
+            torch.testing.assert_close(model(pixel_values=pixels).logits,
+                                       pool(pixel_values=pixels, stitch_config_id=row["id"]).logits)
+
+    # `hf-methods choose` picks from the report
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    budget = sorted(r["params"] for r in report["configs"])[3]
+    chosen = subprocess.run([sys.executable, "-m", "hf_methods.cli", "choose", str(out / "report.json"),
+                             "--budget-params", str(budget), "--json"], capture_output=True, text=True, env=env)
+    assert chosen.returncode == 0, chosen.stderr
+    pick = json.loads(chosen.stdout)
+    fitting = [r for r in report["configs"] if r["params"] <= budget]
+    assert pick["accuracy"] == max(r["accuracy"] for r in fitting) and pick["params"] <= budget
+    assert os.path.isdir(pick["path"])
+
+
+def test_pool_recipe_validation():
+    (recipe,) = parse_recipe(PoolRecipe, [], default_config=DEFAULT_RECIPE)
+    assert recipe.instance_hidden_sizes == [32, 64] and recipe.stitch_init == "least_squares"
+    with pytest.raises(ValueError, match="one entry per instance"):
+        parse_recipe(PoolRecipe, ["--instance_hidden_sizes", "8", "16", "32"], default_config=DEFAULT_RECIPE)
+    with pytest.raises(ValueError, match="stitch_init"):
+        parse_recipe(PoolRecipe, ["--stitch_init", "lstsq"], default_config=DEFAULT_RECIPE)
