@@ -179,3 +179,80 @@ def distilled_card(student, teacher_ref, args, repo_or_path, metrics: dict | Non
         repo_or_path=str(repo_or_path), training_setup=setup,
         metrics=[(k, f"{v:.4g}") for k, v in sorted(metrics.items())], citation=CITATIONS["distillation"],
     )
+
+
+def _pool_row_name(c: dict, widths: list[int]) -> str:
+    if c["j"] is None:
+        return f"instance {c['front']} (width {widths[c['front']]})"
+    return f"{c['front']}->{c['end']} blocks 0..{c['j']} + {c['k']}.."
+
+
+def pool_card(pool, repo_or_path, results: dict | None = None, config_links: dict | None = None):
+    """Card of a Learngene Pool; `results` is the pool job's report (teacher, per-network accuracy and FLOPs)."""
+    from .pareto import fmt_flops
+
+    results = results or {}
+    teacher = results.get("teacher") or {}
+    teacher_ref = teacher.get("hub_id") or teacher.get("source")
+    widths = [c["hidden_size"] for c in pool.config.instance_configs]
+    scored = {r["id"]: r for r in results.get("configs", [])}
+    config_links = config_links or {}
+    sizes = [pool.config_num_parameters(c["id"]) for c in pool.stitch_configs]
+    configs = [{
+        "id": c["id"], "name": _pool_row_name(c, widths), "depth": c["depth"], "params": fmt_params(size),
+        "flops": fmt_flops(scored[c["id"]]["flops"]) if c["id"] in scored else "-",
+        "accuracy": f"{scored[c['id']]['accuracy']:.3f}" if c["id"] in scored else "-",
+        "link": config_links.get(c["id"]),
+    } for c, size in zip(pool.stitch_configs, sizes)]
+    best = max(scored.values(), key=lambda r: r["accuracy"]) if scored else None
+    data = _data(os.path.basename(str(repo_or_path).rstrip("/")), ["learngene", "learngene-pool", "model-stitching"],
+                 "ViTForImageClassification", base_model=hub_id(teacher_ref),
+                 accuracy=best["accuracy"] if best else None, metric_name="accuracy of the best network",
+                 dataset=results.get("dataset_id"))
+    return render_card(
+        "learngene_pool", data, title="Learngene Pool" + (f" ({results['dataset']})" if results.get("dataset") else ""),
+        num_instances=len(widths), pool_params=fmt_params(sum(p.numel() for p in pool.parameters())),
+        num_configs=len(sizes), min_params=fmt_params(min(sizes)), max_params=fmt_params(max(sizes)),
+        teacher_link=link(teacher_ref),
+        instances=[{"width": w, "layers": c["num_hidden_layers"]} for w, c in zip(widths, pool.config.instance_configs)],
+        stitch_init=pool.config.stitch_init, stitch_directions=pool.config.stitch_directions,
+        repo_or_path=str(repo_or_path), training_setup=results.get("training_setup"),
+        configs=configs if scored or config_links else None, citation=CITATIONS["Learngene Pool"],
+    )
+
+
+def stitched_card(model, repo_or_path, results: dict | None = None, pool_ref: str | None = None):
+    """Card of one network exported from a Learngene Pool (`model.config.stitch_config` says which)."""
+    from .pareto import fmt_flops
+
+    results = results or {}
+    origin = getattr(model.config, "stitch_config", None) or {}
+    pool_ref = pool_ref or origin.get("pool")
+    teacher = results.get("teacher") or {}
+    teacher_ref = teacher.get("hub_id") or teacher.get("source")
+    row = next((r for r in results.get("configs", []) if r["id"] == origin.get("id")), None)
+    needs_hf_methods = type(model).__name__ == "StitchedViTForImageClassification"
+    depth = model.config.num_hidden_layers
+    if needs_hf_methods:
+        front, end = model.config.front_config, model.config.end_config
+        description = (
+            f"A {depth}-layer stitched ViT: blocks 0..{origin.get('j')} of instance {origin.get('front')} (width "
+            f"{front['hidden_size']}), a linear stitch to width {end['hidden_size']}, then blocks "
+            f"{origin.get('k')}..{model.config.instance_num_layers - 1} of instance {origin.get('end')}"
+        )
+    else:
+        description = (f"Instance {origin.get('front')} of a Learngene Pool: a {depth}-layer "
+                       f"`{type(model).__name__}` of width {model.config.hidden_size}")
+    tags = ["learngene", "learngene-pool", "model-stitching"]
+    data = _data(os.path.basename(str(repo_or_path).rstrip("/")), tags, "ViTForImageClassification",
+                 base_model=hub_id(pool_ref), relation="finetune" if hub_id(pool_ref) else None,
+                 accuracy=row["accuracy"] if row else None, metric_name="accuracy", dataset=results.get("dataset_id"))
+    return render_card(
+        "stitched", data, title=f"Learngene Pool network {origin.get('id', '')}".strip(), description=description,
+        params=fmt_params(sum(p.numel() for p in model.parameters())),
+        flops=fmt_flops(row["flops"]) if row else None, accuracy=f"{row['accuracy']:.3f}" if row else None,
+        needs_hf_methods=needs_hf_methods, teacher_link=link(teacher_ref), pool_link=link(pool_ref) or "a Learngene Pool",
+        pool_params=fmt_params(results["pool"]["params"]) if results.get("pool") else None,
+        config_id=origin.get("id"), repo_or_path=str(repo_or_path), training_setup=results.get("training_setup"),
+        citation=CITATIONS["Learngene Pool"],
+    )

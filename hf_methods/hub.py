@@ -115,6 +115,8 @@ def push_run(out_dir: str | Path, repo_id: str, *, private: bool | None = None, 
     if (out_dir / "teacher").is_dir() and not results["teacher"].get("hub_id"):
         push_folder(out_dir / "teacher", f"{repo_id}-teacher", commit_message="Upload the teacher", **kw)
         results["teacher"]["hub_id"] = pushed["teacher"] = f"{repo_id}-teacher"
+    if results.get("method") == "Learngene Pool":
+        return _push_pool_run(out_dir, repo_id, results, pushed, kw)
     links = {row["depth"]: f"{repo_id}-depth-{row['depth']}" for row in results["descendants"]}
     learngene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
     push_model(learngene, repo_id, learngene_card(learngene, repo_id, results, links),
@@ -127,4 +129,26 @@ def push_run(out_dir: str | Path, repo_id: str, *, private: bool | None = None, 
         push_model(model, target, descendant_card(model, target, results, learngene_ref=repo_id),
                    commit_message=f"Upload the depth-{depth} descendant", **kw)
         pushed[f"depth-{depth}"] = target
+    return pushed
+
+
+def _push_pool_run(out_dir: Path, repo_id: str, results: dict, pushed: dict, kw: dict) -> dict[str, str]:
+    """A Learngene Pool run: the pool to `repo_id` (its card lists every network), and the networks on the
+    accuracy-vs-parameters Pareto front, the ones worth deploying, to `<repo_id>-config-<id>`."""
+    import transformers
+
+    from .cards import pool_card, stitched_card
+    from .pareto import pareto_front
+
+    front = {int(e["path"].rsplit("-", 1)[1]) for e in pareto_front(results["choices"], "params")}
+    links = {cid: f"{repo_id}-config-{cid}" for cid in sorted(front)}
+    pool = transformers.AutoModel.from_pretrained(out_dir / "pool")
+    push_model(pool, repo_id, pool_card(pool, repo_id, results, links), commit_message="Upload the Learngene Pool", **kw)
+    pushed["pool"] = repo_id
+    for cid, target in links.items():
+        folder = out_dir / "stitched" / f"config-{cid}"
+        model = transformers.AutoModelForImageClassification.from_pretrained(folder)
+        push_model(model, target, stitched_card(model, target, results, pool_ref=repo_id),
+                   commit_message=f"Upload network {cid} of the Learngene Pool", **kw)
+        pushed[f"config-{cid}"] = target
     return pushed

@@ -36,7 +36,7 @@ _RUNTIME_CONFIG_KEYS = {"use_cache", "learngene_ancestry"}
 
 
 _STUB = "hf_methods_learngene"
-_STUB_SOURCE = '''"""This repository holds an hf-methods {method} learngene (model_type {model_type!r}).
+_STUB_SOURCE = '''"""This repository holds an hf-methods {method} model (model_type {model_type!r}).
 
 Load it with the hf-methods library, which registers its classes with transformers:
 
@@ -44,12 +44,11 @@ Load it with the hf-methods library, which registers its classes with transforme
 
     import hf_methods
     from transformers import AutoModel
-    learngene = AutoModel.from_pretrained("<this repository>")
-    model = learngene.expand(6)
+    model = AutoModel.from_pretrained("<this repository>")
 """
 
 raise ImportError(
-    "This is an hf-methods {method} learngene: install the library with `pip install hf-methods`, then "
+    "This is an hf-methods {method} model: install the library with `pip install hf-methods`, then "
     "`import hf_methods` before `AutoModel.from_pretrained(...)`."
 )
 '''
@@ -193,7 +192,26 @@ def _push_descendant(model, repo_id: str, *, commit_message: str | None = None, 
                       token=token)
 
 
-class LearngeneModel(PreTrainedModel):
+class NeedsHfMethods:
+    """Mixin for hf-methods model classes that stock transformers cannot load (learngenes, pools, stitched
+    networks): `save_pretrained` also writes a one-file stub pointed to by `auto_map`, so that loading the folder
+    where hf-methods is not installed ends in "pip install hf-methods" rather than an unknown model type (with
+    hf-methods installed, its registered classes win over `auto_map`)."""
+
+    method_name = "hf-methods"
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        auto = {"AutoConfig": type(self.config).__name__, "AutoModel": type(self).__name__}
+        if type(self).__name__.endswith("ForImageClassification"):
+            auto["AutoModelForImageClassification"] = type(self).__name__
+        self.config.auto_map = {k: f"{_STUB}.{v}" for k, v in auto.items()}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            with open(os.path.join(save_directory, f"{_STUB}.py"), "w", encoding="utf-8") as f:
+                f.write(_STUB_SOURCE.format(method=self.method_name, model_type=self.config.model_type))
+
+
+class LearngeneModel(NeedsHfMethods, PreTrainedModel):
     """Base of every learngene. Subclasses implement `build_gene()` and `layer_parameters(index, depth)`."""
 
     config_class = LearngeneConfig
@@ -322,16 +340,6 @@ class LearngeneModel(PreTrainedModel):
         if problems:
             raise ValueError(f"learngene {pretrained_model_name_or_path!r} does not match {cls.__name__}: {problems}")
         return (model, info) if want_info else model
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus a one-file stub pointed to by `auto_map`, so that loading the
-        learngene where hf-methods is not installed ends in "pip install hf-methods" rather than an unknown
-        model type (with hf-methods installed, its registered classes win over `auto_map`)."""
-        self.config.auto_map = {"AutoConfig": f"{_STUB}.{type(self.config).__name__}", "AutoModel": f"{_STUB}.{type(self).__name__}"}
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            with open(os.path.join(save_directory, f"{_STUB}.py"), "w", encoding="utf-8") as f:
-                f.write(_STUB_SOURCE.format(method=self.method_name, model_type=self.config.model_type))
 
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
                     token: str | None = None, revision: str | None = None, card=None, **_):

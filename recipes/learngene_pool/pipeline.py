@@ -25,6 +25,7 @@ from transformers import Trainer, ViTConfig, ViTForImageClassification
 
 from hf_methods import __version__
 from hf_methods.data import digits
+from hf_methods.cards import hub_id, pool_card, stitched_card
 from hf_methods.hub import save_model_folder
 from hf_methods.models.learngene_pool import LearngenePoolModel
 from hf_methods.pareto import fmt_flops, fmt_params, write_pareto_report
@@ -170,8 +171,10 @@ def run(recipe: PoolRecipe) -> dict:
     results = {
         "method": METHOD,
         "dataset": f"scikit-learn digits ({recipe.image_size}x{recipe.image_size})",
+        "dataset_id": "sklearn-digits",
+        "training_setup": _training_setup(recipe, teacher_source),
         "recipe": dataclasses.asdict(recipe),
-        "teacher": {"source": teacher_source, "params": _num_params(teacher),
+        "teacher": {"source": teacher_source, "hub_id": hub_id(recipe.teacher), "params": _num_params(teacher),
                     "num_layers": teacher.config.num_hidden_layers, "accuracy": teacher_acc},
         "instances": instance_rows,
         "pool": {"params": stored, "num_configs": len(rows), "stitch_init": recipe.stitch_init},
@@ -187,9 +190,11 @@ def run(recipe: PoolRecipe) -> dict:
 
     # 5. save the pool and every exported configuration; the report
     say("saving the pool, the exported models and the report")
-    save_model_folder(pool, out / "pool")
+    save_model_folder(pool, out / "pool", pool_card(pool, out / "pool", results))
     for row in rows:
-        save_model_folder(pool.export(row["id"]), out / "stitched" / f"config-{row['id']}")
+        path = out / "stitched" / f"config-{row['id']}"
+        model = pool.export(row["id"])
+        save_model_folder(model, path, stitched_card(model, path, results, pool_ref=str(out / "pool")))
     _write_report(results, out)
     shutil.rmtree(work, ignore_errors=True)
     best = max(rows, key=lambda r: r["accuracy"])
@@ -202,6 +207,21 @@ def run(recipe: PoolRecipe) -> dict:
         flush=True,
     )
     return results
+
+
+def _training_setup(recipe: PoolRecipe, teacher_source: str) -> str:
+    instances = "; ".join(f"width {w}, {h} heads, features at {p}" for w, h, p in zip(
+        recipe.instance_hidden_sizes, recipe.instance_num_attention_heads, recipe.instance_feature_positions))
+    return (
+        f"Data: scikit-learn digits upsampled to {recipe.image_size}x{recipe.image_size}, stratified 80/20 split "
+        f"(seed {recipe.seed}). Teacher: {teacher_source}. Stage 1: {len(recipe.instance_hidden_sizes)} instances of "
+        f"{recipe.instance_num_layers} layers ({instances}) distilled for {recipe.distill_epochs:g} epochs with "
+        f"`LearngenePoolDistillationTrainer` (alpha {recipe.distillation_alpha} on soft CE + hidden/attention MSE, "
+        f"T {recipe.temperature}, AdamW lr {recipe.distill_learning_rate}, cosine). Stage 2: stitches "
+        f"({recipe.stitch_directions}) initialized by {recipe.stitch_init}, the pool trained {recipe.pool_epochs:g} "
+        f"epochs sampling one network per step (AdamW, constant lr {recipe.pool_learning_rate}), batch "
+        f"{recipe.batch_size}."
+    )
 
 
 def _write_report(results: dict, out: Path) -> None:

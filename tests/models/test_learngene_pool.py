@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 import transformers as T
+from huggingface_hub import ModelCard
 from safetensors.torch import save_file
 from torch import nn
 
@@ -151,8 +152,9 @@ def test_export_gives_the_pool_logits_and_survives_save_load(tmp_path):
             assert torch.equal(model(pixel_values=x).logits, expected), cid
         folder = tmp_path / f"config-{cid}"
         model.save_pretrained(folder)
-        assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors"]
+        assert sorted(os.listdir(folder)) == ["config.json", "hf_methods_learngene.py", "model.safetensors"]
         saved = json.loads((folder / "config.json").read_text())
+        assert saved["auto_map"]["AutoModelForImageClassification"] == "hf_methods_learngene.StitchedViTForImageClassification"
         assert saved["model_type"] == "hf_methods_stitched_vit" and saved["front_layers"] == c["j"] + 1
         assert saved["end_start"] == c["k"] and saved["instance_num_layers"] == N_LAYERS
         for loaded in (StitchedViTForImageClassification.from_pretrained(folder),
@@ -211,6 +213,25 @@ def test_exported_model_pushes_to_the_hub(fake_hub):
     x = images()
     with torch.no_grad():
         assert torch.equal(loaded(pixel_values=x).logits, model(pixel_values=x).logits)
+    card = ModelCard.load("tester/stitched")
+    assert card.data.library_name == "hf-methods" and "learngene-pool" in card.data.tags
+    assert "pip install hf-methods" in card.text and "blocks 0.." in card.text
+
+
+def test_pool_and_singleton_push_with_their_cards(fake_hub):
+    pool = pool_of()
+    pool.push_to_hub("tester/pool")
+    assert {"config.json", "model.safetensors", "README.md", "hf_methods_learngene.py"} <= set(fake_hub.files("tester/pool"))
+    card = ModelCard.load("tester/pool")
+    assert "model-stitching" in card.data.tags and f"**{len(pool.stitch_configs)} networks**" in card.text
+    loaded = T.AutoModel.from_pretrained("tester/pool")
+    assert type(loaded) is LearngenePoolModel
+    for key, value in pool.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    single = pool.export(0)  # an instance alone: a stock ViT, still with the pool card
+    single.push_to_hub("tester/instance-0")
+    assert "no extra package is needed" in ModelCard.load("tester/instance-0").text
+    assert type(T.AutoModelForImageClassification.from_pretrained("tester/instance-0")) is T.ViTForImageClassification
 
 
 # --- stitch initialization ---------------------------------------------------------------------------------------

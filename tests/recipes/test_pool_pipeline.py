@@ -7,9 +7,12 @@ import pytest
 import torch
 import transformers as T
 import yaml
+from huggingface_hub import ModelCard
 
 import hf_methods  # noqa: F401
 from hf_methods import LearngenePoolModel, StitchedViTForImageClassification
+from hf_methods.hub import push_run
+from hf_methods.pareto import load_entries, pareto_front
 from hf_methods.recipe import parse_recipe
 from hf_methods.recipes.learngene_pool.pipeline import DEFAULT_RECIPE, PoolRecipe
 from hf_methods.trainers import load_feature_projectors
@@ -33,7 +36,7 @@ def _run(tmp_path, *extra):
     return out, proc
 
 
-def test_pool_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
+def test_pool_cli_runs_a_tiny_recipe_end_to_end(tmp_path, fake_hub):
     out, proc = _run(tmp_path)
     assert proc.stdout.strip().splitlines()[-1].startswith("Learngene Pool done")
     assert "[6/6]" in proc.stdout
@@ -70,6 +73,39 @@ def test_pool_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     fitting = [r for r in report["configs"] if r["params"] <= budget]
     assert pick["accuracy"] == max(r["accuracy"] for r in fitting) and pick["params"] <= budget
     assert os.path.isdir(pick["path"])
+
+    # cards on disk, and `hf-methods push`: the pool plus the networks on the Pareto front, each with its card
+    assert "Learngene Pool" in ModelCard.load(out / "pool" / "README.md").text
+    pushed = push_run(out, "tester/pool")
+    front = {int(e["path"].rsplit("-", 1)[1]) for e in pareto_front(load_entries([out / "report.json"]), "params")}
+    assert set(pushed) == {"teacher", "pool", *(f"config-{i}" for i in front)}
+    pool_card = ModelCard.load("tester/pool")
+    assert pool_card.data.base_model == "tester/pool-teacher"
+    assert all(f"tester/pool-config-{i}" in pool_card.text for i in front)
+    cid = max(front)
+    net_card = ModelCard.load(f"tester/pool-config-{cid}")
+    assert net_card.data.base_model == "tester/pool" and "learngene-pool" in net_card.data.tags
+    remote = T.AutoModelForImageClassification.from_pretrained(f"tester/pool-config-{cid}").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(remote(pixel_values=pixels).logits,
+                                   pool(pixel_values=pixels, stitch_config_id=cid).logits)
+
+
+def test_pool_recipe_under_accelerate_launch_with_two_processes(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "stitch_init": "projector"}))
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--main_process_port", "0", "-m", "hf_methods.recipes.learngene_pool.pipeline", "--config", str(recipe), "--output_dir", str(out)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("Learngene Pool done") == 1  # only the main process reports and writes
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in proc.stderr  # a real 2-rank DDP run
+    report = json.loads((out / "report.json").read_text())
+    assert len(list((out / "stitched").iterdir())) == report["pool"]["num_configs"] == 9
 
 
 def test_pool_recipe_validation():

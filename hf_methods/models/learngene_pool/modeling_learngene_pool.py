@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import types
 from typing import ClassVar
 
 import torch
@@ -29,6 +30,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
 
 from ...engine.counting import count_flops, count_parameters
+from ...engine.learngene import NeedsHfMethods
 from .configuration_learngene_pool import LearngenePoolConfig, StitchedViTConfig, build_vit_config
 
 logger = logging.getLogger(__name__)
@@ -223,8 +225,20 @@ class _StrictLoading:
         return (model, info) if want_info else model
 
 
+def _push_with_card(model, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: str | None = None, revision: str | None = None, card=None, **_):
+    """`push_to_hub` of pools and exported networks: weights, config and the hf-methods card in one commit."""
+    from ...cards import pool_card, stitched_card
+    from ...hub import push_model
+
+    if card is None:
+        card = pool_card(model, repo_id) if isinstance(model, LearngenePoolModel) else stitched_card(model, repo_id)
+    return push_model(model, repo_id, card, private=private, revision=revision, commit_message=commit_message,
+                      token=token)
+
+
 # --- the pool -------------------------------------------------------------------------------------------------------
-class LearngenePoolModel(_StrictLoading, PreTrainedModel):
+class LearngenePoolModel(NeedsHfMethods, _StrictLoading, PreTrainedModel):
     """A Learngene Pool: `instances` (stock `ViTForImageClassification`, small -> large) and `stitch_layers`
     ("f-e" -> one `StitchLayer` per slot). `stitch_configs` lists every network it holds.
 
@@ -237,6 +251,8 @@ class LearngenePoolModel(_StrictLoading, PreTrainedModel):
     """
 
     config_class = LearngenePoolConfig
+    method_name = "Learngene Pool"
+    push_to_hub = _push_with_card
     base_model_prefix = "pool"
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
@@ -527,6 +543,7 @@ class LearngenePoolModel(_StrictLoading, PreTrainedModel):
             model.to(device=reference.device, dtype=reference.dtype)
             model.load_state_dict(instance.state_dict())
             model.config.stitch_config = self._provenance(config_id)
+            model.push_to_hub = types.MethodType(_push_with_card, model)  # its card, not a generic one
             return model.train(self.training)
         n = self.num_instance_layers
         config = StitchedViTConfig(front_config=self.config.instance_configs[c["front"]],
@@ -547,12 +564,14 @@ class LearngenePoolModel(_StrictLoading, PreTrainedModel):
 
 
 # --- one exported network --------------------------------------------------------------------------------------------
-class StitchedViTForImageClassification(_StrictLoading, PreTrainedModel):
+class StitchedViTForImageClassification(NeedsHfMethods, _StrictLoading, PreTrainedModel):
     """One network of a Learngene Pool as a standalone image classifier: front embeddings and blocks 0..j, the
     stitch layer, end blocks k..n-1, end LayerNorm and classifier on the CLS token. Saves, loads and pushes like
     any transformers model; `config.stitch_config` says which pool config it is."""
 
     config_class = StitchedViTConfig
+    method_name = "Learngene Pool"
+    push_to_hub = _push_with_card
     base_model_prefix = "stitched_vit"
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
