@@ -34,20 +34,29 @@ METHODS = {"tleg": ("TLEG", TLEGConfig, TLEGModel), "sws": ("SWS", SWSConfig, SW
 
 
 @dataclass
-class LearngeneRecipe:
+class TeacherRecipe:
+    """The data, teacher and training fields every recipe that starts from a teacher shares."""
+
+    teacher: str | None = field(default=None, metadata={"help": "Path or Hub id of a trained ViTForImageClassification teacher; empty trains one."})
+    image_size: int = field(default=16, metadata={"help": "Digits are upsampled from 8x8 to this size."})
+    patch_size: int = field(default=4, metadata={"help": "ViT patch size."})
+    hidden_size: int = field(default=64, metadata={"help": "Width of the teacher trained when `teacher` is empty (learngenes and descendants inherit it)."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads of that teacher."})
+    intermediate_size: int = field(default=128, metadata={"help": "MLP width of that teacher."})
+    teacher_num_layers: int = field(default=12, metadata={"help": "Depth of the teacher trained when `teacher` is empty."})
+    teacher_epochs: float = field(default=10, metadata={"help": "Epochs to train the teacher."})
+    teacher_learning_rate: float = field(default=3e-3, metadata={"help": "Teacher learning rate (AdamW)."})
+    batch_size: int = field(default=32, metadata={"help": "Per-device batch size of every stage."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (quick runs)."})
+    seed: int = field(default=0, metadata={"help": "Seed of data split, initializations and training."})
+
+
+@dataclass
+class LearngeneRecipe(TeacherRecipe):
     """Every field can be set in the YAML recipe or overridden as `--field value`."""
 
     method: str = field(default="tleg", metadata={"help": "The learngene method: 'tleg' or 'sws'."})
     output_dir: str = field(default="outputs/tleg-digits", metadata={"help": "Where models, cards and the report go."})
-    teacher: str | None = field(default=None, metadata={"help": "Path or Hub id of a trained ViTForImageClassification teacher; empty trains one."})
-    image_size: int = field(default=16, metadata={"help": "Digits are upsampled from 8x8 to this size."})
-    patch_size: int = field(default=4, metadata={"help": "ViT patch size."})
-    hidden_size: int = field(default=64, metadata={"help": "Width of teacher, learngene and descendants."})
-    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads."})
-    intermediate_size: int = field(default=128, metadata={"help": "MLP width."})
-    teacher_num_layers: int = field(default=12, metadata={"help": "Depth of the teacher trained when `teacher` is empty."})
-    teacher_epochs: float = field(default=10, metadata={"help": "Epochs to train the teacher."})
-    teacher_learning_rate: float = field(default=3e-3, metadata={"help": "Teacher learning rate (AdamW)."})
     aux_num_layers: int | None = field(default=12, metadata={"help": "Depth L of the auxiliary network (TLEG; SWS derives it from stage_sizes)."})
     stage_sizes: list[int] = field(default_factory=lambda: [3, 3, 4, 3, 3], metadata={"help": "SWS: layers per stage of the auxiliary network (paper: 3 3 4 3 3)."})
     distill_epochs: float = field(default=10, metadata={"help": "Epochs to distill the auxiliary network."})
@@ -58,9 +67,6 @@ class LearngeneRecipe:
     depths: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 12], metadata={"help": "Descendant depths."})
     finetune_epochs: float = field(default=3, metadata={"help": "Fine-tuning epochs, for learngene-initialized and scratch models alike."})
     finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Fine-tuning learning rate."})
-    batch_size: int = field(default=32, metadata={"help": "Per-device batch size of every stage."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (quick runs)."})
-    seed: int = field(default=0, metadata={"help": "Seed of data split, initializations and training."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push the learngene and every descendant at the end."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repo of the learngene (org/name); descendants go to <id>-depth-<D>, a trained teacher to <id>-teacher."})
     hub_private: bool | None = field(default=None, metadata={"help": "Create the repos private."})

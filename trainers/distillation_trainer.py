@@ -333,17 +333,21 @@ class DistillationTrainer(Trainer):
             mask=mask,
             label_smoothing=args.label_smoothing_factor,
         )
-        # As the default `compute_loss`: `num_items_in_batch` counts all processes, and DDP averages gradients.
-        scale = 1.0
-        if num_items_in_batch is not None and args.average_tokens_across_devices:
-            scale = self.accelerator.num_processes // self.get_tp_size()
-        loss = loss * scale
-
-        if model.training:  # for the logs: what each part adds to the logged loss
-            factor = scale if num_items_in_batch is not None else 1.0 / self.current_gradient_accumulation_steps
-            self._loss_parts["ce_loss"] += ce.detach() * factor
-            self._loss_parts["kd_loss"] += kd.detach() * factor
+        loss = self._scale_and_record(model, loss, {"ce_loss": ce, "kd_loss": kd}, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
+
+    def _scale_and_record(self, model, loss, parts: dict, num_items_in_batch):
+        """The loss scaled as the default `compute_loss` does (`num_items_in_batch` counts all processes, and DDP
+        averages gradients); `parts` (unweighted loss terms) are accumulated for the training logs."""
+        scale = 1.0
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            scale = self.accelerator.num_processes // self.get_tp_size()
+        if model.training:  # for the logs: what each part adds to the logged loss
+            steps = getattr(self, "current_gradient_accumulation_steps", 1)  # set by train()
+            factor = scale if num_items_in_batch is not None else 1.0 / steps
+            for key, value in parts.items():
+                self._loss_parts[key] = self._loss_parts.get(key, 0.0) + value.detach() * factor
+        return loss * scale
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, **_) -> None:
         """Write the hf-methods card of the student (`Trainer.push_to_hub` uploads it): teacher -> student

@@ -437,15 +437,6 @@ class LearngenePoolDistillationTrainer(DistillationTrainer):
             num_items_in_batch=num_items_in_batch,
             label_smoothing=args.label_smoothing_factor,
         )
-        # As DistillationTrainer: `num_items_in_batch` counts all processes, and DDP averages gradients.
-        scale = 1.0
-        if num_items_in_batch is not None and args.average_tokens_across_devices:
-            scale = self.accelerator.num_processes // self.get_tp_size()
-        loss = loss * scale
-
-        if model.training:
-            steps = getattr(self, "current_gradient_accumulation_steps", 1)  # set by train()
-            factor = scale if num_items_in_batch is not None else 1.0 / steps
-            for key, part in (("ce_loss", "ce"), ("kd_loss", "kd"), ("rep_loss", "rep"), ("att_loss", "att")):
-                self._loss_parts[key] += parts[part].detach() * factor
+        named = {"ce_loss": parts["ce"], "kd_loss": parts["kd"], "rep_loss": parts["rep"], "att_loss": parts["att"]}
+        loss = self._scale_and_record(model, loss, named, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss

@@ -32,26 +32,17 @@ from hf_methods.pareto import fmt_flops, fmt_params, write_pareto_report
 from hf_methods.recipe import parse_recipe
 from hf_methods.trainers import LearngenePoolDistillationTrainer, PoolDistillationConfig
 
-from ..learngene_pipeline import _CPU, _args, _curve, _num_params, _train, get_teacher
+from ..learngene_pipeline import _CPU, TeacherRecipe, _args, _curve, _num_params, _train, get_teacher
 
 DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "learngene_pool" / "digits.yaml"
 METHOD = "Learngene Pool"
 
 
 @dataclass
-class PoolRecipe:
+class PoolRecipe(TeacherRecipe):
     """Every field can be set in the YAML recipe or overridden as `--field value`."""
 
     output_dir: str = field(default="outputs/pool-digits", metadata={"help": "Where models, the pool and the report go."})
-    teacher: str | None = field(default=None, metadata={"help": "Path or Hub id of a trained ViTForImageClassification teacher; empty trains one."})
-    image_size: int = field(default=16, metadata={"help": "Digits are upsampled from 8x8 to this size."})
-    patch_size: int = field(default=4, metadata={"help": "ViT patch size."})
-    hidden_size: int = field(default=64, metadata={"help": "Width of the teacher trained when `teacher` is empty."})
-    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads of that teacher."})
-    intermediate_size: int = field(default=128, metadata={"help": "MLP width of that teacher."})
-    teacher_num_layers: int = field(default=12, metadata={"help": "Depth of that teacher."})
-    teacher_epochs: float = field(default=10, metadata={"help": "Epochs to train that teacher."})
-    teacher_learning_rate: float = field(default=3e-3, metadata={"help": "Teacher learning rate (AdamW)."})
     instance_num_layers: int = field(default=6, metadata={"help": "Depth n of every learngene instance (paper: 6 or 9)."})
     instance_hidden_sizes: list[int] = field(default_factory=lambda: [32, 64], metadata={"help": "Widths of the instances, small -> large (paper: 192 tiny, 768 base)."})
     instance_num_attention_heads: list[int] = field(default_factory=lambda: [2, 4], metadata={"help": "Heads per instance, kept in the pool (the official code switches to 12)."})
@@ -65,9 +56,6 @@ class PoolRecipe:
     calibration_samples: int = field(default=256, metadata={"help": "Training images used by least-squares stitch init."})
     pool_epochs: float = field(default=4, metadata={"help": "Stage 2: epochs of pool training (one sampled configuration per step)."})
     pool_learning_rate: float = field(default=2e-4, metadata={"help": "Stage 2 learning rate (constant, as the official code)."})
-    batch_size: int = field(default=32, metadata={"help": "Per-device batch size of every stage."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (quick runs)."})
-    seed: int = field(default=0, metadata={"help": "Seed of data split, initializations, sampling and training."})
 
     def __post_init__(self):
         sizes = (len(self.instance_hidden_sizes), len(self.instance_num_attention_heads), len(self.instance_feature_positions))
