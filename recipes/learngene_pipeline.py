@@ -45,7 +45,7 @@ class TeacherRecipe:
     intermediate_size: int = field(default=128, metadata={"help": "MLP width of that teacher."})
     teacher_num_layers: int = field(default=12, metadata={"help": "Depth of the teacher trained when `teacher` is empty."})
     teacher_epochs: float = field(default=10, metadata={"help": "Epochs to train the teacher."})
-    teacher_learning_rate: float = field(default=3e-3, metadata={"help": "Teacher learning rate (AdamW)."})
+    teacher_learning_rate: float = field(default=1e-3, metadata={"help": "Teacher learning rate (AdamW)."})
     batch_size: int = field(default=32, metadata={"help": "Per-device batch size of every stage."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (quick runs)."})
     seed: int = field(default=0, metadata={"help": "Seed of data split, initializations and training."})
