@@ -15,3 +15,11 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     model = namespace["model"]
     assert type(model).__name__ == "ViTForImageClassification" and model.config.num_hidden_layers == 6
     assert (tmp_path / "out" / "learngene" / "model.safetensors").is_file()
+
+    # the SWS / Learngene Pool block continues with the teacher and data of the first one
+    exec(compile(blocks[1], "README.md", "exec"), namespace)
+    assert namespace["sws"].expand(12).config.learngene_ancestry["layers_source"] == [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4]
+    pool, rows = namespace["pool"], namespace["rows"]
+    assert len(rows) == len(pool.stitch_configs) == 2 + 3 * 3 - 2
+    assert (tmp_path / "out" / "instance-0" / "feature_projectors.safetensors").is_file()
+    assert (tmp_path / "out" / "chosen" / "model.safetensors").is_file() and namespace["best"]["params"] <= 40_000
