@@ -26,7 +26,7 @@ from transformers import Trainer, ViTConfig, ViTForImageClassification
 from hf_methods import __version__
 from hf_methods.data import digits
 from hf_methods.cards import hub_id, pool_card, stitched_card
-from hf_methods.hub import save_model_folder
+from hf_methods.hub import push_run, save_model_folder
 from hf_methods.models.learngene_pool import LearngenePoolModel
 from hf_methods.pareto import fmt_flops, fmt_params, write_pareto_report
 from hf_methods.recipe import parse_recipe
@@ -56,6 +56,9 @@ class PoolRecipe(TeacherRecipe):
     calibration_samples: int = field(default=256, metadata={"help": "Training images used by least-squares stitch init."})
     pool_epochs: float = field(default=4, metadata={"help": "Stage 2: epochs of pool training (one sampled configuration per step)."})
     pool_learning_rate: float = field(default=2e-4, metadata={"help": "Stage 2 learning rate (constant, as the official code)."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the pool and its Pareto-front networks at the end."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Repo of the pool (org/name); front networks go to <id>-config-<n>, a trained teacher to <id>-teacher."})
+    hub_private: bool | None = field(default=None, metadata={"help": "Create the repos private."})
 
     def __post_init__(self):
         sizes = (len(self.instance_hidden_sizes), len(self.instance_num_attention_heads), len(self.instance_feature_positions))
@@ -64,6 +67,8 @@ class PoolRecipe(TeacherRecipe):
                 "instance_hidden_sizes, instance_num_attention_heads and instance_feature_positions must have one entry "
                 f"per instance (at least two), got lengths {sizes}."
             )
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("push_to_hub needs hub_model_id (org/name of the pool repo).")
         if self.stitch_init not in ("projector", "least_squares", "random"):
             raise ValueError(f"stitch_init must be 'projector', 'least_squares' or 'random', got {self.stitch_init!r}.")
 
@@ -185,6 +190,8 @@ def run(recipe: PoolRecipe) -> dict:
         save_model_folder(model, path, stitched_card(model, path, results, pool_ref=str(out / "pool")))
     _write_report(results, out)
     shutil.rmtree(work, ignore_errors=True)
+    if recipe.push_to_hub:
+        push_run(out, recipe.hub_model_id, private=recipe.hub_private)
     best = max(rows, key=lambda r: r["accuracy"])
     smallest = min(rows, key=lambda r: r["params"])
     print(

@@ -113,5 +113,7 @@ def test_pool_recipe_validation():
     assert recipe.instance_hidden_sizes == [32, 64] and recipe.stitch_init == "least_squares"
     with pytest.raises(ValueError, match="one entry per instance"):
         parse_recipe(PoolRecipe, ["--instance_hidden_sizes", "8", "16", "32"], default_config=DEFAULT_RECIPE)
+    with pytest.raises(ValueError, match="push_to_hub needs hub_model_id"):
+        parse_recipe(PoolRecipe, ["--push_to_hub", "true"], default_config=DEFAULT_RECIPE)
     with pytest.raises(ValueError, match="stitch_init"):
         parse_recipe(PoolRecipe, ["--stitch_init", "lstsq"], default_config=DEFAULT_RECIPE)
