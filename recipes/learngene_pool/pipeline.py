@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import torch
 import transformers
 from accelerate import PartialState
 from transformers import Trainer, ViTConfig, ViTForImageClassification
