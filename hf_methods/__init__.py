@@ -4,6 +4,8 @@ __version__ = "0.1.0"
 
 from .engine import ExpansionReport, LearngeneConfig, LearngeneModel, register_architecture  # noqa: E402
 from .models import (  # noqa: E402
+    LabelQueryConfig,
+    LabelQueryForMultiLabelClassification,
     LearngenePoolConfig,
     LearngenePoolModel,
     StitchedViTConfig,
@@ -16,6 +18,8 @@ from .models import (  # noqa: E402
 
 __all__ = [
     "ExpansionReport",
+    "LabelQueryConfig",
+    "LabelQueryForMultiLabelClassification",
     "LearngeneConfig",
     "LearngeneModel",
     "LearngenePoolConfig",

@@ -2,6 +2,14 @@
 
 from .distillation_config import DistillationConfig
 from .distillation_trainer import DistillationTrainer, distillation_loss
+from .multilabel_kd_config import MultiLabelKDConfig
+from .multilabel_kd_trainer import (
+    MultiLabelKDTrainer,
+    huber_distance,
+    l2d_loss,
+    labelwise_embedding_distillation,
+    multilabel_logit_distillation,
+)
 from .pool_distillation_config import PoolDistillationConfig
 from .pool_distillation_trainer import (
     LearngenePoolDistillationTrainer,
@@ -14,9 +22,15 @@ __all__ = [
     "DistillationConfig",
     "DistillationTrainer",
     "LearngenePoolDistillationTrainer",
+    "MultiLabelKDConfig",
+    "MultiLabelKDTrainer",
     "PoolDistillationConfig",
     "distillation_loss",
+    "huber_distance",
+    "l2d_loss",
+    "labelwise_embedding_distillation",
     "load_feature_projectors",
     "matched_layers",
+    "multilabel_logit_distillation",
     "pool_distillation_loss",
 ]
