@@ -1,5 +1,7 @@
 """Trainers of hf_methods: `transformers.Trainer` subclasses with their `TrainingArguments` configs."""
 
+from .cpt_config import ConsistentProxyTuningConfig
+from .cpt_trainer import CachedLogitsCollator, ConsistentProxyTuningTrainer, cache_logits, proxy_tuning_loss
 from .distillation_config import DistillationConfig
 from .distillation_trainer import DistillationTrainer, distillation_loss
 from .multilabel_kd_config import MultiLabelKDConfig
@@ -19,6 +21,11 @@ from .pool_distillation_trainer import (
 )
 
 __all__ = [
+    "CachedLogitsCollator",
+    "ConsistentProxyTuningConfig",
+    "ConsistentProxyTuningTrainer",
+    "cache_logits",
+    "proxy_tuning_loss",
     "DistillationConfig",
     "DistillationTrainer",
     "LearngenePoolDistillationTrainer",

@@ -1,9 +1,16 @@
 """hf_methods model classes, registered with the transformers Auto classes on import."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+)
 
 from .label_query import LabelQueryConfig, LabelQueryForMultiLabelClassification, MultiLabelOutput
 from .learngene_pool import LearngenePoolConfig, LearngenePoolModel, StitchedViTConfig, StitchedViTForImageClassification
+from .proxy_tuned import ProxyTunedConfig, ProxyTunedForCausalLM, ProxyTunedForSequenceClassification
 from .sws import SWSConfig, SWSModel
 from .tleg import TLEGConfig, TLEGModel
 
@@ -13,11 +20,18 @@ for _config, _model in [(TLEGConfig, TLEGModel), (SWSConfig, SWSModel), (LabelQu
     AutoModel.register(_config, _model, exist_ok=True)
 for _config, _model in _POOL:
     AutoModelForImageClassification.register(_config, _model, exist_ok=True)
+# One config serves both tasks, so no AutoModel entry: the task class is the Auto class.
+AutoConfig.register(ProxyTunedConfig.model_type, ProxyTunedConfig, exist_ok=True)
+AutoModelForCausalLM.register(ProxyTunedConfig, ProxyTunedForCausalLM, exist_ok=True)
+AutoModelForSequenceClassification.register(ProxyTunedConfig, ProxyTunedForSequenceClassification, exist_ok=True)
 
 __all__ = [
     "LabelQueryConfig",
     "LabelQueryForMultiLabelClassification",
     "MultiLabelOutput",
+    "ProxyTunedConfig",
+    "ProxyTunedForCausalLM",
+    "ProxyTunedForSequenceClassification",
     "LearngenePoolConfig",
     "LearngenePoolModel",
     "SWSConfig",

@@ -1,0 +1,75 @@
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from hf_methods.models.proxy_tuned import ProxyTunedForCausalLM
+from hf_methods.recipe import parse_recipe
+from hf_methods.recipes.cpt import pipeline
+from hf_methods.recipes.cpt.pipeline import DEFAULT_RECIPE, CPTRecipe
+
+TINY = {
+    "num_symbols": 6, "lines_per_example": 3, "general_examples": 128, "target_train_examples": 32,
+    "eval_examples": 32, "large_hidden_size": 16, "large_num_layers": 1, "large_num_heads": 2, "large_steps": 8,
+    "small_hidden_size": 8, "small_num_layers": 1, "small_num_heads": 2, "small_steps": 4, "proxy_steps": 4,
+    "batch_size": 16,
+}
+
+
+def test_cpt_recipe_runs_a_tiny_config_end_to_end(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    proc = subprocess.run([sys.executable, "-m", "hf_methods.recipes.cpt.pipeline", "--config", str(recipe),
+                           "--output_dir", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("CPT done") and "plain Proxy-tuning" in lines[-1]
+    assert [line[:5] for line in lines[:-1]] == [f"[{i}/6]" for i in range(1, 7)]
+
+    report = json.loads((out / "report.json").read_text())
+    rows = report["target_eval"]
+    assert set(rows) == {"large", "small", "cpt", "plain", "cpt_proxy_alone", "plain_proxy_alone"}
+    assert all(math.isfinite(r["loss"]) and 0 <= r["answer_accuracy"] <= 1 for r in rows.values())
+    assert report["cpt_no_worse_than_plain"] == (rows["cpt"]["loss"] <= rows["plain"]["loss"])
+    assert len(report["examples"]) == 3 and (out / "report.md").stat().st_size > 0
+    assert not (out / "_trainer").exists()
+
+    # the proxy-tuned models are saved by reference, and reload to the model the report scored
+    for name in ("cpt", "plain"):
+        folder = out / f"proxy-tuned-{name}"
+        weights = [os.path.relpath(os.path.join(r, f), folder) for r, _, fs in os.walk(folder) for f in fs
+                   if f.endswith(".safetensors")]
+        assert weights == [os.path.join("proxy", "model.safetensors")]
+        assert "held-out target loss" in (folder / "README.md").read_text()
+        model = ProxyTunedForCausalLM.from_pretrained(folder)
+        assert os.path.samefile(model.config.large_model_name_or_path, out / "large")
+        recipe_obj = CPTRecipe(**TINY)
+        rng = np.random.default_rng(recipe_obj.seed)
+        vocab, tables = pipeline.vocabulary(recipe_obj), pipeline.fact_tables(recipe_obj)
+        for n in (recipe_obj.general_examples, recipe_obj.eval_examples):  # the general texts are drawn first
+            pipeline.make_text(n, recipe_obj.functions, recipe_obj.function_weights, tables, recipe_obj, rng)
+        pipeline.make_text(recipe_obj.target_train_examples, recipe_obj.target_functions, None, tables, recipe_obj, rng)
+        held_out = pipeline.encode(pipeline.make_text(recipe_obj.eval_examples, recipe_obj.target_functions, None,
+                                                      tables, recipe_obj, rng), vocab)
+        scored = pipeline.score(model, held_out, pipeline.answer_positions(recipe_obj))
+        assert scored["loss"] == pytest.approx(rows[name]["loss"], rel=1e-5)
+
+
+def test_cpt_recipe_validation():
+    (recipe,) = parse_recipe(CPTRecipe, [], default_config=DEFAULT_RECIPE)
+    assert recipe.target_functions == "H" and recipe.alpha_train == recipe.alpha_test == 1.0
+    with pytest.raises(ValueError, match="function_weights"):
+        parse_recipe(CPTRecipe, ["--function_weights", "1", "2"], default_config=DEFAULT_RECIPE)
+    with pytest.raises(ValueError, match="target_functions"):
+        parse_recipe(CPTRecipe, ["--target_functions", "h"], default_config=DEFAULT_RECIPE)
+    with pytest.raises(ValueError, match="num_symbols"):
+        parse_recipe(CPTRecipe, ["--num_symbols", "40"], default_config=DEFAULT_RECIPE)
+    with pytest.raises(ValueError, match="divisible"):
+        parse_recipe(CPTRecipe, ["--large_num_heads", "3"], default_config=DEFAULT_RECIPE)
