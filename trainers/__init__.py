@@ -12,6 +12,8 @@ from .multilabel_kd_trainer import (
     labelwise_embedding_distillation,
     multilabel_logit_distillation,
 )
+from .rdd_config import RDDConfig
+from .rdd_trainer import RDDTrainer, difficulty_weights, ohem_hard_mask, pixel_kd_loss, rdd_task_loss, segmentation_forward
 from .pool_distillation_config import PoolDistillationConfig
 from .pool_distillation_trainer import (
     LearngenePoolDistillationTrainer,
@@ -21,6 +23,13 @@ from .pool_distillation_trainer import (
 )
 
 __all__ = [
+    "RDDConfig",
+    "RDDTrainer",
+    "difficulty_weights",
+    "ohem_hard_mask",
+    "pixel_kd_loss",
+    "rdd_task_loss",
+    "segmentation_forward",
     "CachedLogitsCollator",
     "ConsistentProxyTuningConfig",
     "ConsistentProxyTuningTrainer",

@@ -1,0 +1,1 @@
+"""Relative Difficulty Distillation (RDD) for semantic segmentation: the main job and its embedded recipe."""
