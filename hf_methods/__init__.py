@@ -4,6 +4,8 @@ __version__ = "0.1.0"
 
 from .engine import ExpansionReport, LearngeneConfig, LearngeneModel, register_architecture  # noqa: E402
 from .models import (  # noqa: E402
+    GTLConfig,
+    GTLModel,
     LabelQueryConfig,
     LabelQueryForMultiLabelClassification,
     LearngenePoolConfig,
@@ -21,6 +23,8 @@ from .models import (  # noqa: E402
 
 __all__ = [
     "ExpansionReport",
+    "GTLConfig",
+    "GTLModel",
     "LabelQueryConfig",
     "LabelQueryForMultiLabelClassification",
     "LearngeneConfig",

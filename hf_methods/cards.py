@@ -32,6 +32,11 @@ CITATIONS = {
   author    = {Shi, Boyu and Xia, Shiyu and Yang, Xu and Chen, Haokun and Kou, Zhiqiang and Geng, Xin},
   booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence}, year = {2024}
 }""",
+    "GTL": """@article{feng2024gtl,
+  title   = {Transferring Core Knowledge via Learngenes},
+  author  = {Feng, Fu and Wang, Jing and Geng, Xin},
+  journal = {arXiv preprint arXiv:2401.08139}, year = {2024}
+}""",
     "distillation": """@inproceedings{touvron2021deit,
   title     = {Training data-efficient image transformers \\& distillation through attention},
   author    = {Touvron, Hugo and Cord, Matthieu and Massa, Francisco and Sablayrolles, Alexandre and J{\\'e}gou, Herv{\\'e}},
@@ -119,7 +124,7 @@ def descendant_card(model, repo_or_path, results: dict | None = None, learngene_
     ancestry = getattr(model.config, "learngene_ancestry", None) or {}
     method = ancestry.get("method", "learngene")
     learngene_ref = learngene_ref or ancestry.get("learngene")
-    depth = model.config.get_text_config().num_hidden_layers
+    depth = getattr(model.config.get_text_config(), "num_hidden_layers", None) or ancestry.get("num_layers")
     row = next((r for r in (results or {}).get("descendants", []) if r["depth"] == depth), None)
     teacher = (results or {}).get("teacher") or {}
     teacher_ref = teacher.get("hub_id") or teacher.get("source")
@@ -255,4 +260,27 @@ def stitched_card(model, repo_or_path, results: dict | None = None, pool_ref: st
         pool_params=fmt_params(results["pool"]["params"]) if results.get("pool") else None,
         config_id=origin.get("id"), repo_or_path=str(repo_or_path), training_setup=results.get("training_setup"),
         citation=CITATIONS["Learngene Pool"],
+    )
+
+
+def gtl_card(gene, repo_or_path, results: dict | None = None):
+    """Card of a GTL learngene: budget, lineage, and (from a recipe run) the downstream comparison."""
+    results = results or {}
+    base_class = gene.config.base_model_class
+    lineage = [{"id": r.get("id"), "generation": r.get("generation"),
+                "fitness": f"{r['fitness']:.3f}" if r.get("fitness") is not None else "-"} for r in gene.config.lineage or []]
+    downstream = [{"architecture": r["architecture"], "init": r["init"],
+                   "accuracy": f"{r['mean']:.3f} ± {r['std']:.3f}"} for r in results.get("downstream", [])]
+    best = next((r["mean"] for r in results.get("downstream", []) if r["init"] == "learngene"), None)
+    data = _data(os.path.basename(str(repo_or_path).rstrip("/")), ["learngene", "gtl", "genetic-transfer-learning"],
+                 base_class, accuracy=best, metric_name="held-out task accuracy of descendants",
+                 dataset=results.get("dataset_id"))
+    base = gene.config.base_config or {}
+    wider = {"hidden_sizes": [2 * w for w in base["hidden_sizes"]]} if base.get("hidden_sizes") else {}
+    return render_card(
+        "gtl", data, title="GTL learngene" + (f" ({results['dataset']})" if results.get("dataset") else ""),
+        granularity=gene.config.granularity, base_model_class=base_class,
+        gene_params=fmt_params(gene.num_gene_parameters), stored_fraction=f"{gene.stored_fraction:.1%}",
+        gene_fraction=gene.config.gene_fraction, repo_or_path=str(repo_or_path), wider_example=repr(wider),
+        lineage=lineage, downstream=downstream, training_setup=results.get("training_setup"), citation=CITATIONS["GTL"],
     )

@@ -12,6 +12,7 @@ class TensorSource:
     shape: tuple[int, ...]
     source: str  # "learngene" (copied), "generated" (method rule), "new" (initialized), "config" (buffer)
     detail: str  # e.g. "theta_A + 3/6 * theta_B", "new head: 10 -> 5 labels"
+    inherited: int | None = None  # elements from the learngene when only part of the tensor is (GTL masks)
 
 
 @dataclass
@@ -22,8 +23,8 @@ class ExpansionReport:
     rows: list[TensorSource] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)  # learngene tensors the descendant has no place for
 
-    def add(self, name, shape, source, detail):
-        self.rows.append(TensorSource(name, tuple(shape), source, detail))
+    def add(self, name, shape, source, detail, inherited=None):
+        self.rows.append(TensorSource(name, tuple(shape), source, detail, inherited))
 
     def count(self, source: str) -> int:
         return sum(1 for r in self.rows if r.source == source)
@@ -35,7 +36,7 @@ class ExpansionReport:
                 n = 1
                 for d in r.shape:
                     n *= d
-                total += n
+                total += n if r.inherited is None else r.inherited
         return total
 
     @property

@@ -8,6 +8,7 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
+from .gtl import GTLConfig, GTLModel
 from .label_query import LabelQueryConfig, LabelQueryForMultiLabelClassification, MultiLabelOutput
 from .learngene_pool import LearngenePoolConfig, LearngenePoolModel, StitchedViTConfig, StitchedViTForImageClassification
 from .proxy_tuned import ProxyTunedConfig, ProxyTunedForCausalLM, ProxyTunedForSequenceClassification
@@ -15,7 +16,7 @@ from .sws import SWSConfig, SWSModel
 from .tleg import TLEGConfig, TLEGModel
 
 _POOL = [(LearngenePoolConfig, LearngenePoolModel), (StitchedViTConfig, StitchedViTForImageClassification)]
-for _config, _model in [(TLEGConfig, TLEGModel), (SWSConfig, SWSModel), (LabelQueryConfig, LabelQueryForMultiLabelClassification), *_POOL]:
+for _config, _model in [(TLEGConfig, TLEGModel), (SWSConfig, SWSModel), (LabelQueryConfig, LabelQueryForMultiLabelClassification), (GTLConfig, GTLModel), *_POOL]:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
     AutoModel.register(_config, _model, exist_ok=True)
 for _config, _model in _POOL:
@@ -26,6 +27,8 @@ AutoModelForCausalLM.register(ProxyTunedConfig, ProxyTunedForCausalLM, exist_ok=
 AutoModelForSequenceClassification.register(ProxyTunedConfig, ProxyTunedForSequenceClassification, exist_ok=True)
 
 __all__ = [
+    "GTLConfig",
+    "GTLModel",
     "LabelQueryConfig",
     "LabelQueryForMultiLabelClassification",
     "MultiLabelOutput",

@@ -1,0 +1,50 @@
+"""Config of a GTL learngene: which CNN it was taken from, the gene's granularity and budget, its layers, lineage."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from transformers import PreTrainedConfig
+
+from ...engine.learngene import _known_config_keys
+from .genes import ConvLayer, check_fraction, check_granularity
+
+
+class GTLConfig(PreTrainedConfig):
+    r"""A Genetic Transfer Learning learngene (arXiv 2401.08139): masked convolution weights of an ancestor CNN.
+
+    Args:
+        base_model_class: class of the ancestor network (`"VGGForImageClassification"`,
+            `"ResNet12ForImageClassification"`, `"ResNetForImageClassification"`, ...); the default descendant class.
+        base_config: the ancestor's config (`config.to_dict()`); `expand()` builds descendants from it.
+        granularity: what the gene selects: `"channel"` (output channels of each convolution, the paper's
+            "channel subsets"), `"kernel"` (single k x k kernels) or `"layer"` (whole convolutions).
+        gene_fraction: the budget, a fraction of the ancestor's convolution weights (paper: about 0.2).
+        layers: the ancestor's convolutions in forward order (`name`, weight `shape`, following `norm`, `bias`) and
+            `units`, how many units the gene holds in each (this fixes the stored tensors' shapes).
+        lineage: the gene's ancestry from the evolution, oldest first (`id`, `generation`, `fitness`, ...).
+    """
+
+    model_type = "hf_methods_gtl"
+    base_model_class: str = "VGGForImageClassification"
+    base_config: dict | None = None
+    granularity: str = "channel"
+    gene_fraction: float = 0.2
+    layers: list | None = None
+    lineage: list | None = None
+
+    def __post_init__(self, **kwargs):
+        unknown = sorted(set(kwargs) - _known_config_keys(type(self)))
+        if unknown:
+            own = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in _known_config_keys(PreTrainedConfig))
+            raise ValueError(f"GTLConfig got unknown field(s) {unknown}; its own fields are {own}.")
+        super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
+        check_granularity(self.granularity)
+        check_fraction(self.gene_fraction)
+        for i, layer in enumerate(self.layers or []):
+            if not isinstance(layer, dict) or {"name", "shape", "units"} - set(layer):
+                raise ValueError(f"layers[{i}] must be a dict with name, shape and units, got {layer!r}.")
+
+    @property
+    def conv_layers(self) -> list[ConvLayer]:
+        return [ConvLayer.from_dict(d) for d in self.layers or []]
