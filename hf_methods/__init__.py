@@ -2,8 +2,13 @@
 
 __version__ = "0.1.0"
 
-from .engine import ExpansionReport, LearngeneConfig, LearngeneModel, register_architecture  # noqa: E402
-from .models import (  # noqa: E402
+from .engine import (
+    ExpansionReport,
+    LearngeneConfig,
+    LearngeneModel,
+    register_architecture,
+)
+from .models import (
     GTLConfig,
     GTLModel,
     LabelQueryConfig,
@@ -13,12 +18,16 @@ from .models import (  # noqa: E402
     ProxyTunedConfig,
     ProxyTunedForCausalLM,
     ProxyTunedForSequenceClassification,
+    ResNet12Config,
+    ResNet12ForImageClassification,
     StitchedViTConfig,
     StitchedViTForImageClassification,
     SWSConfig,
     SWSModel,
     TLEGConfig,
     TLEGModel,
+    VGGConfig,
+    VGGForImageClassification,
 )
 
 __all__ = [
@@ -34,12 +43,16 @@ __all__ = [
     "ProxyTunedConfig",
     "ProxyTunedForCausalLM",
     "ProxyTunedForSequenceClassification",
+    "ResNet12Config",
+    "ResNet12ForImageClassification",
     "SWSConfig",
     "SWSModel",
     "StitchedViTConfig",
     "StitchedViTForImageClassification",
     "TLEGConfig",
     "TLEGModel",
+    "VGGConfig",
+    "VGGForImageClassification",
     "__version__",
     "register_architecture",
 ]

@@ -117,6 +117,12 @@ def push_run(out_dir: str | Path, repo_id: str, *, private: bool | None = None, 
         results["teacher"]["hub_id"] = pushed["teacher"] = f"{repo_id}-teacher"
     if results.get("method") == "Learngene Pool":
         return _push_pool_run(out_dir, repo_id, results, pushed, kw)
+    if results.get("method") == "GTL":  # the learngene only: descendants are trained per downstream task
+        from .cards import gtl_card
+
+        gene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
+        push_model(gene, repo_id, gtl_card(gene, repo_id, results), commit_message="Upload the GTL learngene", **kw)
+        return {**pushed, "learngene": repo_id}
     links = {row["depth"]: f"{repo_id}-depth-{row['depth']}" for row in results["descendants"]}
     learngene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
     push_model(learngene, repo_id, learngene_card(learngene, repo_id, results, links),

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .pareto import fmt_params
+from .pareto import _atomic_write, fmt_params
 
-__all__ = ["fmt_params", "steps_to_reach", "write_report"]
+__all__ = ["fmt_params", "steps_to_reach", "write_report", "write_text_atomic"]
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: a reader never sees half a report."""
+    _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
 
 
 def steps_to_reach(curve: list[dict], target: float) -> int | None:

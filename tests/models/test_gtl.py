@@ -252,3 +252,29 @@ def test_gene_and_descendant_push_with_their_cards(fake_hub):
     child.push_to_hub("tester/gtl-child")
     assert "GTL" in ModelCard.load("tester/gtl-child").text
     assert type(T.AutoModelForImageClassification.from_pretrained("tester/gtl-child")) is T.ResNetForImageClassification
+
+
+@pytest.mark.parametrize("backbone", ["vgg", "resnet12"])
+def test_hf_methods_backbones_expand_deeper_and_wider_keeping_every_gene_weight(backbone, tmp_path):
+    from hf_methods import (
+        ResNet12Config,
+        ResNet12ForImageClassification,
+        VGGConfig,
+        VGGForImageClassification,
+    )
+
+    config_cls, model_cls = {"vgg": (VGGConfig, VGGForImageClassification),
+                             "resnet12": (ResNet12Config, ResNet12ForImageClassification)}[backbone]
+    torch.manual_seed(0)
+    ancestor = trained(model_cls(config_cls(num_channels=1, hidden_sizes=[8, 16, 16], depths=[1, 1, 1], num_labels=5)))
+    layers = conv_layers(ancestor)
+    gene = GTLModel.from_network(ancestor, sample_mask(layers, 0.2, "channel", gen(1)))
+    gene.save_pretrained(tmp_path)
+    gene = T.AutoModel.from_pretrained(tmp_path)
+    child = gene.expand(hidden_sizes=[16, 32, 32], depths=[2, 2, 2], num_labels=3)
+    assert type(child) is model_cls and child.config.depths == [2, 2, 2]
+    kept = sum(r.inherited or 0 for r in child.expansion_report.rows if r.name.endswith("conv.weight")
+               or r.name.endswith(("conv1.weight", "conv2.weight", "conv3.weight")))
+    assert kept == gene.num_gene_parameters
+    out = child(pixel_values=torch.randn(2, 1, 16, 16)).logits
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
