@@ -10,6 +10,7 @@ COMMANDS = {
     "pool": ("hf_methods.recipes.learngene_pool.pipeline", "Learngene Pool end to end: teacher -> instances -> stitched pool -> every network scored"),
     "l2d": ("hf_methods.recipes.l2d.pipeline", "L2D multi-label distillation: multi-digit images -> teacher -> student with BCE / softmax KD / L2D -> mAP report"),
     "cpt": ("hf_methods.recipes.cpt.pipeline", "Consistent Proxy Tuning: large + small GPT-2 -> proxy tuned with CPT vs plain Proxy-tuning -> report"),
+    "gtl": ("hf_methods.recipes.gtl.pipeline", "GTL end to end: evolve a learngene in a population of CNNs -> descendants on held-out classes vs scratch vs random gene -> report"),
     "rdd": ("hf_methods.recipes.rdd.pipeline", "RDD segmentation distillation: digit scenes -> UperNet teacher -> student alone / + KD / + RDD -> mIoU report"),
     "push": ("hf_methods.cli", "push a run's learngene and descendants: hf-methods push OUTPUT_DIR --repo-id ORG/NAME [--private]"),
     "pareto": ("hf_methods.pareto", "merge run reports into one size/accuracy report: hf-methods pareto REPORT... --output-dir DIR"),

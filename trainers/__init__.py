@@ -4,6 +4,8 @@ from .cpt_config import ConsistentProxyTuningConfig
 from .cpt_trainer import CachedLogitsCollator, ConsistentProxyTuningTrainer, cache_logits, proxy_tuning_loss
 from .distillation_config import DistillationConfig
 from .distillation_trainer import DistillationTrainer, distillation_loss
+from .gtl_config import GTLEvolutionConfig
+from .gtl_evolution import GTLEvolution, TaskSampler, tournament_selection
 from .multilabel_kd_config import MultiLabelKDConfig
 from .multilabel_kd_trainer import (
     MultiLabelKDTrainer,
@@ -23,6 +25,10 @@ from .pool_distillation_trainer import (
 )
 
 __all__ = [
+    "GTLEvolution",
+    "GTLEvolutionConfig",
+    "TaskSampler",
+    "tournament_selection",
     "RDDConfig",
     "RDDTrainer",
     "difficulty_weights",
