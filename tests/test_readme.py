@@ -23,3 +23,14 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert len(rows) == len(pool.stitch_configs) == 2 + 3 * 3 - 2
     assert (tmp_path / "out" / "instance-0" / "feature_projectors.safetensors").is_file()
     assert (tmp_path / "out" / "chosen" / "model.safetensors").is_file() and namespace["best"]["params"] <= 40_000
+
+
+def test_readme_gtl_example_runs(tmp_path, monkeypatch):
+    block = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S) if "GTLEvolution(" in b)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    descendant, gene = namespace["descendant"], namespace["gene"]
+    assert type(descendant).__name__ == "VGGForImageClassification" and descendant.config.depths == [1, 1, 2, 2]
+    assert descendant.expansion_report.num_parameters("learngene") >= gene.num_gene_parameters
+    assert (tmp_path / "out" / "gtl" / "learngene" / "model.safetensors").is_file()
