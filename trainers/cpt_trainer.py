@@ -29,7 +29,14 @@ from ..models.proxy_tuned.modeling_proxy_tuned import (
     proxy_from_small,
 )
 from .cpt_config import ConsistentProxyTuningConfig
-from .distillation_trainer import _TEACHER_AUTO_CLASSES, DistillationTrainer, _is_causal_lm, _logits, _unwrap
+from .distillation_trainer import (
+    _TEACHER_AUTO_CLASSES,
+    DistillationTrainer,
+    _is_causal_lm,
+    _logits,
+    _unwrap,
+    detach_from_checkpoint,
+)
 
 
 def proxy_tuning_loss(
@@ -433,9 +440,9 @@ def _load_frozen(name_or_path: str, reference: nn.Module | None, init_kwargs: di
         cls_name = type(_unwrap(reference)).__name__
         for mapping, auto_name in _TEACHER_AUTO_CLASSES:
             if cls_name in getattr(modeling_auto, mapping, {}).values():
-                return getattr(transformers, auto_name).from_pretrained(name_or_path, **kwargs)
+                return detach_from_checkpoint(getattr(transformers, auto_name).from_pretrained(name_or_path, **kwargs))
     architectures = getattr(AutoConfig.from_pretrained(name_or_path), "architectures", None) or []
     cls = getattr(transformers, architectures[0], None) if architectures else None
     if cls is None:
         raise ValueError(f"cannot tell which class loads {name_or_path!r}; pass it loaded (large_model= / small_model=).")
-    return cls.from_pretrained(name_or_path, **kwargs)
+    return detach_from_checkpoint(cls.from_pretrained(name_or_path, **kwargs))

@@ -331,7 +331,9 @@ class RDDTrainer(DistillationTrainer):
                 "RDD stage 1 needs the teacher's auxiliary logits, but its auxiliary head did not run in this forward. "
                 "Set `stage1_without_aux_head='uniform_weights'` or `rdd_warmup_steps=0`."
             )
-        if stage == 2:
+        if stage == 2 and not getattr(self, "_min_kept_checked", False):
+            # Checked on the first stage-2 batch only: counting every step would force a device sync per step.
+            self._min_kept_checked = True
             valid = int((labels != args.ignore_index).sum())
             if args.min_kept >= valid:
                 self._warn_once(
