@@ -34,7 +34,7 @@ def write_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(results, indent=2))
+    write_text_atomic(out_dir / "report.json", json.dumps(results, indent=2))
 
     rows = results["descendants"]
     fig, (ax_curve, ax_size) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -89,5 +89,5 @@ def write_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
         "",
     ]
     md = out_dir / "report.md"
-    md.write_text("\n".join(lines))
+    write_text_atomic(md, "\n".join(lines))
     return md, png

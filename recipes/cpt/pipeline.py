@@ -38,7 +38,7 @@ from hf_methods import __version__
 from hf_methods.hub import save_model_folder
 from hf_methods.models.proxy_tuned import proxy_from_small, proxy_tuned_card
 from hf_methods.recipe import parse_recipe
-from hf_methods.report import fmt_params
+from hf_methods.report import fmt_params, write_text_atomic
 from hf_methods.trainers.cpt_config import ConsistentProxyTuningConfig
 from hf_methods.trainers.cpt_trainer import ConsistentProxyTuningTrainer, cache_logits
 
@@ -342,9 +342,7 @@ def _training_setup(recipe: CPTRecipe) -> str:
 
 
 def _write_report(results: dict, out: Path) -> None:
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(out / "report.json")
+    write_text_atomic(out / "report.json", json.dumps(results, indent=2))
     rows, params = results["target_eval"], results["params"]
     names = {
         "large": f"large model alone ({fmt_params(params['large'])})",
@@ -389,9 +387,7 @@ def _write_report(results: dict, out: Path) -> None:
               for e in results["examples"]]
     lines += ["", "The proxy-tuned models are saved by reference in `proxy-tuned-cpt/` and `proxy-tuned-plain/` (config "
               "+ the proxy; the large and small models are loaded from `large/` and `small/`).", ""]
-    tmp = out / "report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out / "report.md")
+    write_text_atomic(out / "report.md", "\n".join(lines))
 
 
 def main(argv=None):

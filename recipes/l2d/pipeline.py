@@ -33,6 +33,7 @@ from hf_methods.models.label_query import (
 )
 from hf_methods.pareto import fmt_params
 from hf_methods.recipe import parse_recipe
+from hf_methods.report import write_text_atomic
 
 from ..learngene_pipeline import _CPU, _args, _num_params
 
@@ -292,9 +293,7 @@ def _training_setup(recipe: L2DRecipe, teacher_source: str) -> str:
 
 def _write_report(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(out / "report.json")
+    write_text_atomic(out / "report.json", json.dumps(results, indent=2))
     teacher = results["teacher"]
     lines = [
         f"# L2D multi-label distillation on {results['dataset']}",
@@ -321,9 +320,7 @@ def _write_report(results: dict, out: Path) -> None:
         "a point or so are within run-to-run noise; rerun with other `--seed` values before concluding.",
         "",
     ]
-    tmp = out / "report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out / "report.md")
+    write_text_atomic(out / "report.md", "\n".join(lines))
 
 
 def main(argv=None):

@@ -29,6 +29,7 @@ from hf_methods.hub import push_run, save_model_folder
 from hf_methods.models.learngene_pool import LearngenePoolModel
 from hf_methods.pareto import fmt_flops, fmt_params, write_pareto_report
 from hf_methods.recipe import parse_recipe
+from hf_methods.report import write_text_atomic
 from hf_methods.trainers import LearngenePoolDistillationTrainer, PoolDistillationConfig
 
 from ..learngene_pipeline import _CPU, TeacherRecipe, _args, _curve, _num_params, _train, get_teacher
@@ -220,9 +221,7 @@ def _training_setup(recipe: PoolRecipe, teacher_source: str) -> str:
 
 def _write_report(results: dict, out: Path) -> None:
     """report.json (with `choices` for `hf-methods choose/pareto`), report.md, and pareto.{md,png,json}."""
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(out / "report.json")
+    write_text_atomic(out / "report.json", json.dumps(results, indent=2))
     write_pareto_report(results["choices"], out, title=f"Learngene Pool on {results['dataset']}")
     teacher, pool = results["teacher"], results["pool"]
     lines = [
@@ -245,9 +244,7 @@ def _write_report(results: dict, out: Path) -> None:
                      f"{r['accuracy_before_pool_training']:.3f} | {r['accuracy']:.3f} |")
     lines += ["", "Each network is saved as a standalone model under `stitched/config-<id>/`; pick one under a budget "
               "with `hf-methods choose report.json --budget-params N`.", "", "![pareto](pareto.png)", ""]
-    tmp = out / "report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out / "report.md")
+    write_text_atomic(out / "report.md", "\n".join(lines))
 
 
 def main(argv=None):

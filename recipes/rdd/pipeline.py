@@ -42,7 +42,7 @@ from transformers import (
 from hf_methods import __version__
 from hf_methods.hub import save_model_folder
 from hf_methods.recipe import parse_recipe
-from hf_methods.report import fmt_params
+from hf_methods.report import fmt_params, write_text_atomic
 from hf_methods.trainers.rdd_config import RDDConfig
 from hf_methods.trainers.rdd_trainer import RDDTrainer
 
@@ -351,9 +351,7 @@ def _training_setup(recipe: RDDRecipe, teacher_source: str, total_steps: int, wa
 def _write_report(results: dict, out: Path) -> None:
     """report.json and report.md (mIoU table and per-class IoU)."""
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(out / "report.json")
+    write_text_atomic(out / "report.json", json.dumps(results, indent=2))
     rows = results["results"]
     order = ["teacher", *(key for key, _ in STUDENT_RUNS)]
     lines = [
@@ -376,9 +374,7 @@ def _write_report(results: dict, out: Path) -> None:
         lines.append(f"| {name} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
     lines += ["", "Models: `teacher/` (when trained here), `student-alone/`, `student-kd/`, `student-rdd/`; each loads "
               "with `AutoModelForSemanticSegmentation.from_pretrained`.", ""]
-    tmp = out / "report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out / "report.md")
+    write_text_atomic(out / "report.md", "\n".join(lines))
 
 
 def main(argv=None):
