@@ -25,7 +25,6 @@ from ..models.proxy_tuned.modeling_proxy_tuned import (
     ProxyTunedOutput,
     check_shared_output_space,
     combine_logits,
-    freeze,
     proxy_from_small,
 )
 from .cpt_config import ConsistentProxyTuningConfig
@@ -289,23 +288,10 @@ class ConsistentProxyTuningTrainer(DistillationTrainer):
             self.data_collator = CachedLogitsCollator(self.data_collator, columns, padding_side)
 
     def _prepare_frozen(self, model: nn.Module | None, dtype: str) -> nn.Module | None:
-        """Frozen, in eval mode, on this process's device, prepared for evaluation only (not one of the trained
-        models), as `DistillationTrainer` prepares its teacher. A model dispatched over devices stays where it is."""
-        if model is None:
-            return None
-        if self.is_deepspeed_enabled:
+        if model is not None and self.is_deepspeed_enabled:
             raise NotImplementedError("ConsistentProxyTuningTrainer does not support DeepSpeed yet (the frozen models "
                                       "would need their own DeepSpeed engines). Use DDP or FSDP.")
-        freeze(model)
-        if dtype != "auto":
-            model.to(getattr(torch, dtype))
-        if getattr(model, "hf_device_map", None):
-            return model
-        model.to(self.args.device)
-        prepared = self.accelerator.prepare_model(model, evaluation_mode=True)
-        if prepared in self.accelerator._models:
-            self.accelerator._models.remove(prepared)
-        return prepared
+        return super()._prepare_frozen(model, dtype)
 
     def _set_signature_columns_if_needed(self):
         """Keep the cached-logits columns: they are not arguments of the proxy's forward."""

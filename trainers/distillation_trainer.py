@@ -266,15 +266,26 @@ class DistillationTrainer(Trainer):
                 f"Teacher and student output sizes differ: teacher {teacher_size}, student {student_size} ({kind}). "
                 "Distillation needs the same label set / vocabulary."
             )
-        teacher.requires_grad_(False)
-        teacher.eval()
-        if args.teacher_dtype != "auto":
-            teacher.to(getattr(torch, args.teacher_dtype))
-        teacher.to(args.device)  # under FSDP `prepare_model` does not place models
-        self.teacher_model = self.accelerator.prepare_model(teacher, evaluation_mode=True)
+        self.teacher_model = self._prepare_frozen(teacher, args.teacher_dtype)
+
+    def _prepare_frozen(self, model: nn.Module | None, dtype: str) -> nn.Module | None:
+        """A model that only gives targets (teacher, CPT's large and small): frozen, in eval mode, in `dtype`, on this
+        process's device and prepared for evaluation only. A model dispatched over devices (`hf_device_map`) stays
+        where it is."""
+        if model is None:
+            return None
+        model.requires_grad_(False)
+        model.eval()
+        if dtype != "auto":
+            model.to(getattr(torch, dtype))
+        if getattr(model, "hf_device_map", None):
+            return model
+        model.to(self.args.device)  # under FSDP `prepare_model` does not place models
+        prepared = self.accelerator.prepare_model(model, evaluation_mode=True)
         # Not one of the trained models: otherwise `evaluate()` before `train()` would skip preparing the student.
-        if self.teacher_model in self.accelerator._models:
-            self.accelerator._models.remove(self.teacher_model)
+        if prepared in self.accelerator._models:
+            self.accelerator._models.remove(prepared)
+        return prepared
 
     def _load_teacher(self, name_or_path: str) -> PreTrainedModel:
         student_cls = type(_unwrap(self.model))
