@@ -102,6 +102,10 @@ class GTLEvolutionConfig(TrainingArguments):
     Every constant below except `gene_fraction` is unknown from the paper's available text; the defaults are documented
     choices (GRL, the authors' reference code for RL agents, uses tournaments of 3).
 
+    Inheritance is Lamarckian: a child starts from its parent's *trained* values at the child's (mutated) mask, the
+    rest of its network freshly initialized; the paper passes on what an individual learned, and a Darwinian variant
+    (genes never updated by training) would have nothing to evolve but the masks, so it is not offered.
+
     Under `accelerate launch` / torchrun, each process trains its share of the individuals (individual `i` on rank
     `i % world_size`). Creating this config reads `RANK` / `WORLD_SIZE` / `LOCAL_RANK` and removes them (and
     `MASTER_ADDR` / `MASTER_PORT`) from `os.environ`, so that each process's `Trainer` is single-process, and pins the
