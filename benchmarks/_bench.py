@@ -276,3 +276,99 @@ class Summary:
 
 def n_params(model) -> str:
     return f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"
+
+
+# ---------------------------------------------------------------- the benchmarks' models
+IGNORE_INDEX = 255
+
+
+def label_query_vit(
+    hidden,
+    layers,
+    heads,
+    decoder,
+    classes,
+    image,
+    patch,
+    decoder_heads=4,
+    ff_multiplier=2,
+):
+    """A label-query multi-label classifier on a ViT backbone, no dropout."""
+    from transformers import ViTConfig
+
+    from hf_methods.models.label_query import (
+        LabelQueryConfig,
+        LabelQueryForMultiLabelClassification,
+    )
+
+    vit = ViTConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        image_size=image,
+        patch_size=patch,
+        num_channels=3,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    config = LabelQueryConfig(
+        backbone_config=vit.to_dict(),
+        num_labels=classes,
+        d_model=decoder,
+        num_attention_heads=decoder_heads,
+        dim_feedforward=ff_multiplier * decoder,
+        decoder_dropout=0.0,
+    )
+    return LabelQueryForMultiLabelClassification(config)
+
+
+def gpt2(n_embd, layers, heads, vocab, positions):
+    """A GPT-2 LM without dropout or cache."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    return GPT2LMHeadModel(
+        GPT2Config(
+            n_embd=n_embd,
+            n_layer=layers,
+            n_head=heads,
+            vocab_size=vocab,
+            n_positions=positions,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=0,
+            use_cache=False,
+        )
+    )
+
+
+def upernet(widths, depths, head, classes):
+    """A UperNet on a ConvNeXt backbone (every stage feeds the decoder), auxiliary head on."""
+    from transformers import (
+        ConvNextConfig,
+        UperNetConfig,
+        UperNetForSemanticSegmentation,
+    )
+
+    stages = [f"stage{i + 1}" for i in range(len(widths))]
+    backbone = ConvNextConfig(
+        num_channels=3,
+        patch_size=2,
+        num_stages=len(widths),
+        hidden_sizes=list(widths),
+        depths=list(depths),
+        out_features=stages,
+    )
+    config = UperNetConfig(
+        backbone_config=backbone,
+        hidden_size=head,
+        auxiliary_channels=head // 2,
+        use_auxiliary_head=True,
+        pool_scales=[1, 2, 3, 6],
+        num_labels=classes,
+        loss_ignore_index=IGNORE_INDEX,
+    )
+    return UperNetForSemanticSegmentation(config)

@@ -122,84 +122,32 @@ def reset_peak_rss() -> bool:
 # ---------------------------------------------------------------- models (child processes)
 def build(kind: str, a):
     """A freshly initialized model of this benchmark: `kind` in l2d-teacher, l2d-student, cpt-large, cpt-small,
-    rdd-teacher, rdd-student."""
-    from transformers import (
-        ConvNextConfig,
-        GPT2Config,
-        GPT2LMHeadModel,
-        UperNetConfig,
-        UperNetForSemanticSegmentation,
-        ViTConfig,
-    )
-
-    from hf_methods.models.label_query import (
-        LabelQueryConfig,
-        LabelQueryForMultiLabelClassification,
-    )
+    rdd-teacher, rdd-student (the builders of `_bench`, shared with bench_trainers.py)."""
+    import _bench  # benchmarks/ is sys.path[0]: the child runs this file
 
     if kind.startswith("l2d"):
         hidden, layers, heads = (
             a.l2d_teacher if kind == "l2d-teacher" else a.l2d_student
         )
-        vit = ViTConfig(
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            intermediate_size=4 * hidden,
-            image_size=32,
-            patch_size=4,
-            num_channels=3,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
+        return _bench.label_query_vit(
+            hidden,
+            layers,
+            heads,
+            a.l2d_decoder,
+            a.l2d_classes,
+            32,
+            4,
+            decoder_heads=8,
+            ff_multiplier=4,
         )
-        config = LabelQueryConfig(
-            backbone_config=vit.to_dict(),
-            num_labels=a.l2d_classes,
-            d_model=a.l2d_decoder,
-            num_attention_heads=8,
-            dim_feedforward=4 * a.l2d_decoder,
-            decoder_dropout=0.0,
-        )
-        return LabelQueryForMultiLabelClassification(config)
     if kind.startswith("cpt"):
         n_embd, layers, heads = a.cpt_large if kind == "cpt-large" else a.cpt_small
-        return GPT2LMHeadModel(
-            GPT2Config(
-                n_embd=n_embd,
-                n_layer=layers,
-                n_head=heads,
-                vocab_size=a.cpt_vocab,
-                n_positions=a.cpt_seq,
-                resid_pdrop=0.0,
-                embd_pdrop=0.0,
-                attn_pdrop=0.0,
-                bos_token_id=0,
-                eos_token_id=1,
-                pad_token_id=0,
-                use_cache=False,
-            )
-        )
+        return _bench.gpt2(n_embd, layers, heads, a.cpt_vocab, a.cpt_seq)
     teacher = kind == "rdd-teacher"
     widths = a.rdd_teacher_widths if teacher else [16, 32, 64, 128]
     depths = a.rdd_teacher_depths if teacher else [1, 1, 2, 1]
     head = a.rdd_teacher_head if teacher else 64
-    backbone = ConvNextConfig(
-        num_channels=3,
-        patch_size=2,
-        hidden_sizes=list(widths),
-        depths=list(depths),
-        out_features=["stage1", "stage2", "stage3", "stage4"],
-    )
-    config = UperNetConfig(
-        backbone_config=backbone,
-        hidden_size=head,
-        auxiliary_channels=head // 2,
-        use_auxiliary_head=True,
-        pool_scales=[1, 2, 3, 6],
-        num_labels=a.rdd_classes,
-        loss_ignore_index=255,
-    )
-    return UperNetForSemanticSegmentation(config)
+    return _bench.upernet(widths, depths, head, a.rdd_classes)
 
 
 FROZEN = {

@@ -61,22 +61,10 @@ from hf_methods.trainers import (
     rdd_task_loss,
     segmentation_forward,
 )
-from transformers import (
-    ConvNextConfig,
-    GPT2Config,
-    GPT2LMHeadModel,
-    UperNetConfig,
-    UperNetForSemanticSegmentation,
-    ViTConfig,
-)
 
-from hf_methods.models.label_query import (
-    LabelQueryConfig,
-    LabelQueryForMultiLabelClassification,
-)
 from hf_methods.models.proxy_tuned import proxy_from_small
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = _bench.IGNORE_INDEX
 
 
 def frozen_copy(model):
@@ -108,35 +96,16 @@ def run_rounds(a, trainer_round, loop_round) -> tuple[list[float], list[float], 
 
 
 # ---------------------------------------------------------------- L2D
-def label_query_vit(hidden, layers, heads, decoder, classes, image, patch):
-    vit = ViTConfig(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * hidden,
-        image_size=image,
-        patch_size=patch,
-        num_channels=3,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    config = LabelQueryConfig(
-        backbone_config=vit.to_dict(),
-        num_labels=classes,
-        d_model=decoder,
-        num_attention_heads=4,
-        dim_feedforward=2 * decoder,
-        decoder_dropout=0.0,
-    )
-    return LabelQueryForMultiLabelClassification(config)
-
-
 def bench_l2d(a) -> _bench.Summary:
     b = with_batch(a, a.l2d_batch)
     torch.manual_seed(a.seed)
     (sh, sl, sn), (th, tl, tn) = a.l2d_student, a.l2d_teacher
-    student = label_query_vit(sh, sl, sn, a.l2d_decoder, a.l2d_classes, a.l2d_image, 4)
-    teacher = label_query_vit(th, tl, tn, a.l2d_decoder, a.l2d_classes, a.l2d_image, 4)
+    student = _bench.label_query_vit(
+        sh, sl, sn, a.l2d_decoder, a.l2d_classes, a.l2d_image, 4
+    )
+    teacher = _bench.label_query_vit(
+        th, tl, tn, a.l2d_decoder, a.l2d_classes, a.l2d_image, 4
+    )
     loop_student, loop_teacher = copy.deepcopy(student), frozen_copy(teacher)
     rows = b.batch * (b.warmup + b.steps)  # one epoch = one round
     dataset = [
@@ -196,31 +165,12 @@ def bench_l2d(a) -> _bench.Summary:
 
 
 # ---------------------------------------------------------------- CPT
-def gpt2(n_embd, layers, heads, vocab, positions):
-    return GPT2LMHeadModel(
-        GPT2Config(
-            n_embd=n_embd,
-            n_layer=layers,
-            n_head=heads,
-            vocab_size=vocab,
-            n_positions=positions,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=0,
-            use_cache=False,
-        )
-    )
-
-
 def bench_cpt(a, cached: bool) -> _bench.Summary:
     b = with_batch(a, a.cpt_batch)
     torch.manual_seed(a.seed)
     (lh, ll, ln), (sh, sl, sn) = a.cpt_large, a.cpt_small
-    large = gpt2(lh, ll, ln, a.cpt_vocab, a.cpt_seq).eval()
-    small = gpt2(sh, sl, sn, a.cpt_vocab, a.cpt_seq).eval()
+    large = _bench.gpt2(lh, ll, ln, a.cpt_vocab, a.cpt_seq).eval()
+    small = _bench.gpt2(sh, sl, sn, a.cpt_vocab, a.cpt_seq).eval()
     proxy = proxy_from_small(small)
     loop_proxy, loop_large, loop_small = (
         copy.deepcopy(proxy),
@@ -297,28 +247,6 @@ def bench_cpt(a, cached: bool) -> _bench.Summary:
 
 
 # ---------------------------------------------------------------- RDD
-def upernet(widths, depths, head, classes):
-    stages = [f"stage{i + 1}" for i in range(len(widths))]
-    backbone = ConvNextConfig(
-        num_channels=3,
-        patch_size=2,
-        num_stages=len(widths),
-        hidden_sizes=list(widths),
-        depths=list(depths),
-        out_features=stages,
-    )
-    config = UperNetConfig(
-        backbone_config=backbone,
-        hidden_size=head,
-        auxiliary_channels=head // 2,
-        use_auxiliary_head=True,
-        pool_scales=[1, 2, 3, 6],
-        num_labels=classes,
-        loss_ignore_index=IGNORE_INDEX,
-    )
-    return UperNetForSemanticSegmentation(config)
-
-
 def segmentation_rows(n, size, classes, block=8):
     """Scenes of `block` x `block` squares of random classes (labels), images = class pattern + noise; the top two
     rows of every label map are ignored."""
@@ -337,10 +265,10 @@ def segmentation_rows(n, size, classes, block=8):
 def bench_rdd(a, stage: int) -> _bench.Summary:
     b = with_batch(a, a.rdd_batch)
     torch.manual_seed(a.seed)
-    student = upernet(
+    student = _bench.upernet(
         a.rdd_student_widths, a.rdd_student_depths, a.rdd_student_head, a.rdd_classes
     )
-    teacher = upernet(
+    teacher = _bench.upernet(
         a.rdd_teacher_widths, a.rdd_teacher_depths, a.rdd_teacher_head, a.rdd_classes
     )
     loop_student, loop_teacher = copy.deepcopy(student), frozen_copy(teacher)
