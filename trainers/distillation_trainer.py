@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -394,3 +395,82 @@ class DistillationTrainer(Trainer):
             self._loss_parts = {key: 0.0 for key in self._loss_parts}
             self._loss_parts_step = self.state.global_step
         super().log(logs, start_time)
+
+
+class StudentSideModule:
+    """Mixin for trainers that train a module beside the student (Learngene Pool's feature projectors, L2D's
+    embedding projection): attached to the student as submodule `side_module_name`, so the optimizer, DDP and
+    resume see it, but kept out of the student's own files and saved beside them.
+
+    A subclass sets `side_module_name` and implements `_new_side_module()` (a fresh module, or None when the run
+    needs none: it is also called while `Trainer.__init__` runs, before the subclass has its settings),
+    `_save_side_module(module, folder)` and `_load_side_module(module, folder)` (a no-op when its file is missing).
+    """
+
+    side_module_name: str
+
+    def _new_side_module(self) -> nn.Module | None:
+        raise NotImplementedError
+
+    def _save_side_module(self, module: nn.Module, folder: str) -> None:
+        raise NotImplementedError
+
+    def _load_side_module(self, module: nn.Module, folder: str) -> None:
+        raise NotImplementedError
+
+    def _attach_side_module(self, model: nn.Module) -> None:
+        if self.side_module_name in model._modules:
+            return
+        module = self._new_side_module()
+        if module is None:
+            return
+        ref = next(model.parameters())
+        model.add_module(self.side_module_name,
+                         module.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None))
+
+    def call_model_init(self, trial=None):
+        model = super().call_model_init(trial)
+        self._attach_side_module(model)  # re-created by train(): give it its side module again
+        return model
+
+    @property
+    def side_module(self) -> nn.Module | None:
+        return self.accelerator.unwrap_model(self.model)._modules.get(self.side_module_name)
+
+    @contextmanager
+    def _without_side_module(self, model: nn.Module | None = None):
+        """Detach the side module while the student is saved or loaded, so its files hold only its own weights."""
+        host = self.accelerator.unwrap_model(model if model is not None else self.model)
+        host = host.module if isinstance(host, nn.parallel.DistributedDataParallel) else host
+        module = host._modules.pop(self.side_module_name, None)
+        try:
+            yield module
+        finally:
+            if module is not None:
+                host.add_module(self.side_module_name, module)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if state_dict is not None:  # e.g. gathered by FSDP: split it
+            prefix = self.side_module_name + "."
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+        with self._without_side_module() as module:
+            super()._save(output_dir, state_dict=state_dict)
+        if module is not None and self.args.should_save:
+            self._save_side_module(module, output_dir)
+
+    def _load_side_module_from(self, folder: str, model: nn.Module | None = None) -> None:
+        host = self.accelerator.unwrap_model(model if model is not None else self.model)
+        module = host._modules.get(self.side_module_name)
+        if module is not None:
+            self._load_side_module(module, folder)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        with self._without_side_module(model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._load_side_module_from(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        with self._without_side_module():
+            super()._load_best_model()
+        self._load_side_module_from(self.state.best_model_checkpoint)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +27,7 @@ from transformers import PreTrainedConfig
 
 from .distillation_trainer import (
     DistillationTrainer,
+    StudentSideModule,
     _logits,
     _unwrap,
     distillation_loss,
@@ -269,7 +269,7 @@ def _embeddings(outputs) -> torch.Tensor | None:
     return outputs.get("label_embeddings") if isinstance(outputs, dict) else None
 
 
-class MultiLabelKDTrainer(DistillationTrainer):
+class MultiLabelKDTrainer(StudentSideModule, DistillationTrainer):
     """Distills a frozen multi-label teacher into a student with L2D (or the softmax-KD baseline); see
     `MultiLabelKDConfig` for the loss and `l2d_loss` for its normalization. The batch's `labels` are multi-hot
     (batch, classes), converted to float.
@@ -318,7 +318,7 @@ class MultiLabelKDTrainer(DistillationTrainer):
                 "embedding_projection='none'."
             )
         self._projection_dims = dims
-        self._attach_projection(self.model)
+        self._attach_side_module(self.model)
 
     # --- the teacher ------------------------------------------------------------------------------------------------
     def _load_teacher(self, name_or_path: str):
@@ -335,55 +335,26 @@ class MultiLabelKDTrainer(DistillationTrainer):
             return LabelQueryForMultiLabelClassification.from_pretrained(name_or_path, **kwargs)
         return super()._load_teacher(name_or_path)
 
-    # --- the embedding projection -------------------------------------------------------------------------------------
-    def _attach_projection(self, model: nn.Module) -> None:
-        if self._projection_dims is None or PROJECTION_NAME in model._modules:
-            return
-        ref = next(model.parameters())
-        projection = nn.Linear(*self._projection_dims).to(
-            device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
-        model.add_module(PROJECTION_NAME, projection)
+    # --- the embedding projection (a side module of the student) ------------------------------------------------
+    side_module_name = PROJECTION_NAME
 
-    def call_model_init(self, trial=None):
-        model = super().call_model_init(trial)
-        if getattr(self, "_projection_dims", None):  # re-created by train(): give it its projection again
-            self._attach_projection(model)
-        return model
+    def _new_side_module(self) -> nn.Module | None:
+        dims = getattr(self, "_projection_dims", None)
+        return None if dims is None else nn.Linear(*dims)
 
     @property
     def embedding_projection(self) -> nn.Linear | None:
         """The trained `Linear(d_student -> d_teacher)` on the student's label embeddings (None when not used)."""
-        return self.accelerator.unwrap_model(self.model)._modules.get(PROJECTION_NAME)
+        return self.side_module
 
-    @contextmanager
-    def _without_projection(self, model: nn.Module | None = None):
-        """Detach the projection while the student is saved or loaded, so its files hold only its own weights."""
-        host = self.accelerator.unwrap_model(model if model is not None else self.model)
-        host = host.module if isinstance(host, nn.parallel.DistributedDataParallel) else host
-        projection = host._modules.pop(PROJECTION_NAME, None)
-        try:
-            yield projection
-        finally:
-            if projection is not None:
-                host.add_module(PROJECTION_NAME, projection)
+    def _save_side_module(self, projection: nn.Module, output_dir: str) -> None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()}
+        save_file(tensors, os.path.join(output_dir, PROJECTION_FILE),
+                  metadata={"in_features": str(projection.in_features), "out_features": str(projection.out_features)})
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if state_dict is not None:  # e.g. gathered by FSDP: split it
-            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(PROJECTION_NAME + ".")}
-        with self._without_projection() as projection:
-            super()._save(output_dir, state_dict=state_dict)
-        if projection is not None and self.args.should_save:
-            tensors = {k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()}
-            save_file(tensors, os.path.join(output_dir, PROJECTION_FILE),
-                      metadata={"in_features": str(projection.in_features),
-                                "out_features": str(projection.out_features)})
-
-    def _load_projection(self, folder: str, model: nn.Module | None = None) -> None:
-        host = self.accelerator.unwrap_model(model if model is not None else self.model)
-        projection = host._modules.get(PROJECTION_NAME)
+    def _load_side_module(self, projection: nn.Module, folder: str) -> None:
         path = os.path.join(folder, PROJECTION_FILE)
-        if projection is None or not os.path.isfile(path):
+        if not os.path.isfile(path):
             return
         state = load_file(path)
         if state["weight"].shape != projection.weight.shape:
@@ -391,16 +362,6 @@ class MultiLabelKDTrainer(DistillationTrainer):
                              f"run needs {projection.in_features} -> {projection.out_features}; resume with the same "
                              "teacher and student.")
         projection.load_state_dict(state)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        with self._without_projection(model):
-            super()._load_from_checkpoint(resume_from_checkpoint, model)
-        self._load_projection(resume_from_checkpoint, model)
-
-    def _load_best_model(self):
-        with self._without_projection():
-            super()._load_best_model()
-        self._load_projection(self.state.best_model_checkpoint)
 
     # --- the loss -----------------------------------------------------------------------------------------------------
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
@@ -489,7 +450,7 @@ class MultiLabelKDTrainer(DistillationTrainer):
 
         args = self.args
         student = self.accelerator.unwrap_model(self.model)
-        with self._without_projection():
+        with self._without_side_module():
             params = sum(p.numel() for p in student.parameters())
         metrics = next((e for e in reversed(self.state.log_history) if any(k.startswith("eval_") for k in e)), {})
         metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..engine.architectures import spec_for
-from .distillation_trainer import DistillationTrainer, _logits, _unwrap
+from .distillation_trainer import DistillationTrainer, StudentSideModule, _logits, _unwrap
 from .pool_distillation_config import FEATURE_LOSSES, FEATURE_POSITIONS, PoolDistillationConfig
 
 PROJECTORS_NAME = "pool_feature_projectors"  # submodule name on the student
@@ -279,7 +279,7 @@ def capture_features(model: nn.Module, layer_ids: Sequence[int], attention: bool
             handle.remove()
 
 
-class LearngenePoolDistillationTrainer(DistillationTrainer):
+class LearngenePoolDistillationTrainer(StudentSideModule, DistillationTrainer):
     """Learngene Pool stage 1: distills the frozen teacher into a student with fewer and/or narrower blocks.
 
     Loss: see `pool_distillation_loss`. Blocks are matched at the same relative depths (`matched_layers`), and
@@ -322,55 +322,28 @@ class LearngenePoolDistillationTrainer(DistillationTrainer):
         self._student_layers = matched_layers(depths["student"], config.feature_positions)
         self._teacher_layers = matched_layers(depths["teacher"], config.feature_positions)
         self._dims = (_unwrap(teacher).config.hidden_size, _unwrap(self.model).config.hidden_size)
-        self._attach_projectors(self.model)
+        self._attach_side_module(self.model)
 
-    def _attach_projectors(self, model: nn.Module) -> None:
-        if not self._use_rep or PROJECTORS_NAME in model._modules:
-            return
-        ref = next(model.parameters())
-        projectors = FeatureProjectors(
+    side_module_name = PROJECTORS_NAME
+
+    def _new_side_module(self) -> nn.Module | None:
+        if not getattr(self, "_student_layers", None):
+            return None
+        return FeatureProjectors(
             *self._dims, self._student_layers, self._teacher_layers, self.args.feature_positions,
             hidden=self._use_rep, attention=self._use_att,
-        ).to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
-        model.add_module(PROJECTORS_NAME, projectors)
-
-    def call_model_init(self, trial=None):
-        model = super().call_model_init(trial)
-        if getattr(self, "_student_layers", None):  # re-created by train(): give it projectors again
-            self._attach_projectors(model)
-        return model
+        )
 
     @property
     def feature_projectors(self) -> FeatureProjectors | None:
         """The trained teacher -> student projectors (None with feature_loss='logits')."""
-        return self.accelerator.unwrap_model(self.model)._modules.get(PROJECTORS_NAME)
+        return self.side_module
 
-    @contextmanager
-    def _without_projectors(self, model: nn.Module | None = None):
-        """Detach the projectors while the stock model is saved or loaded, so it holds only its own weights."""
-        host = self.accelerator.unwrap_model(model if model is not None else self.model)
-        host = host.module if isinstance(host, nn.parallel.DistributedDataParallel) else host
-        projectors = host._modules.pop(PROJECTORS_NAME, None)
-        try:
-            yield projectors
-        finally:
-            if projectors is not None:
-                host.add_module(PROJECTORS_NAME, projectors)
+    def _save_side_module(self, projectors: nn.Module, output_dir: str) -> None:
+        save_feature_projectors(projectors, output_dir)
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        prefix = PROJECTORS_NAME + "."
-        if state_dict is not None:  # e.g. gathered by FSDP: split it
-            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
-        with self._without_projectors() as projectors:
-            super()._save(output_dir, state_dict=state_dict)
-        if projectors is not None and self.args.should_save:
-            save_feature_projectors(projectors, output_dir)
-
-    def _load_projectors(self, folder: str, model: nn.Module | None = None) -> None:
-        projectors = self.feature_projectors if model is None else self.accelerator.unwrap_model(model)._modules.get(
-            PROJECTORS_NAME)
-        if projectors is None or not os.path.isfile(os.path.join(folder, PROJECTORS_FILE)):
+    def _load_side_module(self, projectors: nn.Module, folder: str) -> None:
+        if not os.path.isfile(os.path.join(folder, PROJECTORS_FILE)):
             return
         saved = load_feature_projectors(folder)
         if (saved["student_layers"], saved["teacher_layers"]) != (projectors.student_layers, projectors.teacher_layers):
@@ -380,16 +353,6 @@ class LearngenePoolDistillationTrainer(DistillationTrainer):
                 f"{projectors.teacher_layers}; resume with the same models and `feature_positions`."
             )
         projectors.load_state_dict(saved["state_dict"])
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        with self._without_projectors(model):
-            super()._load_from_checkpoint(resume_from_checkpoint, model)
-        self._load_projectors(resume_from_checkpoint, model)
-
-    def _load_best_model(self):
-        with self._without_projectors():
-            super()._load_best_model()
-        self._load_projectors(self.state.best_model_checkpoint)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
