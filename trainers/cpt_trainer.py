@@ -34,7 +34,9 @@ from .distillation_trainer import (
     _is_causal_lm,
     _logits,
     _unwrap,
+    cast_floating,
     detach_from_checkpoint,
+    frozen_init_kwargs,
 )
 
 
@@ -311,10 +313,7 @@ class ConsistentProxyTuningTrainer(DistillationTrainer):
                 f"`{which}_model=` / set `{which}_model_name_or_path`, or add the column to this dataset with "
                 "cache_logits."
             )
-        dtype = getattr(self.args, f"{which}_dtype")
-        if dtype != "auto":
-            inputs = {k: v.to(getattr(torch, dtype)) if torch.is_tensor(v) and v.is_floating_point() else v
-                      for k, v in inputs.items()}
+        inputs = cast_floating(inputs, getattr(self.args, f"{which}_dtype"))
         model.eval()
         with torch.no_grad():
             return _logits(model(**inputs))
@@ -419,9 +418,7 @@ def proxy_card(proxy, large_ref, small_ref, args: ConsistentProxyTuningConfig, r
 def _load_frozen(name_or_path: str, reference: nn.Module | None, init_kwargs: dict | None, dtype: str) -> PreTrainedModel:
     """Load a large or small model by name with the Auto class that lists the proxy's class (or, without a proxy,
     the class its config names)."""
-    kwargs = dict(init_kwargs or {})
-    if dtype != "auto":
-        kwargs["dtype"] = getattr(torch, dtype)
+    kwargs = frozen_init_kwargs(init_kwargs, dtype)
     if reference is not None:
         cls_name = type(_unwrap(reference)).__name__
         for mapping, auto_name in _TEACHER_AUTO_CLASSES:

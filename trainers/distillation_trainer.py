@@ -165,6 +165,24 @@ def _logits(outputs) -> torch.Tensor:
 
 
 
+
+def cast_floating(inputs: dict, dtype: str) -> dict:
+    """`inputs` with their floating tensors in `dtype` (a config's `teacher_dtype`, `large_dtype`, ...), for a frozen
+    model kept in that dtype; unchanged for "auto"."""
+    if dtype == "auto":
+        return inputs
+    dtype = getattr(torch, dtype)
+    return {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()}
+
+
+def frozen_init_kwargs(init_kwargs: dict | None, dtype: str) -> dict:
+    """`from_pretrained` keyword arguments of a frozen model loaded by name: the config's init kwargs, plus `dtype`
+    unless it is "auto"."""
+    kwargs = dict(init_kwargs or {})
+    if dtype != "auto":
+        kwargs["dtype"] = getattr(torch, dtype)
+    return kwargs
+
 def detach_from_checkpoint(model: nn.Module) -> nn.Module:
     """Copy the integer buffers of a model loaded by name (e.g. BatchNorm's `num_batches_tracked`) out of the
     checkpoint. `from_pretrained` leaves them as views of the memory-mapped safetensors file, which keeps the whole
@@ -292,9 +310,7 @@ class DistillationTrainer(Trainer):
         student_cls = type(_unwrap(self.model))
         for mapping, auto_name in _TEACHER_AUTO_CLASSES:
             if student_cls.__name__ in getattr(modeling_auto, mapping, {}).values():
-                kwargs = dict(self.args.teacher_model_init_kwargs or {})
-                if self.args.teacher_dtype != "auto":
-                    kwargs["dtype"] = getattr(torch, self.args.teacher_dtype)
+                kwargs = frozen_init_kwargs(self.args.teacher_model_init_kwargs, self.args.teacher_dtype)
                 return getattr(transformers, auto_name).from_pretrained(name_or_path, **kwargs)
         raise ValueError(
             f"Cannot tell which Auto class loads a teacher for a {student_cls.__name__} student; "
@@ -331,12 +347,7 @@ class DistillationTrainer(Trainer):
 
         teacher_logits = None
         if args.distillation_type != "none" and args.alpha > 0:
-            teacher_inputs = inputs
-            if args.teacher_dtype != "auto":
-                dtype = getattr(torch, args.teacher_dtype)
-                teacher_inputs = {
-                    k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()
-                }
+            teacher_inputs = cast_floating(inputs, args.teacher_dtype)
             self.teacher_model.eval()
             with torch.no_grad():
                 teacher_logits = _logits(self.teacher_model(**teacher_inputs))

@@ -28,6 +28,8 @@ from transformers import PreTrainedConfig
 from .distillation_trainer import (
     DistillationTrainer,
     StudentSideModule,
+    cast_floating,
+    frozen_init_kwargs,
     _logits,
     _unwrap,
     distillation_loss,
@@ -329,9 +331,7 @@ class MultiLabelKDTrainer(StudentSideModule, DistillationTrainer):
 
         config, _ = PreTrainedConfig.get_config_dict(name_or_path)
         if config.get("model_type") == LabelQueryConfig.model_type:
-            kwargs = dict(self.args.teacher_model_init_kwargs or {})
-            if self.args.teacher_dtype != "auto":
-                kwargs["dtype"] = getattr(torch, self.args.teacher_dtype)
+            kwargs = frozen_init_kwargs(self.args.teacher_model_init_kwargs, self.args.teacher_dtype)
             return LabelQueryForMultiLabelClassification.from_pretrained(name_or_path, **kwargs)
         return super()._load_teacher(name_or_path)
 
@@ -381,12 +381,7 @@ class MultiLabelKDTrainer(StudentSideModule, DistillationTrainer):
 
         teacher_logits = teacher_embeddings = None
         if args.distillation_type != "none":
-            teacher_inputs = inputs
-            if args.teacher_dtype != "auto":
-                dtype = getattr(torch, args.teacher_dtype)
-                teacher_inputs = {
-                    k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()
-                }
+            teacher_inputs = cast_floating(inputs, args.teacher_dtype)
             self.teacher_model.eval()
             with torch.no_grad():
                 teacher_outputs = self.teacher_model(**teacher_inputs)

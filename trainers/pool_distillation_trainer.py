@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..engine.architectures import spec_for
-from .distillation_trainer import DistillationTrainer, StudentSideModule, _logits, _unwrap
+from .distillation_trainer import DistillationTrainer, StudentSideModule, _logits, _unwrap, cast_floating
 from .pool_distillation_config import FEATURE_LOSSES, FEATURE_POSITIONS, PoolDistillationConfig
 
 PROJECTORS_NAME = "pool_feature_projectors"  # submodule name on the student
@@ -361,12 +361,7 @@ class LearngenePoolDistillationTrainer(StudentSideModule, DistillationTrainer):
         features = self._use_rep
         s_ids, t_ids = self._student_layers, self._teacher_layers
 
-        teacher_inputs = inputs
-        if args.teacher_dtype != "auto":
-            dtype = getattr(torch, args.teacher_dtype)
-            teacher_inputs = {
-                k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()
-            }
+        teacher_inputs = cast_floating(inputs, args.teacher_dtype)
         self.teacher_model.eval()
         with torch.no_grad(), capture_features(self.teacher_model, t_ids if features else (), self._use_att) as t_f:
             teacher_logits = _logits(self.teacher_model(**teacher_inputs))

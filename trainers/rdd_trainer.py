@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForSemanticSegmentation, PreTrainedModel
 
-from .distillation_trainer import DistillationTrainer, _logits, _unwrap
+from .distillation_trainer import DistillationTrainer, _logits, _unwrap, cast_floating, frozen_init_kwargs
 from .rdd_config import RDDConfig
 
 logger = logging.getLogger(__name__)
@@ -291,9 +291,7 @@ class RDDTrainer(DistillationTrainer):
             )
 
     def _load_teacher(self, name_or_path: str) -> PreTrainedModel:
-        kwargs = dict(self.args.teacher_model_init_kwargs or {})
-        if self.args.teacher_dtype != "auto":
-            kwargs["dtype"] = getattr(torch, self.args.teacher_dtype)
+        kwargs = frozen_init_kwargs(self.args.teacher_model_init_kwargs, self.args.teacher_dtype)
         return AutoModelForSemanticSegmentation.from_pretrained(name_or_path, **kwargs)
 
     def rdd_stage(self) -> int:
@@ -315,12 +313,7 @@ class RDDTrainer(DistillationTrainer):
             raise ValueError("RDDTrainer needs pixel `labels` (B, H, W) in every batch (its task loss is a CE).")
         outputs, student_logits, student_aux = segmentation_forward(model, inputs)
 
-        teacher_inputs = inputs
-        if args.teacher_dtype != "auto":
-            dtype = getattr(torch, args.teacher_dtype)
-            teacher_inputs = {
-                k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()
-            }
+        teacher_inputs = cast_floating(inputs, args.teacher_dtype)
         self.teacher_model.eval()
         with torch.no_grad():
             _, teacher_logits, teacher_aux = segmentation_forward(self.teacher_model, teacher_inputs)
