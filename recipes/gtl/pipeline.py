@@ -196,8 +196,6 @@ def run(recipe: GTLRecipe) -> dict:
     best = evolution.history[-1]
     say(f"learngene {best['best_id']}: fitness {best['best']:.3f}, {fmt_params(gene.num_gene_parameters)} convolution "
         f"weights ({gene.stored_fraction:.1%} of the ancestor's)")
-    if not (out / "learngene").is_dir():
-        gene.save_pretrained(out / "learngene")
 
     say(f"random-gene baseline: a {recipe.backbone} trained on all base classes for {recipe.reference_steps} steps, "
         "masked at random with the same granularity and budget")
