@@ -19,6 +19,7 @@ from transformers import (
     GPT2LMHeadModel,
 )
 
+from hf_methods.compat import output_cache
 from hf_methods.models.proxy_tuned import (
     ProxyTunedCache,
     ProxyTunedConfig,
@@ -193,7 +194,8 @@ def test_generate_equals_a_hand_rolled_greedy_loop(lm):
     assert not torch.equal(cached, large.generate(x, **kwargs))
 
     out = model(input_ids=x, use_cache=True)
-    assert isinstance(out.past_key_values, ProxyTunedCache) and out.past_key_values.get_seq_length() == x.shape[1]
+    cache = output_cache(out)
+    assert isinstance(cache, ProxyTunedCache) and cache.get_seq_length() == x.shape[1]
 
     torch.manual_seed(0)
     sampled = model.generate(x, attention_mask=mask, max_new_tokens=5, do_sample=True, top_k=10, pad_token_id=0)

@@ -11,10 +11,10 @@ models with their own caches costs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import logging
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +22,9 @@ import transformers
 from torch import nn
 from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
-from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.utils import ModelOutput
 
+from ...compat import CACHE_NAME, causal_lm_loss, output_cache, pop_cache_argument
 from ...engine.learngene import NeedsHfMethods
 from .configuration_proxy_tuned import ProxyTunedConfig, check_alpha
 
@@ -176,17 +176,20 @@ class ProxyTunedCache(Cache):
         return all(c.is_croppable for c in self._caches())
 
 
-@dataclass
-class ProxyTunedOutput(ModelOutput):
-    """`logits` = `large_logits + alpha_test * (proxy_logits - small_logits)` (float32); `past_key_values` is a
-    `ProxyTunedCache` when `use_cache=True`."""
+def _output_fields():
+    types = {"loss": torch.Tensor, "logits": torch.Tensor, CACHE_NAME: ProxyTunedCache, "large_logits": torch.Tensor,
+             "small_logits": torch.Tensor, "proxy_logits": torch.Tensor}
+    return [(name, kind | None, dataclasses.field(default=None)) for name, kind in types.items()]
 
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    past_key_values: ProxyTunedCache | None = None
-    large_logits: torch.Tensor | None = None
-    small_logits: torch.Tensor | None = None
-    proxy_logits: torch.Tensor | None = None
+
+# The cache field is named as the installed transformers names it (`cache` from 5.24, `past_key_values` before,
+# `hf_methods.compat.CACHE_NAME`): generation reads the cache back from that field.
+ProxyTunedOutput = dataclasses.make_dataclass("ProxyTunedOutput", _output_fields(), bases=(ModelOutput,), namespace={
+    "__module__": __name__,
+    "__doc__": "`logits` = `large_logits + alpha_test * (proxy_logits - small_logits)` (float32); the KV cache "
+               "(`output.cache`, or `output.past_key_values` before transformers 5.24) is a `ProxyTunedCache` when "
+               "`use_cache=True`.",
+})
 
 
 # --- references -----------------------------------------------------------------------------------------------------
@@ -434,7 +437,7 @@ class ProxyTunedPreTrainedModel(PreTrainedModel):
         device = _model_device(model)
         kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items() if v is not None}
         if use_cache or cache is not None:
-            kwargs["past_key_values"] = cache
+            kwargs[CACHE_NAME] = cache
             kwargs["use_cache"] = use_cache
         keep_here = bool(logits_to_keep) and not _accepts(model, "logits_to_keep")
         if logits_to_keep and not keep_here:
@@ -443,11 +446,11 @@ class ProxyTunedPreTrainedModel(PreTrainedModel):
         logits = out.logits
         if keep_here:
             logits = logits[:, -logits_to_keep:] if isinstance(logits_to_keep, int) else logits[:, logits_to_keep]
-        return logits, getattr(out, "past_key_values", None)
+        return logits, output_cache(out)
 
     def _components(self, inputs: dict, past_key_values, use_cache: bool, logits_to_keep=0):
         if past_key_values is not None and not isinstance(past_key_values, ProxyTunedCache):
-            raise TypeError(f"past_key_values must be the ProxyTunedCache this model returned, got "
+            raise TypeError(f"the KV cache ({CACHE_NAME}) must be the ProxyTunedCache this model returned, got "
                             f"{type(past_key_values).__name__}.")
         caches = past_key_values or ProxyTunedCache()
         with torch.no_grad():
@@ -480,9 +483,10 @@ class ProxyTunedForCausalLM(NeedsHfMethods, ProxyTunedPreTrainedModel, Generatio
         return False  # the forward creates a ProxyTunedCache of the three models' own caches
 
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: ProxyTunedCache | None = None,
-                inputs_embeds: torch.Tensor | None = None, labels: torch.LongTensor | None = None,
-                use_cache: bool | None = None, logits_to_keep: int | torch.Tensor = 0, **kwargs) -> ProxyTunedOutput:
+                position_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                labels: torch.LongTensor | None = None, use_cache: bool | None = None,
+                logits_to_keep: int | torch.Tensor = 0, **kwargs) -> ProxyTunedOutput:
+        """The KV cache comes as `cache=` (transformers >= 5.24) or `past_key_values=` (before); either is taken."""
         if inputs_embeds is not None:
             raise ValueError("ProxyTunedForCausalLM needs input_ids: the three models embed tokens in different "
                              "spaces, so one inputs_embeds cannot feed them all.")
@@ -490,15 +494,16 @@ class ProxyTunedForCausalLM(NeedsHfMethods, ProxyTunedPreTrainedModel, Generatio
             raise ValueError("ProxyTunedForCausalLM.forward needs input_ids.")
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         kwargs.pop("return_dict", None)
+        past_key_values = pop_cache_argument(kwargs)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, **kwargs}
         z_large, z_small, z_proxy, cache = self._components(inputs, past_key_values, bool(use_cache), logits_to_keep)
         logits = combine_logits(z_large, z_small, z_proxy, self.config.alpha_test)
         loss = None
         if labels is not None:
-            loss = ForCausalLMLoss(logits, labels.to(logits.device), vocab_size=logits.shape[-1],
-                                   num_items_in_batch=num_items_in_batch)
-        return ProxyTunedOutput(loss=loss, logits=logits, past_key_values=cache, large_logits=z_large,
-                                small_logits=z_small, proxy_logits=z_proxy)
+            loss = causal_lm_loss(logits, labels.to(logits.device), vocab_size=logits.shape[-1],
+                                  num_items_in_batch=num_items_in_batch)
+        return ProxyTunedOutput(loss=loss, logits=logits, large_logits=z_large, small_logits=z_small,
+                                proxy_logits=z_proxy, **{CACHE_NAME: cache})
 
 
 class ProxyTunedForSequenceClassification(NeedsHfMethods, ProxyTunedPreTrainedModel):
