@@ -26,27 +26,20 @@ def _seed():
 def fake_hub(tmp_path, monkeypatch):
     """A running `tests.fake_hub.FakeHub` that huggingface_hub and transformers talk to for this test only.
 
-    Late patch (HF_ENDPOINT is read at import): the endpoint constants, the endpoint baked into huggingface_hub's
-    module-level `HfApi` (used by `huggingface_hub.upload_file`/`create_repo`/... and `ModelCard.push_to_hub`),
-    offline mode off, transformers' cached `HfApi` dropped, a fresh download cache, and HF_TOKEN=hf_test_token
-    (the only token the fake accepts). Everything is undone at teardown, so the suite is offline again.
+    Late patch (HF_ENDPOINT is read at import; `hf_methods.compat.hub_endpoint_patches` lists what is patched): the
+    endpoint constants, the endpoint baked into huggingface_hub's module-level `HfApi` (used by
+    `huggingface_hub.upload_file`/`create_repo`/... and `ModelCard.push_to_hub`), offline mode off, transformers'
+    cached `HfApi` dropped, a fresh download cache, and HF_TOKEN=hf_test_token (the only token the fake accepts).
+    Everything is undone at teardown, so the suite is offline again.
     """
-    import huggingface_hub.hf_api
-    import transformers.utils.hub
-    from huggingface_hub import constants
-
     from fake_hub import FakeHub  # tests/ is on sys.path (rootdir conftest, no __init__.py)
+
+    from hf_methods.compat import hub_endpoint_patches
 
     hub = FakeHub(tokens={"hf_test_token"}).start()
     try:
-        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", hub.endpoint)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # what huggingface_hub.is_offline_mode() returns
-        monkeypatch.setattr(transformers.utils.hub, "is_offline_mode", lambda: False)
-        monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+        for obj, name, value in hub_endpoint_patches(hub.endpoint, str(tmp_path / "hf_cache")):
+            monkeypatch.setattr(obj, name, value)
         monkeypatch.setenv("HF_TOKEN", "hf_test_token")  # get_token() reads the environment on every call
         monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
         monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)  # would take precedence over HF_TOKEN

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 from transformers import AutoConfig, PreTrainedModel
-from transformers.models.auto import modeling_auto
+
+from ..compat import add_signature_columns, auto_class_name_for
 
 from ..models.proxy_tuned.modeling_proxy_tuned import (
     ProxyTunedForCausalLM,
@@ -29,7 +30,6 @@ from ..models.proxy_tuned.modeling_proxy_tuned import (
 )
 from .cpt_config import ConsistentProxyTuningConfig
 from .distillation_trainer import (
-    _TEACHER_AUTO_CLASSES,
     DistillationTrainer,
     _is_causal_lm,
     _logits,
@@ -298,9 +298,7 @@ class ConsistentProxyTuningTrainer(DistillationTrainer):
     def _set_signature_columns_if_needed(self):
         """Keep the cached-logits columns: they are not arguments of the proxy's forward."""
         super()._set_signature_columns_if_needed()
-        for column in (self.args.large_logits_column, self.args.small_logits_column):
-            if column and column not in self._signature_columns:
-                self._signature_columns.append(column)
+        add_signature_columns(self, (self.args.large_logits_column, self.args.small_logits_column))
 
     def _frozen_logits(self, which: str, inputs: dict, cached: torch.Tensor | None) -> torch.Tensor:
         if cached is not None:
@@ -420,10 +418,9 @@ def _load_frozen(name_or_path: str, reference: nn.Module | None, init_kwargs: di
     the class its config names)."""
     kwargs = frozen_init_kwargs(init_kwargs, dtype)
     if reference is not None:
-        cls_name = type(_unwrap(reference)).__name__
-        for mapping, auto_name in _TEACHER_AUTO_CLASSES:
-            if cls_name in getattr(modeling_auto, mapping, {}).values():
-                return detach_from_checkpoint(getattr(transformers, auto_name).from_pretrained(name_or_path, **kwargs))
+        auto_name = auto_class_name_for(type(_unwrap(reference)).__name__)
+        if auto_name is not None:
+            return detach_from_checkpoint(getattr(transformers, auto_name).from_pretrained(name_or_path, **kwargs))
     architectures = getattr(AutoConfig.from_pretrained(name_or_path), "architectures", None) or []
     cls = getattr(transformers, architectures[0], None) if architectures else None
     if cls is None:

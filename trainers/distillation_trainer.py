@@ -12,23 +12,10 @@ import transformers
 from safetensors import safe_open
 from torch import nn
 from transformers import PreTrainedModel, Trainer
-from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
-from transformers.models.auto import modeling_auto
 
+from ..compat import auto_class_name_for, checkpoint_keys_need_reload, untrack_prepared_model, uses_causal_lm_loss
 from ..engine import LearngeneModel
 from .distillation_config import DistillationConfig
-
-# Which Auto class loads a teacher given by name: the one whose mapping lists the student's class.
-_TEACHER_AUTO_CLASSES = [
-    ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "AutoModelForCausalLM"),
-    ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "AutoModelForImageClassification"),
-    ("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "AutoModelForSequenceClassification"),
-    ("MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES", "AutoModelForTokenClassification"),
-    ("MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES", "AutoModelForAudioClassification"),
-    ("MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES", "AutoModelForVideoClassification"),
-    ("MODEL_FOR_MASKED_LM_MAPPING_NAMES", "AutoModelForMaskedLM"),
-]
-
 
 def output_size(model: nn.Module) -> int | None:
     """Size of the model's logits' last dimension: the output embedding's rows (LMs), else `config.num_labels`."""
@@ -51,10 +38,7 @@ def _is_causal_lm(model: nn.Module) -> bool:
     config = getattr(model, "config", None)
     if getattr(config, "is_encoder_decoder", False):
         return False
-    return (
-        type(model).__name__ in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
-        or LOSS_MAPPING.get(getattr(model, "loss_type", None)) is ForCausalLMLoss
-    )
+    return auto_class_name_for(type(model).__name__) == "AutoModelForCausalLM" or uses_causal_lm_loss(model)
 
 
 def distillation_loss(
@@ -189,9 +173,9 @@ def detach_from_checkpoint(model: nn.Module) -> nn.Module:
     file resident: a frozen model loaded in bfloat16 from a float32 checkpoint then saved no memory at all (measured
     by `benchmarks/bench_frozen_memory.py`: 352 MiB vs 118 MiB resident for RDD's teacher)."""
     for module in model.modules():
-        for name, buffer in module._buffers.items():
-            if buffer is not None and not buffer.is_floating_point():
-                module._buffers[name] = buffer.clone()
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if not buffer.is_floating_point():
+                setattr(module, name, buffer.clone())  # stays a buffer, persistent or not as it was
     return model
 
 class DistillationTrainer(Trainer):
@@ -301,31 +285,29 @@ class DistillationTrainer(Trainer):
             return model
         model.to(self.args.device)  # under FSDP `prepare_model` does not place models
         prepared = self.accelerator.prepare_model(model, evaluation_mode=True)
-        # Not one of the trained models: otherwise `evaluate()` before `train()` would skip preparing the student.
-        if prepared in self.accelerator._models:
-            self.accelerator._models.remove(prepared)
+        untrack_prepared_model(self.accelerator, prepared)  # not one of the trained models
         return prepared
 
     def _load_teacher(self, name_or_path: str) -> PreTrainedModel:
         student_cls = type(_unwrap(self.model))
-        for mapping, auto_name in _TEACHER_AUTO_CLASSES:
-            if student_cls.__name__ in getattr(modeling_auto, mapping, {}).values():
-                kwargs = frozen_init_kwargs(self.args.teacher_model_init_kwargs, self.args.teacher_dtype)
-                return getattr(transformers, auto_name).from_pretrained(name_or_path, **kwargs)
+        auto_name = auto_class_name_for(student_cls.__name__)
+        if auto_name is not None:
+            kwargs = frozen_init_kwargs(self.args.teacher_model_init_kwargs, self.args.teacher_dtype)
+            return getattr(transformers, auto_name).from_pretrained(name_or_path, **kwargs)
         raise ValueError(
             f"Cannot tell which Auto class loads a teacher for a {student_cls.__name__} student; "
             "pass `teacher_model` as a loaded PreTrainedModel."
         )
 
-    # transformers 5.23 resumes with a raw `load_state_dict(strict=False)` of the checkpoint, skipping the key renaming
-    # that `from_pretrained` applies and `save_pretrained` reverts (e.g. ViT saves `vit.encoder.layer.*`). The weights
-    # then silently stay unloaded (huggingface/transformers#43701). Reload such checkpoints through `from_pretrained`.
+    # transformers resumes with a raw `load_state_dict(strict=False)` of the checkpoint, skipping the key renaming that
+    # `from_pretrained` applies and `save_pretrained` reverts (e.g. ViT). The weights then silently stay unloaded
+    # (huggingface/transformers#43701; `compat.checkpoint_keys_need_reload`). Reload them through `from_pretrained`.
     def _load_renamed_checkpoint(self, folder: str, model: nn.Module) -> bool:
         model = self.accelerator.unwrap_model(model)
         if self.is_fsdp_enabled or self.is_deepspeed_enabled or not isinstance(model, PreTrainedModel):
             return False
         keys = _saved_keys(folder)
-        if keys is None or keys <= set(model.state_dict()):
+        if keys is None or not checkpoint_keys_need_reload(keys, model):
             return False
         model.load_state_dict(type(model).from_pretrained(folder).state_dict())
         return True
@@ -430,7 +412,7 @@ class StudentSideModule:
         raise NotImplementedError
 
     def _attach_side_module(self, model: nn.Module) -> None:
-        if self.side_module_name in model._modules:
+        if self.side_module_name in dict(model.named_children()):
             return
         module = self._new_side_module()
         if module is None:
@@ -446,14 +428,16 @@ class StudentSideModule:
 
     @property
     def side_module(self) -> nn.Module | None:
-        return self.accelerator.unwrap_model(self.model)._modules.get(self.side_module_name)
+        return dict(self.accelerator.unwrap_model(self.model).named_children()).get(self.side_module_name)
 
     @contextmanager
     def _without_side_module(self, model: nn.Module | None = None):
         """Detach the side module while the student is saved or loaded, so its files hold only its own weights."""
         host = self.accelerator.unwrap_model(model if model is not None else self.model)
         host = host.module if isinstance(host, nn.parallel.DistributedDataParallel) else host
-        module = host._modules.pop(self.side_module_name, None)
+        module = dict(host.named_children()).get(self.side_module_name)
+        if module is not None:
+            delattr(host, self.side_module_name)
         try:
             yield module
         finally:
@@ -472,7 +456,7 @@ class StudentSideModule:
 
     def _load_side_module_from(self, folder: str, model: nn.Module | None = None) -> None:
         host = self.accelerator.unwrap_model(model if model is not None else self.model)
-        module = host._modules.get(self.side_module_name)
+        module = dict(host.named_children()).get(self.side_module_name)
         if module is not None:
             self._load_side_module(module, folder)
 

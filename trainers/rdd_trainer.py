@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForSemanticSegmentation, PreTrainedModel
 
+from .. import compat
 from .distillation_trainer import DistillationTrainer, _logits, _unwrap, cast_floating, frozen_init_kwargs
 from .rdd_config import RDDConfig
 
@@ -30,8 +31,7 @@ def auxiliary_head(model: nn.Module) -> nn.Module | None:
     """
     while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         model = model.module
-    head = getattr(_unwrap(model), "auxiliary_head", None)
-    return head if isinstance(head, nn.Module) else None
+    return compat.auxiliary_head(_unwrap(model))
 
 
 @contextmanager

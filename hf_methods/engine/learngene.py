@@ -21,8 +21,8 @@ from safetensors import SafetensorError
 from torch import nn
 from torch.func import functional_call
 from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
-from transformers.modeling_layers import GradientCheckpointingLayer
 
+from ..compat import build_from_config, clear_initialized, gradient_checkpointing_layer, mark_initialized
 from .architectures import canonical_key, layer_list, resolve_model_class, spec_for
 from .report import ExpansionReport
 
@@ -132,7 +132,7 @@ class LearngeneConfig(PreTrainedConfig):
         return AutoConfig.for_model(cls.config_class.model_type, **base)
 
 
-class GeneratedLayer(GradientCheckpointingLayer):
+class GeneratedLayer(gradient_checkpointing_layer()):
     """Layer `index` of the auxiliary network: a parameter-free copy of the stock layer, run with the weights
     the learngene generates for this index.
 
@@ -167,7 +167,7 @@ def _strip_parameters(module: nn.Module) -> None:
             if param is not None:  # a None entry (e.g. bias=False) stays: the stock forward reads it
                 del sub._parameters[name]
         if not sub._buffers:
-            sub._is_hf_initialized = True
+            mark_initialized(sub)
 
 
 def _check_depth(num_layers) -> None:
@@ -225,7 +225,7 @@ class LearngeneModel(NeedsHfMethods, PreTrainedModel):
         super().__init__(config)
         stock_cls = resolve_model_class(config.base_model_class)
         self.spec = spec_for(stock_cls.config_class.model_type)
-        self.base = stock_cls._from_config(config.stock_config(config.aux_num_layers))
+        self.base = build_from_config(stock_cls, config.stock_config(config.aux_num_layers))
         _, layers = layer_list(self.base, self.spec)
         template = copy.deepcopy(layers[0])  # a stock layer with stock init: the shape of the layer parameters
         self.layer_parameter_names = [name for name, _ in template.named_parameters()]
@@ -317,9 +317,7 @@ class LearngeneModel(NeedsHfMethods, PreTrainedModel):
         """A copy of `template` re-initialized by the stock architecture's own init (for extra layer sets)."""
         layer = copy.deepcopy(template)
         for module in layer.modules():
-            module.__dict__.pop("_is_hf_initialized", None)
-            for tensor in module.parameters(recurse=False):
-                tensor.__dict__.pop("_is_hf_initialized", None)
+            clear_initialized(module)
             self.base._init_weights(module)
         return layer
 
@@ -362,7 +360,7 @@ class LearngeneModel(NeedsHfMethods, PreTrainedModel):
         _check_depth(num_layers)
         cls = resolve_model_class(model_class or self.config.base_model_class)
         with torch.device("meta"):
-            model = cls._from_config(self.config.stock_config(num_layers, **config_overrides))
+            model = build_from_config(cls, self.config.stock_config(num_layers, **config_overrides))
         return sum(p.numel() for p in model.parameters())
 
     # --- expansion ------------------------------------------------------------------------------------------
@@ -396,7 +394,7 @@ class LearngeneModel(NeedsHfMethods, PreTrainedModel):
                 f"{self.base.config.model_type}; pick a {self.base.config.model_type} class."
             )
         target_config = self.config.stock_config(num_layers, **config_overrides)
-        target = cls._from_config(target_config)
+        target = build_from_config(cls, target_config)
         target_prefix, _ = layer_list(target, self.spec)
         report = ExpansionReport(self.method_name, num_layers, cls.__name__)
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from transformers import AutoConfig, PreTrainedConfig
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedConfig
 
 from ...engine.learngene import _known_config_keys
 

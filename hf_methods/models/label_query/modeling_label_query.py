@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoModel, PreTrainedModel
+from transformers import MODEL_MAPPING, AutoModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput
 
 from ...engine.learngene import NeedsHfMethods

@@ -7,6 +7,7 @@ import dataclasses
 
 from transformers import PreTrainedConfig, ViTConfig
 
+from ...compat import set_attn_implementation
 from ...engine.learngene import _known_config_keys
 
 STITCH_DIRECTIONS = ("small_to_large", "adjacent_small_to_large", "all")
@@ -36,8 +37,7 @@ def as_vit_config_dict(config, field: str) -> dict:
 def build_vit_config(config: dict, attn_implementation: str | None = None) -> ViTConfig:
     values = {k: v for k, v in config.items() if k != "model_type"}
     vit = ViTConfig(**values)
-    if attn_implementation is not None:
-        vit._attn_implementation = attn_implementation
+    set_attn_implementation(vit, attn_implementation)
     return vit
 
 

@@ -27,11 +27,19 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel, ViTForImageClassification
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
-from transformers.models.vit.modeling_vit import ViTEmbeddings, ViTLayer
 
+from ...compat import (
+    attn_implementation,
+    build_from_config,
+    optional_repo_file,
+    set_attn_implementation,
+    vit_building_blocks,
+)
 from ...engine.counting import count_flops, count_parameters
 from ...engine.learngene import NeedsHfMethods
 from .configuration_learngene_pool import LearngenePoolConfig, StitchedViTConfig, build_vit_config
+
+ViTEmbeddings, ViTLayer = vit_building_blocks()
 
 logger = logging.getLogger(__name__)
 
@@ -169,13 +177,7 @@ def _find_projector_file(folder) -> str | None:
     local = os.path.join(str(folder), PROJECTOR_FILE)
     if os.path.isdir(str(folder)):
         return local if os.path.isfile(local) else None
-    from transformers.utils.hub import cached_file
-
-    try:
-        return cached_file(str(folder), PROJECTOR_FILE, _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False)
-    except (OSError, ValueError):  # not a repo id, no such repo, offline
-        return None
+    return optional_repo_file(str(folder), PROJECTOR_FILE)
 
 
 # --- the shared forward ------------------------------------------------------------------------------------------------
@@ -268,9 +270,9 @@ class LearngenePoolModel(NeedsHfMethods, _StrictLoading, PreTrainedModel):
         if not config.instance_configs:
             raise ValueError("LearngenePoolConfig.instance_configs is empty; give the instances' ViT configs "
                              "(small -> large), or build the pool with LearngenePoolModel.from_instances(models).")
-        impl = config._attn_implementation
+        impl = attn_implementation(config)
         vit_configs = [build_vit_config(c) for c in config.instance_configs]
-        self.instances = nn.ModuleList(ViTForImageClassification._from_config(c, attn_implementation=impl)
+        self.instances = nn.ModuleList(build_from_config(ViTForImageClassification, c, attn_implementation=impl)
                                        for c in vit_configs)
         self.num_instance_layers = n = vit_configs[0].num_hidden_layers
         self.widths = [c.hidden_size for c in vit_configs]
@@ -366,9 +368,9 @@ class LearngenePoolModel(NeedsHfMethods, _StrictLoading, PreTrainedModel):
                                 "ViTForImageClassification models.")
         config = LearngenePoolConfig(instance_configs=[m.config for m in instances], stitch_init=stitch_init,
                                      **config_kwargs)
-        impls = {m.config._attn_implementation for m in instances}
+        impls = {attn_implementation(m.config) for m in instances}
         if len(impls) == 1 and None not in impls:  # run the instances as they were run before pooling
-            config._attn_implementation = impls.pop()
+            set_attn_implementation(config, impls.pop())
         pool = cls(config)
         reference = next(instances[0].parameters())
         pool.to(device=reference.device, dtype=reference.dtype)
@@ -535,11 +537,11 @@ class LearngenePoolModel(NeedsHfMethods, _StrictLoading, PreTrainedModel):
         in `config.stitch_config`."""
         c = self.stitch_config(config_id)
         reference = next(self.parameters())
-        impl = self.config._attn_implementation
+        impl = attn_implementation(self.config)
         if c["j"] is None:
             instance = self.instances[c["front"]]
-            model = ViTForImageClassification._from_config(build_vit_config(self.config.instance_configs[c["front"]]),
-                                                           attn_implementation=impl)
+            vit_config = build_vit_config(self.config.instance_configs[c["front"]])
+            model = build_from_config(ViTForImageClassification, vit_config, attn_implementation=impl)
             model.to(device=reference.device, dtype=reference.dtype)
             model.load_state_dict(instance.state_dict())
             model.config.stitch_config = self._provenance(config_id)
@@ -549,7 +551,7 @@ class LearngenePoolModel(NeedsHfMethods, _StrictLoading, PreTrainedModel):
         config = StitchedViTConfig(front_config=self.config.instance_configs[c["front"]],
                                    end_config=self.config.instance_configs[c["end"]], front_layers=c["j"] + 1,
                                    end_start=c["k"], instance_num_layers=n, stitch_config=self._provenance(config_id))
-        model = StitchedViTForImageClassification._from_config(config, attn_implementation=impl)
+        model = build_from_config(StitchedViTForImageClassification, config, attn_implementation=impl)
         model.to(device=reference.device, dtype=reference.dtype)
         front, front_layers, stitch, end, end_layers = self._path(config_id)
         model.embeddings.load_state_dict(front.vit.embeddings.state_dict())
@@ -587,7 +589,7 @@ class StitchedViTForImageClassification(NeedsHfMethods, _StrictLoading, PreTrain
         if config.front_config is None:
             raise ValueError("StitchedViTConfig needs front_config and end_config; export one with "
                              "LearngenePoolModel.export(config_id).")
-        impl = config._attn_implementation
+        impl = attn_implementation(config)
         front = build_vit_config(config.front_config, impl)
         end = build_vit_config(config.end_config, impl)
         self._front_vit_config = front
