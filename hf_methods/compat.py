@@ -79,6 +79,14 @@ are `model_accepts_loss_kwargs` (whether `training_step` divides the loss by the
 `_signature_columns` (the columns `remove_unused_columns` keeps)."""
 
 
+MODEL_HOOKS: dict[str, tuple[str, ...]] = {
+    # hook: the leading parameters (after self) our overrides take
+    "_set_gradient_checkpointing": ("enable", "gradient_checkpointing_func"),  # the engine keeps skeletons unchecked
+}
+"""Private `transformers.PreTrainedModel` methods that hf-methods models override (`_init_weights`, the documented
+custom-model hook, is not listed)."""
+
+
 def add_signature_columns(trainer, columns) -> None:
     """Keep `columns` in the dataset although the model's forward does not take them (the Trainer's private
     `_signature_columns`, filled by `_set_signature_columns_if_needed`)."""

@@ -201,8 +201,19 @@ def test_gradient_checkpointing_layer_recomputes_in_backward():
         def forward(self, x):
             return self.layer(x)
 
-    model = Model(_CountingConfig())
+    hooked = []
+
+    class HookedModel(Model):
+        def _set_gradient_checkpointing(self, enable=True, gradient_checkpointing_func=None, **kw):
+            hooked.append(enable)
+            super()._set_gradient_checkpointing(enable, gradient_checkpointing_func, **kw)
+
+    for name, params in compat.MODEL_HOOKS.items():
+        got = compat.parameter_names(getattr(PreTrainedModel, name))
+        assert got[:len(params)] == params, f"compat.MODEL_HOOKS: PreTrainedModel.{name} now takes {got}"
+    model = HookedModel(_CountingConfig())
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert hooked == [True], "compat.MODEL_HOOKS: gradient_checkpointing_enable no longer calls _set_gradient_checkpointing"
     model.train()
     model(torch.randn(2, 4, requires_grad=True)).sum().backward()
     assert len(calls) == 2, ("compat.gradient_checkpointing_layer: GradientCheckpointingLayer no longer recomputes its "
