@@ -13,7 +13,8 @@ os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf_methods_tests_home_
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# HF_METHODS_TEST_THREADS=1 when several test runs share this 2-core machine (2 threads each thrash).
+torch.set_num_threads(int(os.environ.get("HF_METHODS_TEST_THREADS", "2")))
 
 
 @pytest.fixture(autouse=True)
