@@ -1,58 +1,20 @@
-"""hf-methods: learngenes and distillation as Hugging Face-native models and Trainers."""
+"""hf-methods: learngenes and distillation as Hugging Face-native models and Trainers.
+
+Every method registers itself from its own folders (`hf_methods.registry`); importing the package discovers them,
+registers their model classes with the transformers Auto classes and exports those classes here.
+"""
 
 __version__ = "0.1.0"
 
+from . import registry
 from .engine import (
     ExpansionReport,
     LearngeneConfig,
     LearngeneModel,
     register_architecture,
 )
-from .models import (
-    GTLConfig,
-    GTLModel,
-    LabelQueryConfig,
-    LabelQueryForMultiLabelClassification,
-    LearngenePoolConfig,
-    LearngenePoolModel,
-    ProxyTunedConfig,
-    ProxyTunedForCausalLM,
-    ProxyTunedForSequenceClassification,
-    ResNet12Config,
-    ResNet12ForImageClassification,
-    StitchedViTConfig,
-    StitchedViTForImageClassification,
-    SWSConfig,
-    SWSModel,
-    TLEGConfig,
-    TLEGModel,
-    VGGConfig,
-    VGGForImageClassification,
-)
 
-__all__ = [
-    "ExpansionReport",
-    "GTLConfig",
-    "GTLModel",
-    "LabelQueryConfig",
-    "LabelQueryForMultiLabelClassification",
-    "LearngeneConfig",
-    "LearngeneModel",
-    "LearngenePoolConfig",
-    "LearngenePoolModel",
-    "ProxyTunedConfig",
-    "ProxyTunedForCausalLM",
-    "ProxyTunedForSequenceClassification",
-    "ResNet12Config",
-    "ResNet12ForImageClassification",
-    "SWSConfig",
-    "SWSModel",
-    "StitchedViTConfig",
-    "StitchedViTForImageClassification",
-    "TLEGConfig",
-    "TLEGModel",
-    "VGGConfig",
-    "VGGForImageClassification",
-    "__version__",
-    "register_architecture",
-]
+registry.export(ExpansionReport, LearngeneConfig, LearngeneModel, register_architecture)
+registry.discover("hf_methods.models", "hf_methods.recipes")
+globals().update(registry.exports())
+__all__ = sorted(["__version__", *registry.exports()])

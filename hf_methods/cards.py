@@ -10,39 +10,28 @@ from __future__ import annotations
 import os
 import re
 
-from huggingface_hub import EvalResult, ModelCardData
+from importlib import resources
 
-from .hub import LIBRARY_NAME, render_card
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .registry import citation
 from .report import fmt_params
 
-CITATIONS = {
-    "TLEG": """@inproceedings{xia2024tleg,
-  title     = {Transformer as Linear Expansion of Learngene},
-  author    = {Xia, Shiyu and Zhang, Miaosen and Yang, Xu and Chen, Ruiming and Chen, Haokun and Geng, Xin},
-  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence},
-  volume    = {38}, number = {14}, pages = {16014--16022}, year = {2024}
-}""",
-    "SWS": """@inproceedings{xia2024sws,
-  title     = {Exploring Learngene via Stage-wise Weight Sharing for Initializing Variable-sized Models},
-  author    = {Xia, Shi-Yu and Zhu, Wenxuan and Yang, Xu and Geng, Xin},
-  booktitle = {Proceedings of the International Joint Conference on Artificial Intelligence (IJCAI)}, year = {2024}
-}""",
-    "Learngene Pool": """@inproceedings{shi2024learngenepool,
-  title     = {Building Variable-sized Models via Learngene Pool},
-  author    = {Shi, Boyu and Xia, Shiyu and Yang, Xu and Chen, Haokun and Kou, Zhiqiang and Geng, Xin},
-  booktitle = {Proceedings of the AAAI Conference on Artificial Intelligence}, year = {2024}
-}""",
-    "GTL": """@article{feng2024gtl,
-  title   = {Transferring Core Knowledge via Learngenes},
-  author  = {Feng, Fu and Wang, Jing and Geng, Xin},
-  journal = {arXiv preprint arXiv:2401.08139}, year = {2024}
-}""",
-    "distillation": """@inproceedings{touvron2021deit,
+LIBRARY_NAME = "hf-methods"
+# DeiT's distillation, cited by the cards of students a DistillationTrainer trained.
+DISTILLATION_CITATION = """@inproceedings{touvron2021deit,
   title     = {Training data-efficient image transformers \\& distillation through attention},
   author    = {Touvron, Hugo and Cord, Matthieu and Massa, Francisco and Sablayrolles, Alexandre and J{\\'e}gou, Herv{\\'e}},
   booktitle = {International Conference on Machine Learning}, year = {2021}
-}""",
-}
+}"""
+
+
+def render_card(template: str, card_data: ModelCardData, **context) -> ModelCard:
+    """Render `hub_cards/<template>.md` with `card_data` as YAML metadata and `context` for the body."""
+    path = resources.files("hf_methods.hub_cards") / f"{template}.md"
+    return ModelCard.from_template(card_data, template_str=path.read_text(encoding="utf-8"), **context)
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -115,7 +104,7 @@ def learngene_card(learngene, repo_or_path, results: dict | None = None, descend
         descendants_total_params=fmt_params(results["descendants_total_params"]) if rows else None,
         descendants=[{"depth": r["depth"], "params": fmt_params(r["params"]), "link": descendant_links.get(r["depth"]),
                       "accuracy": f"{r['learngene']['final_accuracy']:.3f}"} for r in rows],
-        citation=CITATIONS.get(method, ""),
+        citation=citation(method),
     )
 
 
@@ -152,7 +141,7 @@ def descendant_card(model, repo_or_path, results: dict | None = None, learngene_
         expansion_summary=(row or {}).get("expansion") or (report.summary() if report else "expanded with hf-methods"),
         auto_class=auto, repo_or_path=str(repo_or_path), training_setup=(results or {}).get("training_setup"),
         curve=curve, steps_to_reach="not reached" if reach is None else reach,
-        stored_ratio=f"{results['stored_ratio']:.1f}" if results else None, citation=CITATIONS.get(method, ""),
+        stored_ratio=f"{results['stored_ratio']:.1f}" if results else None, citation=citation(method),
     )
 
 
@@ -182,7 +171,7 @@ def distilled_card(student, teacher_ref, args, repo_or_path, metrics: dict | Non
         params=fmt_params(sum(p.numel() for p in student.parameters())), teacher_link=link(teacher["source"]),
         teacher_params=None, loss_description=loss, auto_class=_auto_class(model_class),
         repo_or_path=str(repo_or_path), training_setup=setup,
-        metrics=[(k, f"{v:.4g}") for k, v in sorted(metrics.items())], citation=CITATIONS["distillation"],
+        metrics=[(k, f"{v:.4g}") for k, v in sorted(metrics.items())], citation=DISTILLATION_CITATION,
     )
 
 
@@ -222,7 +211,7 @@ def pool_card(pool, repo_or_path, results: dict | None = None, config_links: dic
         instances=[{"width": w, "layers": c["num_hidden_layers"]} for w, c in zip(widths, pool.config.instance_configs)],
         stitch_init=pool.config.stitch_init, stitch_directions=pool.config.stitch_directions,
         repo_or_path=str(repo_or_path), training_setup=results.get("training_setup"),
-        configs=configs if scored or config_links else None, citation=CITATIONS["Learngene Pool"],
+        configs=configs if scored or config_links else None, citation=citation("Learngene Pool"),
     )
 
 
@@ -259,7 +248,7 @@ def stitched_card(model, repo_or_path, results: dict | None = None, pool_ref: st
         needs_hf_methods=needs_hf_methods, teacher_link=link(teacher_ref), pool_link=link(pool_ref) or "a Learngene Pool",
         pool_params=fmt_params(results["pool"]["params"]) if results.get("pool") else None,
         config_id=origin.get("id"), repo_or_path=str(repo_or_path), training_setup=results.get("training_setup"),
-        citation=CITATIONS["Learngene Pool"],
+        citation=citation("Learngene Pool"),
     )
 
 
@@ -282,5 +271,5 @@ def gtl_card(gene, repo_or_path, results: dict | None = None):
         granularity=gene.config.granularity, base_model_class=base_class,
         gene_params=fmt_params(gene.num_gene_parameters), stored_fraction=f"{gene.stored_fraction:.1%}",
         gene_fraction=gene.config.gene_fraction, repo_or_path=str(repo_or_path), wider_example=repr(wider),
-        lineage=lineage, downstream=downstream, training_setup=results.get("training_setup"), citation=CITATIONS["GTL"],
+        lineage=lineage, downstream=downstream, training_setup=results.get("training_setup"), citation=citation("GTL"),
     )

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = {
-    "tleg": ("hf_methods.recipes.tleg.pipeline", "TLEG end to end: teacher -> learngene -> descendants -> report"),
-    "sws": ("hf_methods.recipes.sws.pipeline", "SWS end to end: teacher -> stage-wise learngene -> descendants -> report"),
-    "pool": ("hf_methods.recipes.learngene_pool.pipeline", "Learngene Pool end to end: teacher -> instances -> stitched pool -> every network scored"),
-    "l2d": ("hf_methods.recipes.l2d.pipeline", "L2D multi-label distillation: multi-digit images -> teacher -> student with BCE / softmax KD / L2D -> mAP report"),
-    "cpt": ("hf_methods.recipes.cpt.pipeline", "Consistent Proxy Tuning: large + small GPT-2 -> proxy tuned with CPT vs plain Proxy-tuning -> report"),
-    "gtl": ("hf_methods.recipes.gtl.pipeline", "GTL end to end: evolve a learngene in a population of CNNs -> descendants on held-out classes vs scratch vs random gene -> report"),
-    "rdd": ("hf_methods.recipes.rdd.pipeline", "RDD segmentation distillation: digit scenes -> UperNet teacher -> student alone / + KD / + RDD -> mIoU report"),
-    "push": ("hf_methods.cli", "push a run's learngene and descendants: hf-methods push OUTPUT_DIR --repo-id ORG/NAME [--private]"),
-    "pareto": ("hf_methods.pareto", "merge run reports into one size/accuracy report: hf-methods pareto REPORT... --output-dir DIR"),
-    "choose": ("hf_methods.pareto", "best model under a budget: hf-methods choose REPORT... --budget-params 2M [--budget-flops 1G]"),
+# The library's own commands; every method adds its command by registering itself (`hf_methods.registry`).
+BUILTIN_COMMANDS = {
+    "push": ("hf_methods.cli:push_main",
+             "push a run's models with their cards: hf-methods push OUTPUT_DIR --repo-id ORG/NAME [--private]"),
+    "pareto": ("hf_methods.pareto:pareto_main",
+               "merge run reports into one size/accuracy report: hf-methods pareto REPORT... --output-dir DIR"),
+    "choose": ("hf_methods.pareto:choose_main",
+               "best model under a budget: hf-methods choose REPORT... --budget-params 2M [--budget-flops 1G]"),
 }
+
+
+def commands() -> dict[str, tuple[str, str]]:
+    """{command: ("module[:function]" taking argv, one-line help)}: the methods' recipes, then the built-ins."""
+    from . import registry
+
+    found = {name: (m.recipe, m.summary) for name, m in sorted(registry.commands().items())}
+    return {**found, **BUILTIN_COMMANDS}
 
 
 def push_main(argv) -> None:
@@ -23,7 +28,7 @@ def push_main(argv) -> None:
 
     from .hub import push_run
 
-    parser = argparse.ArgumentParser(prog="hf-methods push", description=COMMANDS["push"][1])
+    parser = argparse.ArgumentParser(prog="hf-methods push", description=BUILTIN_COMMANDS["push"][1])
     parser.add_argument("output_dir", help="folder written by an hf-methods run (has report.json)")
     parser.add_argument("--repo-id", required=True, help="Hub repo of the learngene, org/name")
     parser.add_argument("--private", action="store_true", help="create the repos private")
@@ -38,25 +43,20 @@ def push_main(argv) -> None:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    import hf_methods  # noqa: F401 - registers every method and its command
+
+    from .registry import resolve
+
+    known = commands()
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in known:
         lines = ["usage: hf-methods <command> [--config recipe.yaml] [--field value ...]", "", "commands:"]
-        lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+        lines += [f"  {name:<8} {help_}" for name, (_, help_) in known.items()]
         print("\n".join(lines))
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
-    if argv[0] == "push":
-        push_main(argv[1:])
-        return 0
-    import importlib
-
-    if argv[0] in ("pareto", "choose"):
-        getattr(importlib.import_module(COMMANDS[argv[0]][0]), f"{argv[0]}_main")(argv[1:])
-        return 0
-
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    module.main(argv[1:])
+    resolve(known[argv[0]][0])(argv[1:])
     return 0
 
 

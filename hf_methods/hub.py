@@ -1,23 +1,15 @@
-"""Model cards rendered from `hub_cards/` templates, and saving a model folder atomically with its card."""
+"""Saving a model folder atomically with its card, and pushing folders, models and whole runs to the Hub."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from importlib import resources
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import ModelCard
 
-LIBRARY_NAME = "hf-methods"
-
-
-def render_card(template: str, card_data: ModelCardData, **context) -> ModelCard:
-    """Render `hub_cards/<template>.md` with `card_data` as YAML metadata and `context` for the body."""
-    path = resources.files("hf_methods.hub_cards") / f"{template}.md"
-    return ModelCard.from_template(card_data, template_str=path.read_text(encoding="utf-8"), **context)
-
+from .cards import LIBRARY_NAME, hub_id, render_card  # noqa: F401 - render_card: used by the trainers
 
 def save_model_folder(model, directory: str | Path, card: ModelCard | None = None) -> Path:
     """`save_pretrained` + README.md into a temporary sibling folder, then swap it in: a crash never leaves a
@@ -94,14 +86,13 @@ def push_model(model, repo_id: str, card: ModelCard | None = None, **push_kwargs
 
 def push_run(out_dir: str | Path, repo_id: str, *, private: bool | None = None, revision: str | None = None,
              token: str | None = None) -> dict[str, str]:
-    """Push what the main job wrote to `out_dir`: the learngene to `repo_id`, each descendant to
-    `<repo_id>-depth-<D>` and a teacher the job trained to `<repo_id>-teacher`, with cards re-rendered so
-    the ancestry links point at these Hub repos. Returns {folder name: repo id}."""
+    """Push what an `hf-methods` run wrote to `out_dir`, laid out by its method (`report.json`'s "method", see
+    `hf_methods.registry.Method.push`): e.g. a learngene to `repo_id` and each descendant to `<repo_id>-depth-<D>`.
+    A teacher the run trained goes to `<repo_id>-teacher` first, so the cards' ancestry links point at it.
+    Returns {folder name: repo id}."""
     import json
 
-    import transformers
-
-    from .cards import descendant_card, hub_id, learngene_card
+    from . import registry
 
     out_dir = Path(out_dir)
     report = out_dir / "report.json"
@@ -110,51 +101,17 @@ def push_run(out_dir: str | Path, repo_id: str, *, private: bool | None = None, 
     if not hub_id(repo_id):
         raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}.")
     results = json.loads(report.read_text())
+    name = results.get("method")
+    method = registry.methods().get(name)
+    if method is None or method.push is None:
+        known = sorted(m.name for m in registry.methods().values() if m.push)
+        raise ValueError(f"{out_dir} is a run of {name!r}, which `hf-methods push` cannot lay out; it pushes runs "
+                         f"of {known}. Push its models one by one with `model.push_to_hub(...)`.")
     kw = dict(private=private, revision=revision, token=token)
     pushed = {}
-    if (out_dir / "teacher").is_dir() and not results["teacher"].get("hub_id"):
+    teacher = results.get("teacher")
+    if (out_dir / "teacher").is_dir() and isinstance(teacher, dict) and not teacher.get("hub_id"):
         push_folder(out_dir / "teacher", f"{repo_id}-teacher", commit_message="Upload the teacher", **kw)
-        results["teacher"]["hub_id"] = pushed["teacher"] = f"{repo_id}-teacher"
-    if results.get("method") == "Learngene Pool":
-        return _push_pool_run(out_dir, repo_id, results, pushed, kw)
-    if results.get("method") == "GTL":  # the learngene only: descendants are trained per downstream task
-        from .cards import gtl_card
-
-        gene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
-        push_model(gene, repo_id, gtl_card(gene, repo_id, results), commit_message="Upload the GTL learngene", **kw)
-        return {**pushed, "learngene": repo_id}
-    links = {row["depth"]: f"{repo_id}-depth-{row['depth']}" for row in results["descendants"]}
-    learngene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
-    push_model(learngene, repo_id, learngene_card(learngene, repo_id, results, links),
-               commit_message="Upload the learngene", **kw)
-    pushed["learngene"] = repo_id
-    for depth, target in links.items():
-        folder = out_dir / "descendants" / f"depth-{depth}"
-        config = transformers.AutoConfig.from_pretrained(folder)
-        model = getattr(transformers, config.architectures[0]).from_pretrained(folder)
-        push_model(model, target, descendant_card(model, target, results, learngene_ref=repo_id),
-                   commit_message=f"Upload the depth-{depth} descendant", **kw)
-        pushed[f"depth-{depth}"] = target
-    return pushed
-
-
-def _push_pool_run(out_dir: Path, repo_id: str, results: dict, pushed: dict, kw: dict) -> dict[str, str]:
-    """A Learngene Pool run: the pool to `repo_id` (its card lists every network), and the networks on the
-    accuracy-vs-parameters Pareto front, the ones worth deploying, to `<repo_id>-config-<id>`."""
-    import transformers
-
-    from .cards import pool_card, stitched_card
-    from .pareto import pareto_front
-
-    front = {int(e["path"].rsplit("-", 1)[1]) for e in pareto_front(results["choices"], "params")}
-    links = {cid: f"{repo_id}-config-{cid}" for cid in sorted(front)}
-    pool = transformers.AutoModel.from_pretrained(out_dir / "pool")
-    push_model(pool, repo_id, pool_card(pool, repo_id, results, links), commit_message="Upload the Learngene Pool", **kw)
-    pushed["pool"] = repo_id
-    for cid, target in links.items():
-        folder = out_dir / "stitched" / f"config-{cid}"
-        model = transformers.AutoModelForImageClassification.from_pretrained(folder)
-        push_model(model, target, stitched_card(model, target, results, pool_ref=repo_id),
-                   commit_message=f"Upload network {cid} of the Learngene Pool", **kw)
-        pushed[f"config-{cid}"] = target
+        teacher["hub_id"] = pushed["teacher"] = f"{repo_id}-teacher"
+    pushed.update(registry.resolve(method.push)(out_dir, repo_id, results, **kw))
     return pushed

@@ -249,7 +249,9 @@ def _cell(value: str) -> str:
 
 def _plot(entries: list[dict], title: str, handle) -> None:
     """Accuracy vs params and vs FLOPs, one color+marker per method, each cost's Pareto front as a step line."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend switch, safe beside other plotting code
+    from matplotlib.figure import (
+        Figure,  # no pyplot: no global backend switch, safe beside other plotting code
+    )
 
     methods = sorted({e["method"] for e in entries})
     markers = "osD^vP*Xhp<>"

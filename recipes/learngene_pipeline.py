@@ -24,7 +24,7 @@ from hf_methods import SWSConfig, SWSModel, TLEGConfig, TLEGModel, __version__
 from hf_methods.cards import descendant_card, hub_id, learngene_card
 from hf_methods.data import accuracy, digits
 from hf_methods.engine import count_flops
-from hf_methods.hub import push_run, save_model_folder
+from hf_methods.hub import push_model, push_run, save_model_folder
 from hf_methods.recipe import parse_recipe
 from hf_methods.report import fmt_params, steps_to_reach, write_report
 from hf_methods.trainers import DistillationConfig, DistillationTrainer
@@ -284,3 +284,21 @@ def main(argv=None, default_config=None):
     logging.basicConfig(level=logging.WARNING)
     (recipe,) = parse_recipe(LearngeneRecipe, argv, default_config=default_config)
     return run(recipe)
+
+
+def push_learngene_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> dict[str, str]:
+    """`hf-methods push` of a TLEG / SWS run: the learngene to `repo_id`, each descendant to `<repo_id>-depth-<D>`,
+    with cards whose ancestry links point at those repos."""
+    links = {row["depth"]: f"{repo_id}-depth-{row['depth']}" for row in results["descendants"]}
+    learngene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
+    push_model(learngene, repo_id, learngene_card(learngene, repo_id, results, links),
+               commit_message="Upload the learngene", **hub_kwargs)
+    pushed = {"learngene": repo_id}
+    for depth, target in links.items():
+        folder = out_dir / "descendants" / f"depth-{depth}"
+        config = transformers.AutoConfig.from_pretrained(folder)
+        model = getattr(transformers, config.architectures[0]).from_pretrained(folder)
+        push_model(model, target, descendant_card(model, target, results, learngene_ref=repo_id),
+                   commit_message=f"Upload the depth-{depth} descendant", **hub_kwargs)
+        pushed[f"depth-{depth}"] = target
+    return pushed

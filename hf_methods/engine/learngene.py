@@ -12,17 +12,20 @@ import copy
 import dataclasses
 import inspect
 import logging
-import os
 import re
-import types
 
 import torch
-from safetensors import SafetensorError
 from torch import nn
 from torch.func import functional_call
 from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
 
-from ..compat import build_from_config, clear_initialized, gradient_checkpointing_layer, mark_initialized
+from ..compat import (
+    build_from_config,
+    clear_initialized,
+    gradient_checkpointing_layer,
+    mark_initialized,
+)
+from ..modeling import HfMethodsModel, with_card_push
 from .architectures import canonical_key, layer_list, resolve_model_class, spec_for
 from .report import ExpansionReport
 
@@ -33,25 +36,6 @@ _CONFIG_BOOKKEEPING = {"model_type", "transformers_version", "_name_or_path", "n
 
 # Attributes transformers or hf_methods set on live configs (Trainer sets use_cache; expand sets the ancestry).
 _RUNTIME_CONFIG_KEYS = {"use_cache", "learngene_ancestry"}
-
-
-_STUB = "hf_methods_learngene"
-_STUB_SOURCE = '''"""This repository holds an hf-methods {method} model (model_type {model_type!r}).
-
-Load it with the hf-methods library, which registers its classes with transformers:
-
-    pip install hf-methods
-
-    import hf_methods
-    from transformers import AutoModel
-    model = AutoModel.from_pretrained("<this repository>")
-"""
-
-raise ImportError(
-    "This is an hf-methods {method} model: install the library with `pip install hf-methods`, then "
-    "`import hf_methods` before `AutoModel.from_pretrained(...)`."
-)
-'''
 
 
 def _known_config_keys(config_cls: type) -> set[str]:
@@ -180,38 +164,13 @@ def _layer_index(key: str, layers_prefix: str) -> tuple[int, str] | None:
     return (int(m.group(1)), m.group(2)) if m else None
 
 
-def _push_descendant(model, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                     token: str | None = None, revision: str | None = None, card=None, **_):
-    """`push_to_hub` of an expanded model: one commit with the descendant card (ancestry, expansion account)
-    instead of transformers' generic card. Once saved and reloaded it is a plain model again."""
+def _descendant_card(model, repo_id):
     from ..cards import descendant_card
-    from ..hub import push_model
 
-    card = card if card is not None else descendant_card(model, repo_id)
-    return push_model(model, repo_id, card, private=private, revision=revision, commit_message=commit_message,
-                      token=token)
+    return descendant_card(model, repo_id)
 
 
-class NeedsHfMethods:
-    """Mixin for hf-methods model classes that stock transformers cannot load (learngenes, pools, stitched
-    networks): `save_pretrained` also writes a one-file stub pointed to by `auto_map`, so that loading the folder
-    where hf-methods is not installed ends in "pip install hf-methods" rather than an unknown model type (with
-    hf-methods installed, its registered classes win over `auto_map`)."""
-
-    method_name = "hf-methods"
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        auto = {"AutoConfig": type(self.config).__name__, "AutoModel": type(self).__name__}
-        if type(self).__name__.endswith("ForImageClassification"):
-            auto["AutoModelForImageClassification"] = type(self).__name__
-        self.config.auto_map = {k: f"{_STUB}.{v}" for k, v in auto.items()}
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            with open(os.path.join(save_directory, f"{_STUB}.py"), "w", encoding="utf-8") as f:
-                f.write(_STUB_SOURCE.format(method=self.method_name, model_type=self.config.model_type))
-
-
-class LearngeneModel(NeedsHfMethods, PreTrainedModel):
+class LearngeneModel(HfMethodsModel, PreTrainedModel):
     """Base of every learngene. Subclasses implement `build_gene()` and `layer_parameters(index, depth)`."""
 
     config_class = LearngeneConfig
@@ -322,32 +281,10 @@ class LearngeneModel(NeedsHfMethods, PreTrainedModel):
         return layer
 
     # --- the learngene as an artifact -----------------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, strict: a learngene with missing, unexpected or misshaped tensors,
-        or a truncated weights file, is an error instead of a partly random model."""
-        want_info = kwargs.pop("output_loading_info", False)
-        try:
-            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        except SafetensorError as err:
-            raise OSError(
-                f"the weights file of learngene {pretrained_model_name_or_path!r} is truncated or corrupt ({err}); "
-                "download or save it again."
-            ) from err
-        problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
-        if problems:
-            raise ValueError(f"learngene {pretrained_model_name_or_path!r} does not match {cls.__name__}: {problems}")
-        return (model, info) if want_info else model
-
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                    token: str | None = None, revision: str | None = None, card=None, **_):
-        """Push the learngene (weights, config, and its hf-methods model card, never a generic one) in one commit."""
+    def model_card(self, repo_or_path, results: dict | None = None):
         from ..cards import learngene_card
-        from ..hub import push_model
 
-        card = card if card is not None else learngene_card(self, repo_id)
-        return push_model(self, repo_id, card, private=private, revision=revision, commit_message=commit_message,
-                          token=token)
+        return learngene_card(self, repo_or_path, results)
 
     def learngene_num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -457,7 +394,7 @@ class LearngeneModel(NeedsHfMethods, PreTrainedModel):
             "num_layers": num_layers,
         }
         target.expansion_report = report
-        target.push_to_hub = types.MethodType(_push_descendant, target)
+        with_card_push(target, _descendant_card)
         logger.info(report.summary())
         return target
 

@@ -309,3 +309,14 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def push_gtl_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> dict[str, str]:
+    """`hf-methods push` of a GTL run: the learngene only (descendants are trained per downstream task)."""
+    from hf_methods.cards import gtl_card
+    from hf_methods.hub import push_model
+
+    gene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
+    push_model(gene, repo_id, gtl_card(gene, repo_id, results), commit_message="Upload the GTL learngene",
+               **hub_kwargs)
+    return {"learngene": repo_id}

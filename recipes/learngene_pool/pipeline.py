@@ -255,3 +255,24 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def push_pool_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> dict[str, str]:
+    """`hf-methods push` of a Learngene Pool run: the pool to `repo_id` (its card lists every network), and the
+    networks on the accuracy-vs-parameters Pareto front, the ones worth deploying, to `<repo_id>-config-<id>`."""
+    from hf_methods.hub import push_model
+    from hf_methods.pareto import pareto_front
+
+    front = {int(e["path"].rsplit("-", 1)[1]) for e in pareto_front(results["choices"], "params")}
+    links = {cid: f"{repo_id}-config-{cid}" for cid in sorted(front)}
+    pool = transformers.AutoModel.from_pretrained(out_dir / "pool")
+    push_model(pool, repo_id, pool_card(pool, repo_id, results, links), commit_message="Upload the Learngene Pool",
+               **hub_kwargs)
+    pushed = {"pool": repo_id}
+    for cid, target in links.items():
+        folder = out_dir / "stitched" / f"config-{cid}"
+        model = transformers.AutoModelForImageClassification.from_pretrained(folder)
+        push_model(model, target, stitched_card(model, target, results, pool_ref=repo_id),
+                   commit_message=f"Upload network {cid} of the Learngene Pool", **hub_kwargs)
+        pushed[f"config-{cid}"] = target
+    return pushed

@@ -1,3 +1,4 @@
+from ...registry import register_models
 from .configuration_convnets import ResNet12Config, VGGConfig
 from .modeling_convnets import (
     ConvNetPreTrainedModel,
@@ -12,3 +13,6 @@ __all__ = [
     "VGGConfig",
     "VGGForImageClassification",
 ]
+
+register_models(VGGConfig, VGGForImageClassification, auto=("AutoModel", "AutoModelForImageClassification"))
+register_models(ResNet12Config, ResNet12ForImageClassification, auto=("AutoModel", "AutoModelForImageClassification"))

@@ -24,7 +24,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from ...engine.learngene import NeedsHfMethods
+from ...modeling import HfMethodsModel
 from .configuration_convnets import ResNet12Config, VGGConfig
 
 
@@ -79,7 +79,7 @@ class ResNet12Block(nn.Module):
         return self.act(h + self.shortcut(x))
 
 
-class ConvNetPreTrainedModel(NeedsHfMethods, PreTrainedModel):
+class ConvNetPreTrainedModel(HfMethodsModel, PreTrainedModel):
     """Shared base: stages of blocks, a max-pool after each, then the classifier
     head. Subclasses build `self.stages` with `_build_stages()`."""
 

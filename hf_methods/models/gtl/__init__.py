@@ -1,3 +1,4 @@
+from ...registry import register_models
 from .configuration_gtl import GTLConfig
 from .genes import (
            GRANULARITIES,
@@ -12,3 +13,5 @@ from .modeling_gtl import GTLModel
 
 __all__ = ["GRANULARITIES", "ConvLayer", "GTLConfig", "GTLModel", "GeneMask", "conv_layers", "match_layers",
            "mutate_mask", "sample_mask"]
+
+register_models(GTLConfig, GTLModel)

@@ -4,7 +4,6 @@ inherited into descendants of the same or another depth and width (the rest fres
 from __future__ import annotations
 
 import logging
-import types
 
 import torch
 from torch import nn
@@ -14,8 +13,9 @@ from transformers import (
     PreTrainedModel,
 )
 
-from ...engine.learngene import NeedsHfMethods, _push_descendant
+from ...engine.learngene import _descendant_card
 from ...engine.report import ExpansionReport
+from ...modeling import HfMethodsModel, with_card_push
 from .configuration_gtl import GTLConfig
 from .genes import NORM_TENSORS, ConvLayer, GeneMask, conv_layers, match_layers
 
@@ -24,10 +24,10 @@ logger = logging.getLogger(__name__)
 
 def model_class(name: str) -> type:
     """A model class by name: hf-methods' own (VGG, ResNet-12, ...) or stock transformers'."""
-    from ... import models
     from ...engine.architectures import resolve_model_class
+    from ...registry import exports
 
-    cls = getattr(models, name, None)
+    cls = exports().get(name)
     return cls if isinstance(cls, type) and issubclass(cls, PreTrainedModel) else resolve_model_class(name)
 
 
@@ -50,7 +50,7 @@ class GeneTensors(nn.Module):
                 setattr(self, f"norm_{t}", nn.Parameter(torch.zeros(channels), requires_grad=False))
 
 
-class GTLModel(NeedsHfMethods, PreTrainedModel):
+class GTLModel(HfMethodsModel, PreTrainedModel):
     """A GTL learngene: `from_network(trained_cnn, mask)` takes it, `inherit(fresh_cnn)` / `expand(...)` place it.
 
     It holds only the gene (about `gene_fraction` of the ancestor's convolution weights), never a whole network; it
@@ -183,7 +183,7 @@ class GTLModel(NeedsHfMethods, PreTrainedModel):
         }
         target.expansion_report = report
         target.inheritance_masks = masks
-        target.push_to_hub = types.MethodType(_push_descendant, target)
+        with_card_push(target, _descendant_card)
         logger.info(report.summary())
         return target
 
@@ -256,29 +256,17 @@ class GTLModel(NeedsHfMethods, PreTrainedModel):
             model = model_class(self.config.base_model_class)(self.descendant_config(**overrides))
         return sum(p.numel() for p in model.parameters())
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Strict: a gene with missing, unexpected or misshaped tensors is an error, not a partly zero gene."""
-        want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
-        if problems:
-            raise ValueError(f"GTL learngene {pretrained_model_name_or_path!r} does not match its config: {problems}")
-        for d, t in zip(model.config.layers, model.genes):
+    def check_loaded(self, pretrained_model_name_or_path) -> None:
+        """Every layer's mask holds as many units as its config says (a tampered or mixed-up checkpoint otherwise)."""
+        for d, t in zip(self.config.layers, self.genes):
             if int(t.units.sum()) != d["units"]:
                 raise ValueError(f"GTL learngene {pretrained_model_name_or_path!r}: layer {d['name']} mask holds "
                                  f"{int(t.units.sum())} units but its config says {d['units']}.")
-        return (model, info) if want_info else model
 
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                    token: str | None = None, revision: str | None = None, card=None, results: dict | None = None, **_):
-        """Push the gene (masked weights, masks, config, lineage) with its model card, in one commit."""
+    def model_card(self, repo_or_path, results: dict | None = None):
         from ...cards import gtl_card
-        from ...hub import push_model
 
-        card = card if card is not None else gtl_card(self, repo_id, results)
-        return push_model(self, repo_id, card, private=private, revision=revision, commit_message=commit_message,
-                          token=token)
+        return gtl_card(self, repo_or_path, results)
 
     def extra_repr(self) -> str:
         return (f"{self.config.granularity} gene, {self.num_gene_parameters:,} convolution weights "

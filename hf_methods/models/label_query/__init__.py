@@ -1,3 +1,4 @@
+from ...registry import register_models
 from .configuration_label_query import LabelQueryConfig
 from .modeling_label_query import (
     LabelQueryForMultiLabelClassification,
@@ -5,3 +6,5 @@ from .modeling_label_query import (
 )
 
 __all__ = ["LabelQueryConfig", "LabelQueryForMultiLabelClassification", "MultiLabelOutput"]
+
+register_models(LabelQueryConfig, LabelQueryForMultiLabelClassification)

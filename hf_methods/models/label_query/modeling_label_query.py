@@ -22,7 +22,7 @@ from transformers import MODEL_MAPPING, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from ...engine.learngene import NeedsHfMethods
+from ...modeling import HfMethodsModel
 from .configuration_label_query import LabelQueryConfig
 
 
@@ -121,7 +121,7 @@ def _backbone_kwargs(backbone_config) -> dict:
     return {}
 
 
-class LabelQueryForMultiLabelClassification(NeedsHfMethods, PreTrainedModel):
+class LabelQueryForMultiLabelClassification(HfMethodsModel, PreTrainedModel):
     """Backbone (`AutoModel.from_config(config.backbone_config)`) + label-query head.
 
     `forward(pixel_values=... | input_ids=..., attention_mask=None, labels=None)` returns a `MultiLabelOutput` with

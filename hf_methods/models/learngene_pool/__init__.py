@@ -1,3 +1,4 @@
+from ...registry import register_models
 from .configuration_learngene_pool import LearngenePoolConfig, StitchedViTConfig
 from .modeling_learngene_pool import (
     LearngenePoolModel,
@@ -22,3 +23,6 @@ __all__ = [
     "projector_stitch_weight",
     "stitch_pairs",
 ]
+
+register_models(LearngenePoolConfig, LearngenePoolModel, auto=("AutoModel", "AutoModelForImageClassification"))
+register_models(StitchedViTConfig, StitchedViTForImageClassification, auto=("AutoModel", "AutoModelForImageClassification"))

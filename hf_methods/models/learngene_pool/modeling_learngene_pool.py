@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import types
 from typing import ClassVar
 
 import torch
@@ -36,8 +35,12 @@ from ...compat import (
     vit_building_blocks,
 )
 from ...engine.counting import count_flops, count_parameters
-from ...engine.learngene import NeedsHfMethods
-from .configuration_learngene_pool import LearngenePoolConfig, StitchedViTConfig, build_vit_config
+from ...modeling import HfMethodsModel, with_card_push
+from .configuration_learngene_pool import (
+    LearngenePoolConfig,
+    StitchedViTConfig,
+    build_vit_config,
+)
 
 ViTEmbeddings, ViTLayer = vit_building_blocks()
 
@@ -205,42 +208,14 @@ def _classification_loss(logits, labels):
     return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.to(logits.device).view(-1))
 
 
-class _StrictLoading:
-    """`from_pretrained`, strict: missing, unexpected or misshaped tensors, or a truncated weights file, are errors
-    instead of a partly random model."""
+def _stitched_card(model, repo_id):
+    from ...cards import stitched_card
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        want_info = kwargs.pop("output_loading_info", False)
-        try:
-            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
-                                                  **kwargs)
-        except SafetensorError as err:
-            raise OSError(
-                f"the weights file of {pretrained_model_name_or_path!r} is truncated or corrupt ({err}); "
-                "download or save it again."
-            ) from err
-        problems = {k: sorted(v) for k, v in info.items()
-                    if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
-        if problems:
-            raise ValueError(f"{pretrained_model_name_or_path!r} does not match {cls.__name__}: {problems}")
-        return (model, info) if want_info else model
-
-
-def _push_with_card(model, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                    token: str | None = None, revision: str | None = None, card=None, **_):
-    """`push_to_hub` of pools and exported networks: weights, config and the hf-methods card in one commit."""
-    from ...cards import pool_card, stitched_card
-    from ...hub import push_model
-
-    if card is None:
-        card = pool_card(model, repo_id) if isinstance(model, LearngenePoolModel) else stitched_card(model, repo_id)
-    return push_model(model, repo_id, card, private=private, revision=revision, commit_message=commit_message,
-                      token=token)
+    return stitched_card(model, repo_id)
 
 
 # --- the pool -------------------------------------------------------------------------------------------------------
-class LearngenePoolModel(NeedsHfMethods, _StrictLoading, PreTrainedModel):
+class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
     """A Learngene Pool: `instances` (stock `ViTForImageClassification`, small -> large) and `stitch_layers`
     ("f-e" -> one `StitchLayer` per slot). `stitch_configs` lists every network it holds.
 
@@ -254,7 +229,6 @@ class LearngenePoolModel(NeedsHfMethods, _StrictLoading, PreTrainedModel):
 
     config_class = LearngenePoolConfig
     method_name = "Learngene Pool"
-    push_to_hub = _push_with_card
     base_model_prefix = "pool"
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
@@ -264,6 +238,11 @@ class LearngenePoolModel(NeedsHfMethods, _StrictLoading, PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     accepts_loss_kwargs = False  # the loss is a plain mean cross-entropy; Trainer passes no num_items_in_batch
+
+    def model_card(self, repo_or_path, results: dict | None = None):
+        from ...cards import pool_card
+
+        return pool_card(self, repo_or_path, results)
 
     def __init__(self, config: LearngenePoolConfig):
         super().__init__(config)
@@ -545,7 +524,7 @@ class LearngenePoolModel(NeedsHfMethods, _StrictLoading, PreTrainedModel):
             model.to(device=reference.device, dtype=reference.dtype)
             model.load_state_dict(instance.state_dict())
             model.config.stitch_config = self._provenance(config_id)
-            model.push_to_hub = types.MethodType(_push_with_card, model)  # its card, not a generic one
+            with_card_push(model, _stitched_card)  # its card, not a generic one
             return model.train(self.training)
         n = self.num_instance_layers
         config = StitchedViTConfig(front_config=self.config.instance_configs[c["front"]],
@@ -566,14 +545,13 @@ class LearngenePoolModel(NeedsHfMethods, _StrictLoading, PreTrainedModel):
 
 
 # --- one exported network --------------------------------------------------------------------------------------------
-class StitchedViTForImageClassification(NeedsHfMethods, _StrictLoading, PreTrainedModel):
+class StitchedViTForImageClassification(HfMethodsModel, PreTrainedModel):
     """One network of a Learngene Pool as a standalone image classifier: front embeddings and blocks 0..j, the
     stitch layer, end blocks k..n-1, end LayerNorm and classifier on the CLS token. Saves, loads and pushes like
     any transformers model; `config.stitch_config` says which pool config it is."""
 
     config_class = StitchedViTConfig
     method_name = "Learngene Pool"
-    push_to_hub = _push_with_card
     base_model_prefix = "stitched_vit"
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
@@ -583,6 +561,11 @@ class StitchedViTForImageClassification(NeedsHfMethods, _StrictLoading, PreTrain
     _supports_flex_attn = True
     _supports_attention_backend = True
     accepts_loss_kwargs = False
+
+    def model_card(self, repo_or_path, results: dict | None = None):
+        from ...cards import stitched_card
+
+        return stitched_card(self, repo_or_path, results)
 
     def __init__(self, config: StitchedViTConfig):
         super().__init__(config)

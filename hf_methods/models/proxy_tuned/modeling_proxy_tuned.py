@@ -25,7 +25,7 @@ from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
 from ...compat import CACHE_NAME, causal_lm_loss, output_cache, pop_cache_argument
-from ...engine.learngene import NeedsHfMethods
+from ...modeling import HfMethodsModel
 from .configuration_proxy_tuned import ProxyTunedConfig, check_alpha
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def _resolve_reference(ref: str, checkpoint: str | os.PathLike | None, field: st
 
 
 # --- the models -----------------------------------------------------------------------------------------------------
-class ProxyTunedPreTrainedModel(PreTrainedModel):
+class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
     """Shared machinery of the proxy-tuned models: three submodels (`large`, `small` frozen; `proxy` trainable),
     saving by reference, strict loading, the hf-methods card."""
 
@@ -307,6 +307,13 @@ class ProxyTunedPreTrainedModel(PreTrainedModel):
         return cls(config, large_model=large_model, small_model=small_model, proxy_model=proxy_model)
 
     # --- saving by reference ----------------------------------------------------------------------------------------
+    def stub_auto_map(self) -> dict[str, str]:
+        """The task's Auto class instead of AutoModel: AutoModel cannot tell a causal-LM from a classification
+        checkpoint of the same config, so it is not mapped."""
+        auto = super().stub_auto_map()
+        auto[_AUTO_CLASSES[self.task]] = auto.pop("AutoModel")
+        return auto
+
     def save_pretrained(self, save_directory, is_main_process: bool = True, state_dict: dict | None = None,
                         push_to_hub: bool = False, max_shard_size: int | str = "50GB", **kwargs):
         """Write `config.json` (the large and small models by reference), `generation_config.json` and the proxy in
@@ -327,12 +334,9 @@ class ProxyTunedPreTrainedModel(PreTrainedModel):
             config.small_model_name_or_path = _reference_for_save(config.small_model_name_or_path, save_directory)
             config.proxy_config = _architecture(self.proxy)
             config.architectures = [type(self).__name__]
-            auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            if "AutoModel" in auto_map:  # set by NeedsHfMethods: the stub answers the task's Auto class instead
-                # (AutoModel cannot tell a causal-LM from a classification checkpoint, so it is not mapped)
-                auto_map[_AUTO_CLASSES[self.task]] = auto_map.pop("AutoModel")
-                config.auto_map = auto_map
+            config.auto_map = self.config.auto_map = self.stub_auto_map()
             config.save_pretrained(save_directory)
+            self.write_stub(save_directory)
             if self.can_generate() and self.generation_config is not None:
                 self.generation_config.save_pretrained(save_directory)
         push = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "private", "token") if k in kwargs}
@@ -418,7 +422,6 @@ class ProxyTunedPreTrainedModel(PreTrainedModel):
         """Push config, generation config, the proxy and the hf-methods card in one commit. The large and small models
         must be Hub ids (what the checkpoint refers to must be downloadable); their weights are not uploaded."""
         from ...cards import hub_id
-        from ...hub import push_model
 
         for which in ("large", "small"):
             ref = getattr(self.config, f"{which}_model_name_or_path")
@@ -428,9 +431,11 @@ class ProxyTunedPreTrainedModel(PreTrainedModel):
                     f"could not load it. Push the {which} model first and build this model from the Hub copy (or "
                     f"set config.{which}_model_name_or_path to its Hub id)."
                 )
-        card = card if card is not None else proxy_tuned_card(self, repo_id, results)
-        return push_model(self, repo_id, card, private=private, revision=revision, commit_message=commit_message,
-                          token=token)
+        return super().push_to_hub(repo_id, commit_message=commit_message, private=private, token=token,
+                                   revision=revision, card=card, results=results)
+
+    def model_card(self, repo_or_path, results: dict | None = None):
+        return proxy_tuned_card(self, repo_or_path, results)
 
     # --- running the three models -----------------------------------------------------------------------------------
     def _run(self, model: nn.Module, inputs: dict, cache, use_cache: bool, logits_to_keep):
@@ -466,7 +471,7 @@ class ProxyTunedPreTrainedModel(PreTrainedModel):
 _CLASS_FOR_TASK = {"causal-lm": "ProxyTunedForCausalLM", "sequence-classification": "ProxyTunedForSequenceClassification"}
 
 
-class ProxyTunedForCausalLM(NeedsHfMethods, ProxyTunedPreTrainedModel, GenerationMixin):
+class ProxyTunedForCausalLM(ProxyTunedPreTrainedModel, GenerationMixin):
     """A frozen large causal LM decoded through a tuned small proxy: next-token logits
     `z_L + alpha_test * (z_θ - z_S)`. `generate()` works with every decoding mode (greedy, sampling, beam search),
     keeping one KV cache per model; `use_cache=False` re-runs the three models on the whole prefix each step.
@@ -506,7 +511,7 @@ class ProxyTunedForCausalLM(NeedsHfMethods, ProxyTunedPreTrainedModel, Generatio
                                 proxy_logits=z_proxy, **{CACHE_NAME: cache})
 
 
-class ProxyTunedForSequenceClassification(NeedsHfMethods, ProxyTunedPreTrainedModel):
+class ProxyTunedForSequenceClassification(ProxyTunedPreTrainedModel):
     """A frozen large classifier steered by a tuned small proxy classifier: `z_L + alpha_test * (z_θ - z_S)` over the
     shared label set. With `labels`: cross-entropy (MSE for one label, BCE for multi-label, as the large model's
     `problem_type`) of the combined logits."""
