@@ -61,6 +61,17 @@ def main(out):
         }
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump(result, f)
+    shut_down(trainer)
+
+
+def shut_down(trainer) -> None:
+    """Both ranks leave together and close the process group: a rank that exits while gloo threads still run aborts
+    ("terminate called without an active exception"), seen once under load."""
+    import torch.distributed as dist
+
+    trainer.accelerator.wait_for_everyone()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
