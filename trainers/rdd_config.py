@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .distillation_config import DistillationConfig
+from .frozen_models_config import FrozenTeacherConfig, check_choices, check_temperature
 
 RDD_METHODS = ("rdd", "kd_only")
 STAGE1_WITHOUT_AUX_HEAD = ("error", "uniform_weights")
@@ -15,9 +15,10 @@ CITYSCAPES_CLASS_WEIGHTS = [
 
 
 @dataclass
-class RDDConfig(DistillationConfig):
+class RDDConfig(FrozenTeacherConfig):
     r"""
-    [`DistillationConfig`] plus the settings of Relative Difficulty Distillation (RDD) for semantic segmentation.
+    [`FrozenTeacherConfig`] (the teacher's fields) plus the settings of Relative Difficulty Distillation (RDD) for
+    semantic segmentation.
 
     RDD adds no loss term: the loss is `task + kd_weight * KD`, where KD is the pixel-wise
     `T^2 * KL(softmax(teacher / T) || softmax(student / T))` averaged over pixels, and the *task* cross-entropy is
@@ -26,13 +27,14 @@ class RDDConfig(DistillationConfig):
     the teacher's two heads disagree count less. Stage 2 ("teacher-student evaluated"): the CE only covers pixels
     that exactly one of teacher and student finds hard (OHEM: probability of the true class <= threshold).
 
-    `alpha` and `kd_normalization` of [`DistillationConfig`] are not used (`kd_weight` weighs the KD term and the
-    KL is averaged over pixels, as in the official code); `distillation_type` must stay `"soft"`.
+    The KD term is added with an unbounded weight, `kd_weight` (the paper's lambda_kd), not mixed with the task
+    loss by `alpha` as in [`DistillationConfig`]; the KL is averaged over pixels, as in the official code.
 
     Parameters:
         rdd_method (`str`, *optional*, defaults to `"rdd"`):
-            `"rdd"`: the two-stage method. `"kd_only"`: the plain baseline `CE + aux_weight * CE_aux + kd_weight * KD`
-            (same KD term, unweighted CE), for comparisons under the same budget.
+            `"rdd"`: the two-stage method. `"kd_only"`: the plain baseline
+            `CE + aux_weight * CE_aux + kd_weight * KD` (same KD term, unweighted CE), for comparisons under the
+            same budget.
         rdd_warmup_steps (`int`, *optional*, defaults to `4000`):
             Optimizer steps of stage 1; stage 2 starts when `state.global_step == rdd_warmup_steps`. The official
             scripts use 4000 of 40000 iterations (argparse default 8000). 0 skips stage 1.
@@ -61,9 +63,6 @@ class RDDConfig(DistillationConfig):
             plain CE + KD), logged once.
     """
 
-    distillation_type: Literal["soft", "hard", "none"] = field(
-        default="soft", metadata={"help": "Must be 'soft': RDD's KD term is the pixel-wise soft KL."}
-    )
     temperature: float = field(default=1.0, metadata={"help": "KD temperature T (> 0); official 1.0."})
     rdd_method: Literal["rdd", "kd_only"] = field(
         default="rdd",
@@ -97,15 +96,8 @@ class RDDConfig(DistillationConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.distillation_type != "soft":
-            raise ValueError(
-                f"`distillation_type` must be 'soft' for RDD (its KD term is the pixel-wise soft KL), got "
-                f"{self.distillation_type!r}. Use rdd_method='kd_only' for the plain CE + KD baseline."
-            )
-        choices = {"rdd_method": RDD_METHODS, "stage1_without_aux_head": STAGE1_WITHOUT_AUX_HEAD}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
+        check_temperature(self.temperature)
+        check_choices(self, {"rdd_method": RDD_METHODS, "stage1_without_aux_head": STAGE1_WITHOUT_AUX_HEAD})
         for name in ("rdd_warmup_steps", "min_kept"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -341,11 +341,17 @@ def test_min_kept_too_large_warns_once(tmp_path, caplog):
         ("class_weights", [1.0, -1.0], "class_weights"),
         ("class_weights", [], "class_weights"),
         ("temperature", 0.0, "temperature"),
-        ("distillation_type", "hard", "distillation_type"),
     ],
 )
 def test_bad_config_values_raise(tmp_path, field, value, match):
     with pytest.raises(ValueError, match=match):
+        RDDConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("distillation_type", "hard"), ("alpha", 0.5), ("kd_normalization", "numel")])
+def test_fields_rdd_does_not_use_are_not_there(tmp_path, field, value):
+    """RDD's KD term is always the soft pixel KL, weighted by kd_weight (no alpha, no other normalization)."""
+    with pytest.raises(TypeError, match=field):
         RDDConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **{field: value})
 
 
@@ -363,3 +369,11 @@ def test_config_defaults_command_line_and_trainer_checks(tmp_path):
     with pytest.raises(TypeError, match="RDDConfig"):
         RDDTrainer(model=upernet(), args=RDDConfig.__mro__[1](output_dir=str(tmp_path), use_cpu=True,
                                                                report_to="none"), teacher_model=teacher_upernet())
+
+
+def test_model_card_describes_the_rdd_loss(tmp_path):
+    tr = trainer(tmp_path, kd_weight=0.5, temperature=2.0)
+    tr.create_model_card()
+    text = (tmp_path / "README.md").read_text()
+    assert "`RDDTrainer` (rdd)" in text and "0.5 x pixel-wise soft KD (KL x T^2, T=2)" in text
+    assert "2 stage-1 steps" in text and "alpha" not in text and "semantic-segmentation" in text
