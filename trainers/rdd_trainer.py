@@ -299,7 +299,7 @@ class RDDTrainer(FrozenTeacherTrainer):
                 f"the RDD task CE ({args.rdd_warmup_steps} stage-1 steps weighted by the teacher's head agreement, then "
                 f"the pixels exactly one of teacher and student finds hard, OHEM tau {args.ohem_thresh:g})")
         return (f"`RDDTrainer` ({args.rdd_method}): {task} + {args.aux_weight:g} x the auxiliary head's CE + "
-                f"{args.kd_weight:g} x pixel-wise soft KD (KL x T^2, T={args.temperature:g})")
+                f"{args.lambda_logits:g} x pixel-wise soft KD (KL x T^2, T={args.temperature:g})")
 
     def rdd_stage(self) -> int:
         """0 for `rdd_method="kd_only"`, else 1 while `state.global_step < rdd_warmup_steps`, then 2."""
@@ -355,7 +355,7 @@ class RDDTrainer(FrozenTeacherTrainer):
             ignore_index=args.ignore_index,
         )
         kd = pixel_kd_loss(student_logits, teacher_logits, args.temperature)
-        loss = task + args.kd_weight * kd
+        loss = task + args.lambda_logits * kd
         self.last_rdd_stats = {"stage": stage, **stats}
         loss = self._scale_and_record(model, loss, {"task_loss": task, "kd_loss": kd}, None)
         return (loss, outputs) if return_outputs else loss

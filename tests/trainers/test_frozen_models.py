@@ -56,7 +56,7 @@ def test_each_config_adds_only_the_fields_its_trainer_uses():
     assert added_fields(PoolDistillationConfig, FrozenTeacherConfig) == {"alpha", "temperature", "feature_positions",
                                                                           "feature_loss"}
     rdd = added_fields(RDDConfig, FrozenTeacherConfig)
-    assert {"temperature", "kd_weight"} <= rdd and not rdd & {"alpha", "distillation_type", "kd_normalization"}
+    assert {"temperature", "lambda_logits"} <= rdd and not rdd & {"alpha", "distillation_type", "kd_normalization"}
     l2d = added_fields(MultiLabelKDConfig, FrozenTeacherConfig)
     assert {"distillation_type", "temperature", "kd_normalization", "lambda_logits"} <= l2d and "alpha" not in l2d
     cpt = added_fields(ConsistentProxyTuningConfig, FrozenModelsConfig)
