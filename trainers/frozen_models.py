@@ -255,7 +255,7 @@ class FrozenTeacherTrainer(FrozenModelsTrainer):
 
     config_class = FrozenTeacherConfig
     card_tags: tuple[str, ...] = ("distillation", "knowledge-distillation")
-    card_citation: str = ""
+    card_citation: str = ""  # BibTeX of the method; empty: DeiT's (`hf_methods.cards.CITATIONS["distillation"]`)
 
     def __init__(
         self,
@@ -338,8 +338,8 @@ class FrozenTeacherTrainer(FrozenModelsTrainer):
 
     # --- the card ---------------------------------------------------------------------------------------------------
     def _card_loss_description(self) -> str:
-        """What the student was trained on, one sentence fragment for its model card."""
-        raise NotImplementedError
+        """What the student was trained on, one sentence fragment for its model card (a subclass names its loss)."""
+        return f"`{type(self).__name__}` against the frozen teacher"
 
     def _student_num_parameters(self) -> int:
         return sum(p.numel() for p in self.accelerator.unwrap_model(self.model).parameters())
@@ -349,7 +349,7 @@ class FrozenTeacherTrainer(FrozenModelsTrainer):
         loss (`_card_loss_description`) and the last evaluation metrics; never the teacher's weights."""
         if not self.is_world_process_zero():
             return
-        from ..cards import _auto_class, _data, hub_id, link
+        from ..cards import CITATIONS, _auto_class, _data, hub_id, link
         from ..hub import render_card
         from ..report import fmt_params
 
@@ -371,7 +371,8 @@ class FrozenTeacherTrainer(FrozenModelsTrainer):
             "distilled", data, title=f"{model_class} distilled from {teacher}", model_class=model_class,
             params=fmt_params(params), teacher_link=link(teacher), teacher_params=None, loss_description=loss,
             auto_class=_auto_class(model_class), repo_or_path=str(repo), training_setup=setup,
-            metrics=[(k, f"{v:.4g}") for k, v in sorted(metrics.items())], citation=self.card_citation,
+            metrics=[(k, f"{v:.4g}") for k, v in sorted(metrics.items())],
+            citation=self.card_citation or CITATIONS["distillation"],
         )
         card.save(os.path.join(args.output_dir, "README.md"))
 

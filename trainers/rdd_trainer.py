@@ -16,7 +16,6 @@ from torch import nn
 from transformers import AutoModelForSemanticSegmentation, PreTrainedModel
 
 from .. import compat
-from ..cards import CITATIONS
 from .frozen_models import FrozenTeacherTrainer, _logits, _unwrap, cast_floating, frozen_init_kwargs
 from .rdd_config import RDDConfig
 
@@ -257,7 +256,6 @@ class RDDTrainer(FrozenTeacherTrainer):
     config_class = RDDConfig
     loss_parts = ("task_loss", "kd_loss")
     card_tags = ("distillation", "knowledge-distillation", "semantic-segmentation", "rdd")
-    card_citation = CITATIONS["distillation"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -114,6 +114,16 @@ def test_args_of_another_trainer_are_refused_naming_the_config_class(tmp_path):
         DistillationTrainer(model=vit(), args=args(tmp_path), teacher_model=vit(), compute_loss_func=lambda *a: 0)
 
 
+def test_the_teacher_base_writes_a_student_card(tmp_path):
+    trainer = FrozenTeacherTrainer(model=vit(), args=args(tmp_path, FrozenTeacherConfig), teacher_model=vit(seed=1))
+    assert trainer.teacher_model is not None and trainer.loss_parts == ()
+    trainer.create_model_card()
+    text = (tmp_path / "README.md").read_text()
+    assert "`FrozenTeacherTrainer` against the frozen teacher" in text and "touvron2021deit" in text
+    with pytest.raises(ValueError, match="FrozenTeacherTrainer needs a teacher"):
+        FrozenTeacherTrainer(model=vit(), args=args(tmp_path, FrozenTeacherConfig))
+
+
 def test_dtype_helpers():
     inputs = {"pixel_values": torch.ones(2, 3), "input_ids": torch.ones(2, dtype=torch.long), "flag": True}
     cast = cast_floating(inputs, "bfloat16")
