@@ -20,7 +20,7 @@ functions of `hf_methods.trainers`, backward, grad-norm clipping to `max_grad_no
 - `rdd`: `RDDTrainer` with UperNet (ConvNeXt backbone, auxiliary head) student and teacher, both stages:
   `rdd-stage1` (teacher aux / main disagreement weights, `rdd_warmup_steps` beyond the run) and `rdd-stage2` (XOR
   of OHEM masks, `rdd_warmup_steps=0`, the heavier stage); select with `--rdd-stages`. Loop: `segmentation_forward`
-  of student and teacher (main and auxiliary logits), `rdd_task_loss` at that stage + `kd_weight * pixel_kd_loss`.
+  of student and teacher (main and auxiliary logits), `rdd_task_loss` at that stage + `lambda_logits * pixel_kd_loss`.
 
 A step's time is the wall time between the ends of two consecutive optimizer steps, so it includes fetching and
 collating the batch. For a Trainer the end of a step is `TrainerCallback.on_step_end`. The first `--warmup` steps of
@@ -283,7 +283,7 @@ def bench_rdd(a, stage: int) -> _bench.Summary:
     name = f"rdd-stage{stage}"
     what = "teacher aux/main difficulty weights" if stage == 1 else "XOR of OHEM masks"
     print(
-        f"[{name}] RDDTrainer stage {stage} ({what}; kd_weight {cfg.kd_weight}, aux_weight {cfg.aux_weight}, "
+        f"[{name}] RDDTrainer stage {stage} ({what}; lambda_logits {cfg.lambda_logits}, aux_weight {cfg.aux_weight}, "
         f"ohem {cfg.ohem_thresh}, min_kept {min_kept}) | student UperNet-ConvNeXt {a.rdd_student_widths} "
         f"({_bench.n_params(student)}) | teacher UperNet-ConvNeXt {a.rdd_teacher_widths} "
         f"({_bench.n_params(teacher)}) | {a.rdd_classes} classes, image {a.rdd_image}, batch {b.batch}",
@@ -318,7 +318,7 @@ def bench_rdd(a, stage: int) -> _bench.Summary:
             min_kept=min_kept,
             ignore_index=cfg.ignore_index,
         )
-        return task + cfg.kd_weight * pixel_kd_loss(
+        return task + cfg.lambda_logits * pixel_kd_loss(
             student_logits, teacher_logits, cfg.temperature
         )
 

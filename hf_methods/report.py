@@ -3,16 +3,53 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from .pareto import _atomic_write, fmt_params
 
-__all__ = ["fmt_params", "steps_to_reach", "write_report", "write_text_atomic"]
+__all__ = ["fmt_params", "steps_to_reach", "write_folder_atomic", "write_report", "write_text_atomic"]
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename: a reader never sees half a report."""
     _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
+
+
+def write_folder_atomic(path: str | Path, write: Callable[[Path], None], *, replace: bool = True) -> bool:
+    """Fill a folder with `write(tmp)` in a temporary sibling (`.tmp-<name>-*`), then rename it to `path`: a reader
+    never sees a half-written folder, and a crash leaves at most that sibling behind.
+
+    `replace=True`: an existing `path` is swapped out (moved aside, then removed). `replace=False`: an existing `path`
+    wins (several processes may write the same folder; the first one to finish keeps it), the new one is discarded.
+    Returns whether `path` now holds what `write` wrote.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if path.exists():
+            if not replace:
+                return False
+            old = path.parent / f".old-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+            return True
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not replace and path.exists():  # someone else finished the same folder first
+                return False
+            raise
+        return True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def steps_to_reach(curve: list[dict], target: float) -> int | None:

@@ -61,7 +61,7 @@ class LearngeneRecipe(TeacherRecipe):
     stage_sizes: list[int] = field(default_factory=lambda: [3, 3, 4, 3, 3], metadata={"help": "SWS: layers per stage of the auxiliary network (paper: 3 3 4 3 3)."})
     distill_epochs: float = field(default=10, metadata={"help": "Epochs to distill the auxiliary network."})
     distill_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the distillation."})
-    distillation_alpha: float = field(default=1.0, metadata={"help": "KD weight (TLEG's README: 1.0, KD only)."})
+    alpha: float = field(default=1.0, metadata={"help": "Weight of the distillation part in [0, 1]: (1 - alpha) * CE + alpha * KD (TLEG's README: 1.0, KD only)."})
     temperature: float = field(default=1.0, metadata={"help": "KD temperature (TLEG: 1.0)."})
     kd_normalization: str = field(default="numel", metadata={"help": "'numel' (DeiT/TLEG) or 'batchmean'."})
     depths: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 12], metadata={"help": "Descendant depths."})
@@ -180,7 +180,7 @@ def run(recipe: LearngeneRecipe) -> dict:
     learngene = model_cls(gene_config)
     distill_args = _args(
         recipe, work, recipe.distill_epochs, recipe.distill_learning_rate, cls=DistillationConfig,
-        distillation_type="soft", alpha=recipe.distillation_alpha, temperature=recipe.temperature,
+        distillation_type="soft", alpha=recipe.alpha, temperature=recipe.temperature,
         kd_normalization=recipe.kd_normalization,
     )
     trainer, _ = _train(learngene, distill_args, data, trainer_cls=DistillationTrainer, teacher_model=teacher)
@@ -270,7 +270,7 @@ def _training_setup(recipe: LearngeneRecipe, teacher_source: str) -> str:
         f"Data: scikit-learn digits upsampled to {recipe.image_size}x{recipe.image_size}, stratified 80/20 split "
         f"(seed {recipe.seed}). Teacher: {teacher_source}. Learngene: {METHODS[recipe.method][0]} auxiliary "
         f"network of {recipe.aux_num_layers} layers{_stages(recipe)} distilled for {recipe.distill_epochs:g} epochs (soft KD, alpha "
-        f"{recipe.distillation_alpha}, T {recipe.temperature}, {recipe.kd_normalization} normalization, AdamW lr "
+        f"{recipe.alpha}, T {recipe.temperature}, {recipe.kd_normalization} normalization, AdamW lr "
         f"{recipe.distill_learning_rate}, cosine). Descendants and scratch baselines: {recipe.finetune_epochs:g} "
         f"epochs, AdamW lr {recipe.finetune_learning_rate}, batch {recipe.batch_size}, cosine with 10% warmup."
     )

@@ -76,7 +76,7 @@ def test_untrack_prepared_model_removes_an_inference_model_from_the_accelerator(
     prepared = accelerator.prepare_model(model, evaluation_mode=True)
     assert prepared in accelerator._models, (
         "compat.untrack_prepared_model: accelerate no longer tracks models prepared with evaluation_mode=True in "
-        "Accelerator._models; the shim (and its call in DistillationTrainer._prepare_frozen) can go.")
+        "Accelerator._models; the shim (and its call in FrozenModelsTrainer._prepare_frozen) can go.")
     compat.untrack_prepared_model(accelerator, prepared)
     assert prepared not in accelerator._models
 
@@ -153,8 +153,8 @@ def test_trainer_calls_the_hooks_we_override(tmp_path):
 
 def test_resume_still_skips_key_renaming_so_the_reload_workaround_is_needed(tmp_path):
     """huggingface/transformers#43701. Fails once a release loads renamed checkpoints on resume by itself: then
-    `compat.checkpoint_keys_need_reload` and `DistillationTrainer._load_renamed_checkpoint` can go."""
-    from hf_methods.trainers.distillation_trainer import _saved_keys
+    `compat.checkpoint_keys_need_reload` and `FrozenModelsTrainer._load_renamed_checkpoint` can go."""
+    from hf_methods.trainers.frozen_models import _saved_keys
 
     torch.manual_seed(0)
     saved = ViTForImageClassification(_vit_config())

@@ -4,6 +4,8 @@ from .cpt_config import ConsistentProxyTuningConfig
 from .cpt_trainer import CachedLogitsCollator, ConsistentProxyTuningTrainer, cache_logits, proxy_tuning_loss
 from .distillation_config import DistillationConfig
 from .distillation_trainer import DistillationTrainer, distillation_loss
+from .frozen_models import FrozenModelsTrainer, FrozenTeacherTrainer, StudentSideModule
+from .frozen_models_config import FrozenModelsConfig, FrozenTeacherConfig
 from .gtl_config import GTLEvolutionConfig
 from .gtl_evolution import GTLEvolution, TaskSampler, tournament_selection
 from .multilabel_kd_config import MultiLabelKDConfig
@@ -43,6 +45,11 @@ __all__ = [
     "proxy_tuning_loss",
     "DistillationConfig",
     "DistillationTrainer",
+    "FrozenModelsConfig",
+    "FrozenModelsTrainer",
+    "FrozenTeacherConfig",
+    "FrozenTeacherTrainer",
+    "StudentSideModule",
     "LearngenePoolDistillationTrainer",
     "MultiLabelKDConfig",
     "MultiLabelKDTrainer",

@@ -1,18 +1,18 @@
 """Arguments for `ConsistentProxyTuningTrainer` (Consistent Proxy Tuning, arXiv 2407.01155)."""
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ..models.proxy_tuned.configuration_proxy_tuned import check_alpha
-from .distillation_config import DistillationConfig
+from .frozen_models_config import FROZEN_DTYPES, FrozenModelsConfig
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = FROZEN_DTYPES  # what `large_dtype` and `small_dtype` accept
 
 
 @dataclass
-class ConsistentProxyTuningConfig(DistillationConfig):
+class ConsistentProxyTuningConfig(FrozenModelsConfig):
     r"""
-    [`DistillationConfig`] for Consistent Proxy Tuning: the proxy θ (the trained model, a copy of the small model S
+    [`FrozenModelsConfig`] for Consistent Proxy Tuning: the proxy θ (the trained model, a copy of the small model S
     at the start) is trained through the deployed combination with the frozen large model L and the frozen S,
 
         loss = CE(z_L + alpha_train * (z_θ - z_S), y)        (causal LMs: shifted, -100 ignored),
@@ -20,8 +20,8 @@ class ConsistentProxyTuningConfig(DistillationConfig):
     so training optimizes the model used at inference, `z_L + alpha_test * (z_θ - z_S)`. Evaluation (`evaluate()`,
     `predict()`) scores that deployed combination, with `alpha_test`.
 
-    The distillation fields of [`DistillationConfig`] do not apply: `distillation_type` stays `"none"` and
-    `teacher_model_name_or_path` unset (the large model is not a teacher to imitate, it is part of the model).
+    There is no teacher and no distillation term: the large model is not a teacher to imitate, it is part of the
+    model (use [`DistillationTrainer`] for KD).
 
     Parameters:
         alpha_train (`float`, *optional*, defaults to `1.0`):
@@ -46,11 +46,9 @@ class ConsistentProxyTuningConfig(DistillationConfig):
             vocabulary = 64 MiB per example in float32; budget disk and memory accordingly.
     """
 
-    _VALID_DICT_FIELDS = DistillationConfig._VALID_DICT_FIELDS + ["large_model_init_kwargs", "small_model_init_kwargs"]
+    frozen_models: ClassVar[tuple[str, ...]] = ("large", "small")
+    _VALID_DICT_FIELDS = FrozenModelsConfig._VALID_DICT_FIELDS + ["large_model_init_kwargs", "small_model_init_kwargs"]
 
-    distillation_type: Literal["soft", "hard", "none"] = field(
-        default="none", metadata={"help": "Must stay 'none': CPT has no distillation term."}
-    )
     alpha_train: float = field(
         default=1.0,
         metadata={"help": "Weight of z_proxy - z_small in the training loss CE(z_large + alpha_train * (z_proxy - "
@@ -91,22 +89,11 @@ class ConsistentProxyTuningConfig(DistillationConfig):
     )
 
     def __post_init__(self):
-        super().__post_init__()
-        if self.distillation_type != "none":
-            raise ValueError(
-                f"`distillation_type` must be 'none' for Consistent Proxy Tuning, got {self.distillation_type!r}: the "
-                "large model enters the loss through the logit offset, not as a teacher. Use DistillationTrainer for KD."
-            )
-        if self.teacher_model_name_or_path is not None:
-            raise ValueError("`teacher_model_name_or_path` is not used by Consistent Proxy Tuning; name the frozen "
-                             "large model with `large_model_name_or_path`.")
+        super().__post_init__()  # checks the dtypes and init kwargs of the large and small models
         self.alpha_train = check_alpha(self.alpha_train, "alpha_train")
         self.alpha_test = check_alpha(self.alpha_test, "alpha_test")
         if not isinstance(self.plain_proxy_tuning, bool):
             raise ValueError(f"`plain_proxy_tuning` must be True or False, got {self.plain_proxy_tuning!r}.")
-        for name in ("large_dtype", "small_dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ValueError(f"`{name}` must be one of {DTYPES}, got {getattr(self, name)!r}.")
         for name in ("large_model_name_or_path", "small_model_name_or_path", "large_logits_column",
                      "small_logits_column"):
             value = getattr(self, name)
@@ -115,8 +102,3 @@ class ConsistentProxyTuningConfig(DistillationConfig):
         if self.large_logits_column is not None and self.large_logits_column == self.small_logits_column:
             raise ValueError(f"`large_logits_column` and `small_logits_column` are both {self.large_logits_column!r}; "
                              "the two models' logits need their own columns.")
-        for name in ("large_model_init_kwargs", "small_model_init_kwargs"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, dict):
-                raise ValueError(f"`{name}` must be a dict or a JSON object string such as "
-                                 f"'{{\"dtype\": \"bfloat16\"}}', got {value!r}.")

@@ -29,8 +29,8 @@ from ..models.proxy_tuned.modeling_proxy_tuned import (
     proxy_from_small,
 )
 from .cpt_config import ConsistentProxyTuningConfig
-from .distillation_trainer import (
-    DistillationTrainer,
+from .frozen_models import (
+    FrozenModelsTrainer,
     _is_causal_lm,
     _logits,
     _unwrap,
@@ -201,12 +201,12 @@ class CachedLogitsCollator:
 
 
 # --- the trainer ----------------------------------------------------------------------------------------------------
-class ConsistentProxyTuningTrainer(DistillationTrainer):
+class ConsistentProxyTuningTrainer(FrozenModelsTrainer):
     """Trains a proxy θ (`model`, a copy of the small model S at the start; `model=None` makes one with
     `proxy_from_small`) through `z_L + alpha_train * (z_θ - z_S)` with the frozen large model L and S: CPT. With
     `plain_proxy_tuning=True`, θ alone (`CE(z_θ, y)`): the Proxy-tuning baseline on the same data and budget.
 
-    L and S are handled as `DistillationTrainer` handles its teacher: trainer attributes (`self.large_model`,
+    L and S are frozen models of `FrozenModelsTrainer`, as a teacher is: trainer attributes (`self.large_model`,
     `self.small_model`), frozen, in eval mode, run under `torch.no_grad()`, prepared for evaluation only, never saved.
     Each is a `PreTrainedModel` or a Hub id / folder (default `args.large_model_name_or_path` / `small_...`), or
     replaced by a cached-logits dataset column (`args.large_logits_column`, filled by `cache_logits`) so the black box
@@ -216,6 +216,8 @@ class ConsistentProxyTuningTrainer(DistillationTrainer):
     `compute_metrics` sees its logits (θ alone in plain mode when L and S are absent). `proxy_tuned_model()` returns it
     as a `ProxyTunedForCausalLM` / `ProxyTunedForSequenceClassification` to save by reference and `generate()` with.
     """
+
+    config_class = ConsistentProxyTuningConfig
 
     def __init__(
         self,
@@ -235,6 +237,7 @@ class ConsistentProxyTuningTrainer(DistillationTrainer):
         large_model: PreTrainedModel | nn.Module | str | None = None,
         small_model: PreTrainedModel | nn.Module | str | None = None,
     ):
+        # checked here too (FrozenModelsTrainer checks it again): the models are loaded before the Trainer exists
         if args is None:
             args = ConsistentProxyTuningConfig()
         elif not isinstance(args, ConsistentProxyTuningConfig):
@@ -275,7 +278,6 @@ class ConsistentProxyTuningTrainer(DistillationTrainer):
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
             compute_loss_func=compute_loss_func,
         )
-        self._loss_parts = {}
         tokenizer = getattr(processing_class, "tokenizer", processing_class)
         if not hasattr(tokenizer, "convert_tokens_to_ids"):
             tokenizer = None
@@ -288,12 +290,6 @@ class ConsistentProxyTuningTrainer(DistillationTrainer):
         if columns:
             padding_side = getattr(tokenizer, "padding_side", "right") if tokenizer is not None else "right"
             self.data_collator = CachedLogitsCollator(self.data_collator, columns, padding_side)
-
-    def _prepare_frozen(self, model: nn.Module | None, dtype: str) -> nn.Module | None:
-        if model is not None and self.is_deepspeed_enabled:
-            raise NotImplementedError("ConsistentProxyTuningTrainer does not support DeepSpeed yet (the frozen models "
-                                      "would need their own DeepSpeed engines). Use DDP or FSDP.")
-        return super()._prepare_frozen(model, dtype)
 
     def _set_signature_columns_if_needed(self):
         """Keep the cached-logits columns: they are not arguments of the proxy's forward."""

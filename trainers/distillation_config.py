@@ -3,13 +3,14 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
-from transformers import TrainingArguments
+from .frozen_models_config import FrozenTeacherConfig, check_alpha, check_choices, check_temperature
 
 
 @dataclass
-class DistillationConfig(TrainingArguments):
+class DistillationConfig(FrozenTeacherConfig):
     r"""
-    [`~transformers.TrainingArguments`] plus the knowledge-distillation settings of [`DistillationTrainer`].
+    [`~transformers.TrainingArguments`] plus the knowledge-distillation settings of [`DistillationTrainer`] (the
+    teacher's fields come from [`FrozenTeacherConfig`]).
 
     The training loss is `(1 - alpha) * CE(student, labels) + alpha * KD(student, teacher)`.
 
@@ -34,8 +35,6 @@ class DistillationConfig(TrainingArguments):
             in float32.
     """
 
-    _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
-
     distillation_type: Literal["soft", "hard", "none"] = field(
         default="soft",
         metadata={
@@ -55,35 +54,9 @@ class DistillationConfig(TrainingArguments):
             "= batchmean / num_classes) or by the number of items ('batchmean')."
         },
     )
-    teacher_model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Hub id or local folder of the teacher, used when the trainer gets no `teacher_model`."},
-    )
-    teacher_model_init_kwargs: dict | str | None = field(
-        default=None,
-        metadata={"help": "Keyword arguments for the teacher's `from_pretrained`, as a dict or a JSON string."},
-    )
-    teacher_dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
-        default="auto",
-        metadata={"help": "Dtype the teacher runs in; 'auto' keeps its own. Losses are computed in float32."},
-    )
 
     def __post_init__(self):
         super().__post_init__()
-        choices = {
-            "distillation_type": ("soft", "hard", "none"),
-            "kd_normalization": ("numel", "batchmean"),
-            "teacher_dtype": ("auto", "float32", "bfloat16", "float16"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"`alpha` must be in [0, 1] (weight of the distillation term), got {self.alpha}.")
-        if not self.temperature > 0:
-            raise ValueError(f"`temperature` must be > 0, got {self.temperature}.")
-        if self.teacher_model_init_kwargs is not None and not isinstance(self.teacher_model_init_kwargs, dict):
-            raise ValueError(
-                "`teacher_model_init_kwargs` must be a dict or a JSON object string such as "
-                f"'{{\"dtype\": \"bfloat16\"}}', got {self.teacher_model_init_kwargs!r}."
-            )
+        check_choices(self, {"distillation_type": ("soft", "hard", "none"), "kd_normalization": ("numel", "batchmean")})
+        check_alpha(self.alpha)
+        check_temperature(self.temperature)

@@ -2,7 +2,6 @@
 arXiv 2401.08139)."""
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -10,79 +9,10 @@ from transformers import TrainingArguments
 
 from hf_methods.models.gtl import GRANULARITIES
 
-TASK_TYPES = ("n_way_k_shot", "class_subset")
+from .gtl_processes import evolution_process, refuse_launcher_environment  # noqa: F401 - was defined here
+from .gtl_tasks import TASK_TYPES
+
 FITNESSES = ("query_accuracy", "neg_query_loss")
-
-# What launchers (torchrun / `accelerate launch`, MPI) set to describe a process group. GTL processes train different
-# networks, so each process's Trainer must see none of it (or it would wrap every network in DDP across processes).
-_RANK_VARS = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
-_WORLD_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-_LOCAL_RANK_VARS = ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
-_PROCESS_GROUP_VARS = (
-    *_RANK_VARS, *_WORLD_VARS, *_LOCAL_RANK_VARS, "LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE",
-    "MV2_COMM_WORLD_LOCAL_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME",
-    "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS",
-    "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_ERROR_FILE", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP",
-)
-# Where the identity read from the launcher is kept once the launcher's variables are gone.
-_IDENTITY_VARS = ("HF_METHODS_GTL_RANK", "HF_METHODS_GTL_WORLD_SIZE", "HF_METHODS_GTL_LOCAL_RANK")
-
-
-def _int_from_env(names: tuple[str, ...], default: int) -> int:
-    for name in names:
-        if os.environ.get(name, "").strip():
-            return int(os.environ[name])
-    return default
-
-
-def evolution_process(use_cpu: bool = False) -> tuple[int, int, int]:
-    """This process's `(rank, world_size, local_rank)` among the GTL evolution processes, and make it single-process.
-
-    The identity comes from the launcher's variables (`RANK` / `WORLD_SIZE` / `LOCAL_RANK`, as set by torchrun and
-    `accelerate launch`, or their MPI equivalents). They are then removed from `os.environ` for good (with
-    `MASTER_ADDR`, `MASTER_PORT` and the other process-group variables), so that no `Trainer` / accelerate state of this
-    process joins a process group, and the identity is kept in `HF_METHODS_GTL_RANK` / `_WORLD_SIZE` / `_LOCAL_RANK`
-    (so calling this again returns the same). With several processes and GPUs, the process is pinned to its
-    `LOCAL_RANK`-th visible GPU by narrowing `CUDA_VISIBLE_DEVICES`, which must happen before CUDA is initialized.
-    Idempotent; no-op for a plain single process.
-    """
-    import torch
-
-    rank = _int_from_env(_RANK_VARS, -1)
-    if rank >= 0:
-        world_size = _int_from_env(_WORLD_VARS, 1)
-        local_rank = _int_from_env(_LOCAL_RANK_VARS, rank)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            raise RuntimeError(
-                "torch.distributed is already initialized, but GTL evolution processes train different networks and "
-                "must not share a process group. Create the `GTLEvolutionConfig` before any `Accelerator`, "
-                "`PartialState` or `init_process_group` (it reads RANK / WORLD_SIZE itself)."
-            )
-        for name in _PROCESS_GROUP_VARS:
-            os.environ.pop(name, None)
-        if not 0 <= rank < world_size:
-            raise ValueError(f"RANK={rank} is outside [0, WORLD_SIZE={world_size}); check the launcher's variables.")
-        os.environ.update(dict(zip(_IDENTITY_VARS, map(str, (rank, world_size, local_rank)))))
-        if world_size > 1 and not use_cpu:
-            _pin_gpu(local_rank)
-    rank = _int_from_env(_IDENTITY_VARS[:1], 0)
-    world_size = _int_from_env(_IDENTITY_VARS[1:2], 1)
-    local_rank = _int_from_env(_IDENTITY_VARS[2:], 0)
-    return rank, world_size, local_rank
-
-
-def _pin_gpu(local_rank: int) -> None:
-    import torch
-
-    if torch.cuda.is_initialized():
-        if torch.cuda.device_count() > 1:
-            raise RuntimeError(
-                "CUDA was initialized before the GTL evolution config was created, so this process cannot be pinned "
-                f"to its GPU (LOCAL_RANK={local_rank}). Create the `GTLEvolutionConfig` before touching CUDA."
-            )
-        return
-    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    os.environ["CUDA_VISIBLE_DEVICES"] = visible[local_rank % len(visible)] if visible else str(local_rank)
 
 
 @dataclass
@@ -107,9 +37,12 @@ class GTLEvolutionConfig(TrainingArguments):
     (genes never updated by training) would have nothing to evolve but the masks, so it is not offered.
 
     Under `accelerate launch` / torchrun, each process trains its share of the individuals (individual `i` on rank
-    `i % world_size`). Creating this config reads `RANK` / `WORLD_SIZE` / `LOCAL_RANK` and removes them (and
-    `MASTER_ADDR` / `MASTER_PORT`) from `os.environ`, so that each process's `Trainer` is single-process, and pins the
-    process to its `LOCAL_RANK` GPU: create it before any `Accelerator` or CUDA use (see `evolution_process`).
+    `i % world_size`), each with a single-process `Trainer`. Call `evolution_process()` (from
+    `hf_methods.trainers.gtl_processes`, as the GTL recipe does) first in every process, before creating this config or
+    any `Accelerator` and before CUDA use: it reads `RANK` / `WORLD_SIZE` / `LOCAL_RANK`, removes the launcher's
+    variables from `os.environ` and pins the process to its `LOCAL_RANK` GPU. This config changes no environment
+    variable: created while the launcher's variables are still set (which would make it join the launcher's process
+    group), it raises an error saying so.
 
     Parameters:
         population_size (`int`, *optional*, defaults to `8`):
@@ -202,7 +135,7 @@ class GTLEvolutionConfig(TrainingArguments):
 
     def __post_init__(self):
         self._check_evolution()  # before any training, and before TrainingArguments creates accelerate state
-        evolution_process(use_cpu=bool(self.use_cpu))
+        refuse_launcher_environment("GTLEvolutionConfig")  # TrainingArguments would join the launcher's group
         super().__post_init__()
 
     def _check_evolution(self):

@@ -18,26 +18,20 @@ Selection: the population is shuffled (seeded) into groups of `tournament_size`;
 (`sample_mask`). The final learngene is the gene (mask + trained weights) of the last generation's fittest individual,
 with its lineage (ancestors back to generation 0, each with its fitness) in its config.
 
-The run folder (`args.output_dir`):
+The run folder (`args.output_dir`) holds `evolution/` (the resumable state: checkpoints per generation and every
+finished individual, see `gtl_checkpoints.EvolutionFolder`) and `learngene/` (the final learngene,
+`GTLModel.save_pretrained`). Everything is safetensors or JSON (never pickle). A run killed at any point and resumed
+ends with the same learngene, bit for bit, as an uninterrupted run with the same seed.
 
-    evolution/generation-XXX/      the state at the start of generation XXX, written atomically by rank 0:
-        state.json                 generation, population (ids, parents), every finished individual's record,
-                                   history, a fingerprint of the settings
-        masks.safetensors          the population's masks ("<individual>/<conv name>")
-        parent_masks.safetensors   the masks of the previous generation's winners (and fittest)
-        parents/<id>.safetensors   their trained weights (hard links to the individuals' files)
-        rng.safetensors            the evolution generator's state (selection shuffles, mutations)
-    evolution/individuals/gG-iI/   each finished individual (model.safetensors + result.json), written atomically
-                                   as soon as it finishes, so a resumed run trains only the missing ones
-    learngene/                     the final learngene (`GTLModel.save_pretrained`)
+Several processes (`accelerate launch`, torchrun, or anything that sets RANK / WORLD_SIZE / LOCAL_RANK), each made an
+evolution process by `gtl_processes.evolution_process()` before its config is created: process `r` trains the
+individuals `i` with `i % world_size == r`, each with a single-process `Trainer`; processes meet through the run
+folder only: each writes its results, waits until the generation's results all exist (`gtl_processes.wait_for_all`),
+and computes the same selection; rank 0 writes the checkpoints.
 
-Everything is safetensors or JSON (never pickle). A run killed at any point and resumed ends with the same
-learngene, bit for bit, as an uninterrupted run with the same seed.
-
-Several processes (`accelerate launch`, torchrun, or anything that sets RANK / WORLD_SIZE / LOCAL_RANK): process `r`
-trains the individuals `i` with `i % world_size == r`, each with a single-process `Trainer` (see
-`gtl_config.evolution_process`); processes meet through the run folder only: each writes its results, waits until the
-generation's results all exist, and computes the same selection; rank 0 writes the checkpoints.
+The pieces live in their own modules: the tasks in `gtl_tasks.py`, the checkpoint format and resume in
+`gtl_checkpoints.py`, the processes and their rendezvous in `gtl_processes.py`; their public names are importable
+from here too.
 """
 
 from __future__ import annotations
@@ -48,32 +42,30 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
 import torch.nn.functional as F
 import transformers
-from datasets import ClassLabel, Dataset, Value
-from safetensors.torch import load_file, load_model, save_file, save_model
+from datasets import Dataset
+from safetensors.torch import load_model
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from hf_methods.models.gtl import GeneMask, GTLModel, conv_layers, mutate_mask, sample_mask
+from hf_methods.hub import save_model_folder
+from hf_methods.models.gtl import GTLModel, conv_layers, mutate_mask, sample_mask
 
-from .gtl_config import TASK_TYPES, GTLEvolutionConfig, evolution_process
+from .gtl_checkpoints import STATE_FORMAT, EvolutionFolder, EvolutionState, individual_id  # noqa: F401 - public
+from .gtl_config import GTLEvolutionConfig
+from .gtl_processes import evolution_identity, evolution_process, wait_for_all  # noqa: F401 - public here too
+from .gtl_tasks import TASK_TYPES, TaskSampler  # noqa: F401 - public here too
 
 logger = logging.getLogger(__name__)
 
-STATE_FORMAT = 1
-_POLL_SECONDS = 0.2
 # Settings that must not change when a run is resumed (`generations` may grow: it continues a finished run).
 _FINGERPRINT_FIELDS = (
     "seed", "population_size", "tournament_size", "gene_fraction", "granularity", "mutation_rate", "task_type",
@@ -88,10 +80,6 @@ def derive_seed(seed: int, *keys) -> int:
     processes, platforms and Python runs (a hash, not Python's randomized `hash`)."""
     digest = hashlib.sha256(json.dumps([seed, *keys]).encode()).digest()
     return int.from_bytes(digest[:8], "little") % 2**31
-
-
-def individual_id(generation: int, index: int) -> str:
-    return f"g{generation}-i{index}"
 
 
 def _fitness_key(value: float) -> float:
@@ -116,146 +104,6 @@ def tournament_selection(
     return groups, winners
 
 
-# ---------------------------------------------------------------------------------------------------------- tasks
-class TaskSampler:
-    """Draws the tasks (environments) individuals learn in, from a labelled dataset.
-
-    `sample(generator) -> (support, query, classes)`: `n_way` distinct classes drawn from `base_classes` (all labels of
-    the dataset by default), relabelled `0..n_way-1` in the order drawn (`classes[j]` is the original label of new
-    label `j`); support and query are disjoint `datasets.Dataset`s (torch format) with the dataset's columns and the
-    new `labels` (a `ClassLabel` naming the original classes when the dataset's labels are one).
-
-    - `"n_way_k_shot"`: per class, `k_shot` support and `query_shots` query examples drawn without replacement.
-    - `"class_subset"`: per class, all its examples: `query_shots` random ones form the query set, the rest the support
-      set (a fixed query count rather than a fraction, so fitness is measured on equally many examples everywhere).
-
-    Every class must have enough examples (`k_shot + query_shots`, or `query_shots + 1` for `"class_subset"`); this
-    is checked for every base class when the sampler is built, before any training. The same generator state gives
-    the same task.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        task_type: str = "n_way_k_shot",
-        n_way: int = 5,
-        k_shot: int = 10,
-        query_shots: int = 15,
-        base_classes: list[int] | None = None,
-        label_column: str = "labels",
-    ):
-        if task_type not in TASK_TYPES:
-            raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}.")
-        if label_column not in dataset.column_names:
-            raise ValueError(
-                f"The training dataset has no {label_column!r} column (it has {dataset.column_names}); GTL tasks are "
-                "drawn by integer class label."
-            )
-        if n_way < 2 or k_shot < 1 or query_shots < 1:
-            raise ValueError(f"need n_way >= 2, k_shot >= 1 and query_shots >= 1, got {n_way}, {k_shot}, {query_shots}.")
-        labels = np.asarray(dataset.with_format("numpy", columns=[label_column])[label_column])
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"`{label_column}` must hold one integer class label per example, got dtype {labels.dtype}.")
-        present = sorted(int(c) for c in np.unique(labels))
-        if base_classes is None:
-            base_classes = present
-        else:
-            base_classes = [int(c) for c in base_classes]
-            missing = sorted(set(base_classes) - set(present))
-            if missing:
-                raise ValueError(
-                    f"base_classes {missing} have no example in the training dataset (its labels are {present}); "
-                    "list only labels that occur in it."
-                )
-        if n_way > len(base_classes):
-            raise ValueError(
-                f"n_way ({n_way}) is larger than the number of base classes ({len(base_classes)}); lower n_way or give "
-                "more base classes."
-            )
-        order = np.argsort(labels, kind="stable")
-        bounds = np.searchsorted(labels[order], [[c, c + 1] for c in base_classes])
-        self.indices = {c: order[lo:hi] for c, (lo, hi) in zip(base_classes, bounds)}
-        need = query_shots + (k_shot if task_type == "n_way_k_shot" else 1)
-        short = {c: len(idx) for c, idx in self.indices.items() if len(idx) < need}
-        if short:
-            what = (f"k_shot + query_shots = {k_shot} + {query_shots}" if task_type == "n_way_k_shot"
-                    else f"query_shots + 1 = {query_shots} + 1 (at least one support example)")
-            raise ValueError(
-                f"Every base class needs {need} examples ({what}), but class(es) {short} (label: count) have fewer. "
-                "Lower k_shot / query_shots, or leave those classes out of base_classes."
-            )
-        self.dataset = dataset
-        self.task_type, self.n_way, self.k_shot, self.query_shots = task_type, n_way, k_shot, query_shots
-        self.base_classes = base_classes
-        self.label_column = label_column
-        feature = dataset.features.get(label_column)
-        self._names = feature.names if isinstance(feature, ClassLabel) else None
-
-    @classmethod
-    def from_config(cls, dataset: Dataset, args: GTLEvolutionConfig) -> TaskSampler:
-        return cls(dataset, args.task_type, args.n_way, args.k_shot, args.query_shots, args.base_classes)
-
-    def sample(self, generator: torch.Generator) -> tuple[Dataset, Dataset, list[int]]:
-        picks = torch.randperm(len(self.base_classes), generator=generator)[: self.n_way].tolist()
-        classes = [self.base_classes[p] for p in picks]
-        support, query = [], []
-        for new_label, c in enumerate(classes):
-            idx = self.indices[c]
-            idx = idx[torch.randperm(len(idx), generator=generator).numpy()]
-            if self.task_type == "n_way_k_shot":
-                s, q = idx[: self.k_shot], idx[self.k_shot: self.k_shot + self.query_shots]
-            else:
-                q, s = idx[: self.query_shots], idx[self.query_shots:]
-            support += [(int(i), new_label) for i in s]
-            query += [(int(i), new_label) for i in q]
-        return self._subset(support, classes), self._subset(query, classes), classes
-
-    def _subset(self, rows: list[tuple[int, int]], classes: list[int]) -> Dataset:
-        indices, labels = zip(*rows)
-        if self._names is not None:
-            feature = ClassLabel(names=[self._names[c] for c in classes])
-        else:
-            feature = Value("int64")
-        subset = self.dataset.select(list(indices)).remove_columns(self.label_column)
-        subset = subset.add_column(self.label_column, list(labels), feature=feature)
-        return subset.with_format("torch")
-
-
-# ---------------------------------------------------------------------------------------------------------- state
-@dataclasses.dataclass
-class _State:
-    """The evolution at the start of generation `generation` (what a checkpoint holds)."""
-
-    generation: int
-    population: list[dict]  # {"id", "index", "parent"} per individual
-    masks: list[GeneMask]
-    parent_masks: dict[str, GeneMask]  # the previous generation's winners (and fittest), by id
-    records: list[list[dict]]  # one list of individual records per finished generation
-    history: list[dict]
-    rng: torch.Generator
-
-
-def _atomic_dir(final: Path, write: Callable[[Path], None]) -> bool:
-    """Write a folder with `write(tmp)` in a temporary sibling, then rename it to `final` (atomic on one file system).
-    Returns False (and leaves the existing folder) when `final` already exists."""
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        write(tmp)
-        if final.exists():
-            return False
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if final.exists():  # someone else finished the same folder first
-                return False
-            raise
-        return True
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def _no_library_bars():
     """Silence datasets' and transformers' own progress bars (index flattening, shard writing): the evolution shows
@@ -271,17 +119,6 @@ def _no_library_bars():
             datasets.enable_progress_bars()
         if transformers_on:
             transformers.utils.logging.enable_progress_bar()
-
-
-def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 # ---------------------------------------------------------------------------------------------------------- driver
@@ -314,14 +151,16 @@ class GTLEvolution:
             raise TypeError("model_init must be a callable: model_init(num_labels) -> a freshly initialized CNN.")
         if not isinstance(train_dataset, Dataset):
             raise TypeError(f"train_dataset must be a datasets.Dataset, got {type(train_dataset).__name__}.")
-        self.rank, self.world_size, self.local_rank = evolution_process(use_cpu=bool(args.use_cpu))
+        # set by `evolution_process()` under a launcher (the config refuses a launcher's environment without it)
+        self.rank, self.world_size, self.local_rank = evolution_identity()
         self.model_init = model_init
         self.args = args
         self.train_dataset = train_dataset
         self.callbacks = list(callbacks or [])
         self.sampler = TaskSampler.from_config(train_dataset, args)  # checks the data before any training
         self.run_dir = Path(args.output_dir)
-        self.evolution_dir = self.run_dir / "evolution"
+        self.folder = EvolutionFolder(self.run_dir)
+        self.evolution_dir = self.folder.path
         self.history: list[dict] = []
         self.lineage: list[dict] = []
         self.gene: GTLModel | None = None
@@ -349,14 +188,13 @@ class GTLEvolution:
             )
         args = self.args
         if self.world_size == 1:  # temporary folders of a killed run (nobody else is writing)
-            for tmp in [*self.evolution_dir.glob(".tmp-*"), *self.evolution_dir.glob("individuals/.tmp-*")]:
-                shutil.rmtree(tmp, ignore_errors=True)
+            self.folder.remove_temporary()
         self._layers = self._probe_layers()
         self._fingerprint = self._make_fingerprint()
         state = None
         if resume:
-            state = self._load_latest()
-        elif self._has_run(beyond_generation_zero=self.rank != 0):
+            state = self.folder.load_latest(self._fingerprint)
+        elif self.folder.has_run(beyond_generation_zero=self.rank != 0):
             raise FileExistsError(
                 f"{self.evolution_dir} already holds a GTL evolution run. Pass resume=True to continue it, or delete "
                 "that folder (or choose another output_dir) to start afresh."
@@ -381,7 +219,7 @@ class GTLEvolution:
                 bar.set_description(f"GTL generation {g + 1}/{args.generations}")
                 parents: dict[str, nn.Module] = {}
                 for i in mine:
-                    if not self._result_dir(g, i).joinpath("result.json").exists():
+                    if not self.folder.has_result(g, i):
                         self._train_individual(state, i, parents)
                     bar.update(1)
                 parents.clear()
@@ -399,13 +237,11 @@ class GTLEvolution:
                     self._write_checkpoint(state)
         finally:
             bar.close()
-            shutil.rmtree(self.evolution_dir / ".scratch" / f"rank-{self.rank}", ignore_errors=True)
-            with contextlib.suppress(OSError):
-                (self.evolution_dir / ".scratch").rmdir()  # once every process has removed its own
+            self.folder.remove_scratch(self.rank)
         self.history = [dict(entry) for entry in state.history]
         self.gene = self._final_gene(state)
         if self.rank == 0:
-            _atomic_replace_dir(self.run_dir / "learngene", self.gene.save_pretrained)
+            save_model_folder(self.gene, self.run_dir / "learngene")
         return self.gene
 
     # ------------------------------------------------------------------ setup
@@ -438,23 +274,20 @@ class GTLEvolution:
     def _fingerprint_hash(self) -> str:
         return hashlib.sha256(json.dumps(self._fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
-    def _initial_state(self) -> _State:
+    def _initial_state(self) -> EvolutionState:
         args = self.args
         rng = torch.Generator().manual_seed(derive_seed(args.seed, "evolution"))
         masks = [sample_mask(self._layers, args.gene_fraction, args.granularity, generator=rng)
                  for _ in range(args.population_size)]
         population = [{"id": individual_id(0, i), "index": i, "parent": None} for i in range(args.population_size)]
-        return _State(0, population, masks, {}, [], [], rng)
+        return EvolutionState(0, population, masks, {}, [], [], rng)
 
     # ------------------------------------------------------------------ one individual
-    def _result_dir(self, generation: int, index: int) -> Path:
-        return self.evolution_dir / "individuals" / individual_id(generation, index)
-
     def _individual_args(self, g: int, i: int) -> TrainingArguments:
         args = self.args
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
         values.update(
-            output_dir=str(self.evolution_dir / ".scratch" / f"rank-{self.rank}"),
+            output_dir=str(self.folder.scratch_dir(self.rank)),
             seed=derive_seed(args.seed, "train", g, i),
             data_seed=None if args.data_seed is None else derive_seed(args.data_seed, "data", g, i),
             save_strategy="no", eval_strategy="no", load_best_model_at_end=False, report_to="none",
@@ -462,25 +295,12 @@ class GTLEvolution:
         )
         return TrainingArguments(**values)
 
-    def _weights_file(self, ident: str) -> Path:
-        """Where an individual's trained weights are: its result folder, else a checkpoint's `parents/`."""
-        candidates = [self.evolution_dir / "individuals" / ident / "model.safetensors"]
-        candidates += [c / "parents" / f"{ident}.safetensors" for c in reversed(self._checkpoints())]
-        for path in candidates:
-            if path.exists():
-                return path
-        raise FileNotFoundError(
-            f"The trained weights of individual {ident} are missing from {self.evolution_dir} (neither "
-            f"individuals/{ident}/model.safetensors nor a checkpoint's parents/{ident}.safetensors); the run folder "
-            "was changed by hand. Start afresh in another output_dir."
-        )
-
     def _trained_network(self, ident: str) -> PreTrainedModel:
         network = self._build(derive_seed(self.args.seed, "load"))  # every tensor is overwritten below
-        load_model(network, self._weights_file(ident), strict=True)
+        load_model(network, self.folder.weights_file(ident), strict=True)
         return network
 
-    def _train_individual(self, state: _State, i: int, parents: dict) -> None:
+    def _train_individual(self, state: EvolutionState, i: int, parents: dict) -> None:
         args, g = self.args, state.generation
         me = state.population[i]
         support, query, classes = self.sampler.sample(torch.Generator().manual_seed(derive_seed(args.seed, "task", g, i)))
@@ -507,12 +327,7 @@ class GTLEvolution:
             "classes": classes, "support_size": len(support), "query_size": len(query),
             "gene_parameters": gene_parameters, "fingerprint": self._fingerprint_hash(),
         }
-
-        def write(folder: Path):
-            save_model(network, str(folder / "model.safetensors"))
-            _write_json(folder / "result.json", result)
-
-        _atomic_dir(self._result_dir(g, i), write)
+        self.folder.write_result(g, i, network, result)
         del trainer
 
     @torch.no_grad()
@@ -537,37 +352,21 @@ class GTLEvolution:
         """Every result of generation `g`, waiting for the other processes' (no new result for `sync_timeout`
         seconds is an error)."""
         n = self.args.population_size
-        seen, last_progress = -1, time.monotonic()
-        while True:
-            done = [i for i in range(n) if self._result_dir(g, i).joinpath("result.json").exists()]
-            if len(done) == n:
-                break
-            missing = sorted(set(range(n)) - set(done))
-            if self.world_size == 1:
-                raise RuntimeError(f"Results of generation {g} individuals {missing} are missing after training them.")
-            if len(done) > seen:
-                seen, last_progress = len(done), time.monotonic()
-            elif time.monotonic() - last_progress > self.args.sync_timeout:
-                ranks = sorted({i % self.world_size for i in missing})
-                raise TimeoutError(
-                    f"Waited {self.args.sync_timeout:g} s without a new result for generation {g}: individuals "
-                    f"{missing} (trained by rank(s) {ranks}) are missing; a process may have died. Run again to resume "
-                    "(finished individuals are kept), and raise `sync_timeout` if one individual trains longer."
-                )
-            time.sleep(_POLL_SECONDS)
+        wait_for_all(n, lambda i: self.folder.has_result(g, i), generation=g, world_size=self.world_size,
+                     timeout=self.args.sync_timeout)
         results = []
         for i in range(n):
-            result = json.loads(self._result_dir(g, i).joinpath("result.json").read_text())
+            result = self.folder.read_result(g, i)
             if result.get("fingerprint") != self._fingerprint_hash():
                 raise ValueError(
-                    f"{self._result_dir(g, i)} was trained with other settings than this run's (fingerprint "
+                    f"{self.folder.result_dir(g, i)} was trained with other settings than this run's (fingerprint "
                     f"{result.get('fingerprint')} vs {self._fingerprint_hash()}). Use the same settings to resume, or "
                     "another output_dir to start afresh."
                 )
             results.append(result)
         return results
 
-    def _advance(self, state: _State, results: list[dict]) -> _State:
+    def _advance(self, state: EvolutionState, results: list[dict]) -> EvolutionState:
         """Selection, mutation and inheritance: the state at the start of the next generation."""
         args, g = self.args, state.generation
         fitnesses = [r["fitness"] for r in results]
@@ -587,9 +386,9 @@ class GTLEvolution:
                       for j, p in enumerate(parent_of)]
         kept = sorted({*winners, best})
         parent_masks = {results[w]["id"]: state.masks[w] for w in kept}
-        return _State(g + 1, population, masks, parent_masks, records, history, state.rng)
+        return EvolutionState(g + 1, population, masks, parent_masks, records, history, state.rng)
 
-    def _ancestry(self, state: _State, ident: str | None) -> list[dict]:
+    def _ancestry(self, state: EvolutionState, ident: str | None) -> list[dict]:
         """The records of `ident` and its ancestors, oldest first."""
         by_id = {r["id"]: r for generation in state.records for r in generation}
         chain = []
@@ -599,118 +398,16 @@ class GTLEvolution:
             ident = record["parent"]
         return chain[::-1]
 
-    def _final_gene(self, state: _State) -> GTLModel:
+    def _final_gene(self, state: EvolutionState) -> GTLModel:
         best_id = state.history[-1]["best_id"]
         self.lineage = self._ancestry(state, best_id)
         network = self._trained_network(best_id)
         return GTLModel.from_network(network, state.parent_masks[best_id], lineage=self.lineage)
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoints(self) -> list[Path]:
-        if not self.evolution_dir.exists():
-            return []
-        found = [p for p in self.evolution_dir.glob("generation-*") if p.name.split("-")[-1].isdigit()]
-        return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-    def _has_run(self, beyond_generation_zero: bool = False) -> bool:
-        """Whether the folder holds a run (any checkpoint or individual; or only those past generation 0)."""
-        first = 1 if beyond_generation_zero else 0
-        checkpoints = [c for c in self._checkpoints() if int(c.name.split("-")[-1]) >= first]
-        individuals = [p for p in (self.evolution_dir / "individuals").glob("g*-i*")
-                       if p.name[1:].split("-")[0].isdigit() and int(p.name[1:].split("-")[0]) >= first]
-        return bool(checkpoints or individuals)
-
-    def _write_checkpoint(self, state: _State) -> None:
-        g = state.generation
-
-        def write(folder: Path):
-            _write_json(folder / "state.json", {
-                "format": STATE_FORMAT, "generation": g, "generations": self.args.generations,
-                "granularity": self.args.granularity, "gene_fraction": self.args.gene_fraction,
-                "fingerprint": self._fingerprint, "population": state.population, "records": state.records,
-                "history": state.history,
-            })
-            save_file({f"{i}/{name}": t for i, m in enumerate(state.masks) for name, t in m.state_dict().items()},
-                      str(folder / "masks.safetensors"))
-            parent_masks = {f"{ident}/{name}": t for ident, m in state.parent_masks.items()
-                            for name, t in m.state_dict().items()}
-            save_file(parent_masks or {"_empty": torch.zeros(0)}, str(folder / "parent_masks.safetensors"))
-            save_file({"evolution": state.rng.get_state()}, str(folder / "rng.safetensors"))
-            (folder / "parents").mkdir()
-            for ident in state.parent_masks:
-                _link_or_copy(self._weights_file(ident), folder / "parents" / f"{ident}.safetensors")
-
-        _atomic_dir(self.evolution_dir / f"generation-{g:03d}", write)
-        # Older state is no longer needed; keep the previous checkpoint and the previous generation's individuals, which
-        # other processes may still be reading.
-        for old in self._checkpoints():
-            if int(old.name.split("-")[-1]) < g - 1:
-                shutil.rmtree(old, ignore_errors=True)
-        if not self.args.save_individuals:
-            for folder in (self.evolution_dir / "individuals").glob("g*-i*"):
-                generation = folder.name[1:].split("-")[0]
-                if generation.isdigit() and int(generation) < g - 1:
-                    shutil.rmtree(folder, ignore_errors=True)
-
-    def _load_latest(self) -> _State | None:
-        for attempt in range(3):  # another process may replace the latest checkpoint while it is read
-            checkpoints = self._checkpoints()
-            if not checkpoints:
-                return None
-            try:
-                return self._load_checkpoint(checkpoints[-1])
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-        return None
-
-    def _load_checkpoint(self, folder: Path) -> _State:
-        saved = json.loads((folder / "state.json").read_text())
-        if saved.get("format") != STATE_FORMAT:
-            raise ValueError(f"{folder} has state format {saved.get('format')}, this version reads {STATE_FORMAT}.")
-        if saved["fingerprint"] != self._fingerprint:
-            diffs = [f"{k}: checkpoint {saved['fingerprint'].get(k)!r}, now {self._fingerprint.get(k)!r}"
-                     for k in sorted(set(saved["fingerprint"]) | set(self._fingerprint))
-                     if saved["fingerprint"].get(k) != self._fingerprint.get(k)]
-            raise ValueError(
-                f"Cannot resume the GTL run in {self.evolution_dir}: its settings differ from this run's ("
-                + "; ".join(diffs) + "). Use the same settings (only `generations` may grow), or another output_dir "
-                "to start afresh."
-            )
-        granularity, fraction = saved["granularity"], saved["gene_fraction"]
-
-        def masks_by_prefix(tensors: dict) -> dict[str, GeneMask]:
-            grouped: dict[str, dict] = {}
-            for key, tensor in tensors.items():
-                if key == "_empty":
-                    continue
-                prefix, name = key.split("/", 1)
-                grouped.setdefault(prefix, {})[name] = tensor
-            return {p: GeneMask.from_state_dict(d, granularity, fraction) for p, d in grouped.items()}
-
-        population_masks = masks_by_prefix(load_file(str(folder / "masks.safetensors")))
-        rng = torch.Generator()
-        rng.set_state(load_file(str(folder / "rng.safetensors"))["evolution"])
-        return _State(
-            generation=saved["generation"], population=saved["population"],
-            masks=[population_masks[str(i)] for i in range(len(saved["population"]))],
-            parent_masks=masks_by_prefix(load_file(str(folder / "parent_masks.safetensors"))),
-            records=saved["records"], history=saved["history"], rng=rng,
+    def _write_checkpoint(self, state: EvolutionState) -> None:
+        self.folder.write_checkpoint(
+            state, fingerprint=self._fingerprint, generations=self.args.generations,
+            granularity=self.args.granularity, gene_fraction=self.args.gene_fraction,
+            keep_individuals=self.args.save_individuals,
         )
-
-
-def _atomic_replace_dir(final: Path, save: Callable[[str], None]) -> None:
-    """`save(folder)` into a temporary sibling, then swap it in place of `final` (replacing an older one)."""
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        save(str(tmp))
-        if final.exists():
-            old = final.parent / f".old-{final.name}-{os.getpid()}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

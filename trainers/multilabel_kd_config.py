@@ -4,8 +4,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .distillation_config import DistillationConfig
+from .frozen_models_config import FrozenTeacherConfig, check_choices, check_temperature
 
+DISTILLATION_TYPES = ("soft", "none")
 MULTILABEL_KD_TYPES = ("l2d", "softmax")
 BCE_REDUCTIONS = ("sum", "mean")
 EMBEDDING_PROJECTIONS = ("linear", "none")
@@ -13,9 +14,10 @@ _LAMBDAS = ("lambda_bce", "lambda_logits", "lambda_le", "lambda_cd", "lambda_id"
 
 
 @dataclass
-class MultiLabelKDConfig(DistillationConfig):
+class MultiLabelKDConfig(FrozenTeacherConfig):
     r"""
-    [`DistillationConfig`] for multi-label students (multi-hot float `labels`, one sigmoid per class).
+    [`FrozenTeacherConfig`] (the teacher's fields) for multi-label students (multi-hot float `labels`, one sigmoid per
+    class).
 
     `multilabel_kd_type="l2d"` (default) is the official L2D objective:
 
@@ -32,11 +34,20 @@ class MultiLabelKDConfig(DistillationConfig):
     `DistillationTrainer` (`T^2 * KL(softmax(z_t / T) || softmax(z_s / T))`, normalized by `kd_normalization`), as if
     the classes were exclusive; no embedding terms. `distillation_type="none"` trains on `lambda_bce * BCE` alone.
 
-    `alpha` is not used: the terms are weighted by the `lambda_*` fields, and `alpha` must stay 1.0. `temperature`
-    is only used by the softmax baseline (MLD has none). `ddp_find_unused_parameters` defaults to False: the
-    embedding projection (see `embedding_projection`) runs outside the student's forward.
+    The terms are added with unbounded weights, the `lambda_*` fields (there is no `alpha`: nothing is a convex mix).
+    `temperature` is only used by the softmax baseline (MLD has none, so it must stay 1.0 with "l2d").
+    `ddp_find_unused_parameters` defaults to False: the embedding projection (see `embedding_projection`) runs outside
+    the student's forward.
 
     Parameters:
+        distillation_type (`str`, *optional*, defaults to `"soft"`):
+            `"soft"`: distill from the teacher (`multilabel_kd_type` says how). `"none"`: `lambda_bce * BCE` only, no
+            teacher. (`"hard"` is not defined for multi-label students.)
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Softmax temperature of the softmax-KD baseline (> 0).
+        kd_normalization (`str`, *optional*, defaults to `"batchmean"`):
+            Softmax baseline only: divide the summed KL by the items (`"batchmean"`) or by items x classes
+            (`"numel"`).
         multilabel_kd_type (`str`, *optional*, defaults to `"l2d"`):
             `"l2d"` (MLD + label-wise embedding distillation) or `"softmax"` (softmax KD baseline).
         lambda_bce (`float`, *optional*, defaults to `1.0`):
@@ -58,14 +69,13 @@ class MultiLabelKDConfig(DistillationConfig):
             are 768 wide); `"none"` compares the distance matrices directly (they are n x n whatever the width).
     """
 
-    distillation_type: Literal["soft", "hard", "none"] = field(
+    distillation_type: Literal["soft", "none"] = field(
         default="soft",
         metadata={"help": "'soft': distill from the teacher (multilabel_kd_type says how); 'none': lambda_bce * BCE "
                   "only, no teacher. 'hard' is not defined for multi-label students."},
     )
-    alpha: float = field(
-        default=1.0,
-        metadata={"help": "Not used: multi-label KD weighs its terms with the lambda_* fields; must stay 1.0."},
+    temperature: float = field(
+        default=1.0, metadata={"help": "Temperature of the softmax-KD baseline (> 0); 'l2d' has none (keep 1.0)."}
     )
     kd_normalization: Literal["numel", "batchmean"] = field(
         default="batchmean",
@@ -103,19 +113,14 @@ class MultiLabelKDConfig(DistillationConfig):
                 "`distillation_type`='hard' is not defined for multi-label students (there is no single argmax "
                 "class); use 'soft' (with multilabel_kd_type 'l2d' or 'softmax') or 'none'."
             )
-        if self.alpha != 1.0:
-            raise ValueError(
-                f"`alpha`={self.alpha} is not used by multi-label distillation: weigh the terms with lambda_bce, "
-                "lambda_logits and lambda_le instead, and leave alpha at 1.0."
-            )
-        choices = {
+        check_choices(self, {
+            "distillation_type": DISTILLATION_TYPES,
+            "kd_normalization": ("numel", "batchmean"),
             "multilabel_kd_type": MULTILABEL_KD_TYPES,
             "bce_reduction": BCE_REDUCTIONS,
             "embedding_projection": EMBEDDING_PROJECTIONS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
+        })
+        check_temperature(self.temperature)
         for name in _LAMBDAS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (

@@ -1,5 +1,5 @@
 """Multi-label knowledge distillation, L2D (Yang et al., "Multi-Label Knowledge Distillation", ICCV 2023,
-arXiv 2308.06453), as a `DistillationTrainer` subclass.
+arXiv 2308.06453), as a `FrozenTeacherTrainer` subclass.
 
 Softmax KD treats the classes of a multi-label problem as exclusive. L2D instead distills each label as its own
 binary problem (MLD: a Bernoulli KL per label) and distills the geometry of the label-wise embeddings (one embedding
@@ -25,15 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedConfig
 
-from .distillation_trainer import (
-    DistillationTrainer,
-    StudentSideModule,
-    cast_floating,
-    frozen_init_kwargs,
-    _logits,
-    _unwrap,
-    distillation_loss,
-)
+from .distillation_trainer import distillation_loss
+from .frozen_models import FrozenTeacherTrainer, StudentSideModule, _logits, _unwrap, frozen_init_kwargs
 from .multilabel_kd_config import (
     BCE_REDUCTIONS,
     MULTILABEL_KD_TYPES,
@@ -271,12 +264,12 @@ def _embeddings(outputs) -> torch.Tensor | None:
     return outputs.get("label_embeddings") if isinstance(outputs, dict) else None
 
 
-class MultiLabelKDTrainer(StudentSideModule, DistillationTrainer):
+class MultiLabelKDTrainer(StudentSideModule, FrozenTeacherTrainer):
     """Distills a frozen multi-label teacher into a student with L2D (or the softmax-KD baseline); see
     `MultiLabelKDConfig` for the loss and `l2d_loss` for its normalization. The batch's `labels` are multi-hot
     (batch, classes), converted to float.
 
-    The teacher is handled by `DistillationTrainer`: a trainer attribute, frozen, in eval mode, under `no_grad`,
+    The teacher is handled by `FrozenTeacherTrainer`: a trainer attribute, frozen, in eval mode, under `no_grad`,
     never saved. A teacher given by name is loaded as a `LabelQueryForMultiLabelClassification` when its config says
     so, else by the Auto class matching the student.
 
@@ -294,16 +287,14 @@ class MultiLabelKDTrainer(StudentSideModule, DistillationTrainer):
     are computed within each micro-batch (structure is per batch) and summed.
     """
 
+    config_class = MultiLabelKDConfig
+    loss_parts = ("bce_loss", "kd_loss", "cd_loss", "id_loss")
+    card_tags = ("distillation", "knowledge-distillation", "multi-label", "l2d")
+    card_citation = L2D_CITATION
+
     def __init__(self, *args, **kwargs):
-        if len(args) > 1:
-            kwargs["args"], args = args[1], (args[0], *args[2:])
-        if kwargs.get("args") is None:
-            kwargs["args"] = MultiLabelKDConfig()
-        config = kwargs["args"]
-        if not isinstance(config, MultiLabelKDConfig):
-            raise TypeError(f"`args` must be a MultiLabelKDConfig, got {type(config).__name__}.")
         super().__init__(*args, **kwargs)
-        self._loss_parts = {"bce_loss": 0.0, "kd_loss": 0.0, "cd_loss": 0.0, "id_loss": 0.0}
+        config = self.args
         self._said_logit_only = False
         self._projection_dims = None
         use_le = config.distillation_type != "none" and config.multilabel_kd_type == "l2d" and config.lambda_le > 0
@@ -323,6 +314,15 @@ class MultiLabelKDTrainer(StudentSideModule, DistillationTrainer):
         self._attach_side_module(self.model)
 
     # --- the teacher ------------------------------------------------------------------------------------------------
+    def _uses_teacher(self) -> bool:
+        return self.args.distillation_type != "none"
+
+    def _missing_teacher_message(self) -> str:
+        return (
+            f"distillation_type={self.args.distillation_type!r} needs a teacher: pass `teacher_model=` or set "
+            "`teacher_model_name_or_path`, or use distillation_type='none' to train on the labels alone."
+        )
+
     def _load_teacher(self, name_or_path: str):
         from ..models.label_query import (
             LabelQueryConfig,
@@ -381,10 +381,7 @@ class MultiLabelKDTrainer(StudentSideModule, DistillationTrainer):
 
         teacher_logits = teacher_embeddings = None
         if args.distillation_type != "none":
-            teacher_inputs = cast_floating(inputs, args.teacher_dtype)
-            self.teacher_model.eval()
-            with torch.no_grad():
-                teacher_outputs = self.teacher_model(**teacher_inputs)
+            teacher_outputs = self._teacher_outputs(inputs)
             teacher_logits, teacher_embeddings = _logits(teacher_outputs), _embeddings(teacher_outputs)
 
         student_embeddings = _embeddings(outputs)
@@ -435,43 +432,15 @@ class MultiLabelKDTrainer(StudentSideModule, DistillationTrainer):
         return (loss, outputs) if return_outputs else loss
 
     # --- the card -----------------------------------------------------------------------------------------------------
-    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, **_) -> None:
-        """The distilled-student card, with the multi-label loss described (the base card assumes softmax KD)."""
-        if not self.is_world_process_zero():
-            return
-        from ..cards import _auto_class, _data, hub_id, link
-        from ..hub import render_card
-        from ..report import fmt_params
-
+    def _card_loss_description(self) -> str:
+        """The multi-label loss (the distillation card of `DistillationTrainer` assumes softmax KD)."""
         args = self.args
-        student = self.accelerator.unwrap_model(self.model)
-        with self._without_side_module():
-            params = sum(p.numel() for p in student.parameters())
-        metrics = next((e for e in reversed(self.state.log_history) if any(k.startswith("eval_") for k in e)), {})
-        metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        repo = self.hub_model_id if args.push_to_hub and self.hub_model_id else model_name or args.output_dir
-        teacher = str(self.teacher_ref) if self.teacher_ref else "a teacher model"
         bce = f"{args.lambda_bce:g} x BCE ({args.bce_reduction} over images and classes)"
         if args.distillation_type == "none":
-            loss = f"no distillation: {bce} only"
-        elif args.multilabel_kd_type == "softmax":
-            loss = (f"`MultiLabelKDTrainer`, softmax-KD baseline: {bce} + {args.lambda_logits:g} x soft KD "
-                    f"(KL x T^2, T={args.temperature:g}, {args.kd_normalization})")
-        else:
-            loss = (f"`MultiLabelKDTrainer`, L2D: {bce} + {args.lambda_logits:g} x MLD (per-label Bernoulli KL) + "
-                    f"{args.lambda_le:g} x ({args.lambda_cd:g} x class-aware + {args.lambda_id:g} x instance-aware "
-                    "label-wise embedding distillation)")
-        setup = (f"{loss}; {args.num_train_epochs:g} epochs, learning rate {args.learning_rate}, batch "
-                 f"{args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} accumulation "
-                 "steps.")
-        model_class = type(student).__name__
-        data = _data(os.path.basename(str(repo).rstrip("/")), ["distillation", "knowledge-distillation",
-                                                               "multi-label", "l2d"],
-                     model_class, base_model=hub_id(self.teacher_ref), dataset=dataset_name)
-        card = render_card(
-            "distilled", data, title=f"{model_class} distilled from {teacher}", model_class=model_class,
-            params=fmt_params(params), teacher_link=link(teacher), teacher_params=None, loss_description=loss,
-            auto_class=_auto_class(model_class), repo_or_path=str(repo), training_setup=setup,
-            metrics=[(k, f"{v:.4g}") for k, v in sorted(metrics.items())], citation=L2D_CITATION,
-        )
-        card.save(os.path.join(args.output_dir, "README.md"))
+            return f"no distillation: {bce} only"
+        if args.multilabel_kd_type == "softmax":
+            return (f"`MultiLabelKDTrainer`, softmax-KD baseline: {bce} + {args.lambda_logits:g} x soft KD "
+                f"(KL x T^2, T={args.temperature:g}, {args.kd_normalization})")
+        return (f"`MultiLabelKDTrainer`, L2D: {bce} + {args.lambda_logits:g} x MLD (per-label Bernoulli KL) + "
+                f"{args.lambda_le:g} x ({args.lambda_cd:g} x class-aware + {args.lambda_id:g} x instance-aware "
+                "label-wise embedding distillation)")

@@ -3,28 +3,32 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .distillation_config import DistillationConfig
+from .frozen_models_config import FrozenTeacherConfig, check_alpha, check_temperature
 
 FEATURE_POSITIONS = ("[end]", "[mid,end]", "[front,end]")
 FEATURE_LOSSES = ("all", "logits", "logits+rep")
 
 
 @dataclass
-class PoolDistillationConfig(DistillationConfig):
+class PoolDistillationConfig(FrozenTeacherConfig):
     r"""
-    [`DistillationConfig`] plus the feature-distillation settings of Learngene Pool stage 1.
+    [`FrozenTeacherConfig`] (the teacher's fields) plus the distillation settings of Learngene Pool stage 1.
 
     With `feature_loss="all"` the loss is `(1 - alpha) * CE + alpha * (log + rep + att)`: `log` is the soft
     cross-entropy between temperature-scaled teacher and student logits, `rep` and `att` the MSE between student block
     outputs / attention-branch outputs and linearly projected teacher ones at matched layers.
 
     Defaults follow the official code: `alpha=0.9` here is the official `alpha=0.1`, because the official code puts
-    alpha on the cross-entropy and we put it on the distillation part (`loss = (1 - alpha) * CE + alpha * KD`).
-    `distillation_type` must stay `"soft"`; `kd_normalization` is not used (the soft term is a mean over
-    batch x classes, as in the official code). `ddp_find_unused_parameters` defaults to False (True is refused): the
-    projectors run outside the student's forward.
+    alpha on the cross-entropy and we put it on the distillation part (`loss = (1 - alpha) * CE + alpha * KD`), as
+    every trainer here does. The logit term is always the soft one, a mean over batch x classes as in the official
+    code. `ddp_find_unused_parameters` defaults to False (True is refused): the projectors run outside the student's
+    forward.
 
     Parameters:
+        alpha (`float`, *optional*, defaults to `0.9`):
+            Weight of the distillation part in `[0, 1]` (with `feature_loss="all"`).
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Softmax temperature of the soft logit term (> 0).
         feature_positions (`str`, *optional*, defaults to `"[front,end]"`):
             Which blocks are matched (same relative positions in teacher and student). `"[end]"`: the last block.
             `"[mid,end]"`: the blocks at 2/3 of the depth and the last. `"[front,end]"`: 1/3, 2/3 and the last.
@@ -37,9 +41,6 @@ class PoolDistillationConfig(DistillationConfig):
         default=0.9,
         metadata={"help": "Weight of the distillation part in [0, 1]: loss = (1 - alpha) * CE + alpha * "
                   "(log + rep + att). 0.9 here = the official alpha 0.1, which weighs the CE."},
-    )
-    distillation_type: Literal["soft", "hard", "none"] = field(
-        default="soft", metadata={"help": "Must be 'soft': the logit term is the soft cross-entropy of Learngene Pool."}
     )
     temperature: float = field(default=1.0, metadata={"help": "Temperature of the soft logit term (> 0)."})
     feature_positions: Literal["[end]", "[mid,end]", "[front,end]"] = field(
@@ -64,11 +65,8 @@ class PoolDistillationConfig(DistillationConfig):
                 "projectors run outside the student's forward, which DDP's unused-parameter search does not support."
             )
         super().__post_init__()
-        if self.distillation_type != "soft":
-            raise ValueError(
-                f"`distillation_type` must be 'soft' for Learngene Pool distillation, got {self.distillation_type!r}. "
-                "Use DistillationTrainer for hard or no distillation."
-            )
+        check_alpha(self.alpha)
+        check_temperature(self.temperature)
         if self.feature_positions not in FEATURE_POSITIONS:
             raise ValueError(f"`feature_positions` must be one of {FEATURE_POSITIONS}, got {self.feature_positions!r}.")
         if self.feature_loss not in FEATURE_LOSSES:

@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..engine.architectures import spec_for
-from .distillation_trainer import DistillationTrainer, StudentSideModule, _logits, _unwrap, cast_floating
+from ..cards import CITATIONS
+from .frozen_models import FrozenTeacherTrainer, StudentSideModule, _logits, _unwrap, cast_floating
 from .pool_distillation_config import FEATURE_LOSSES, FEATURE_POSITIONS, PoolDistillationConfig
 
 PROJECTORS_NAME = "pool_feature_projectors"  # submodule name on the student
@@ -279,7 +280,7 @@ def capture_features(model: nn.Module, layer_ids: Sequence[int], attention: bool
             handle.remove()
 
 
-class LearngenePoolDistillationTrainer(StudentSideModule, DistillationTrainer):
+class LearngenePoolDistillationTrainer(StudentSideModule, FrozenTeacherTrainer):
     """Learngene Pool stage 1: distills the frozen teacher into a student with fewer and/or narrower blocks.
 
     Loss: see `pool_distillation_loss`. Blocks are matched at the same relative depths (`matched_layers`), and
@@ -293,16 +294,14 @@ class LearngenePoolDistillationTrainer(StudentSideModule, DistillationTrainer):
     `ddp_find_unused_parameters=False`. Teacher and student must produce the same number of tokens.
     """
 
+    config_class = PoolDistillationConfig
+    loss_parts = ("ce_loss", "kd_loss", "rep_loss", "att_loss")
+    card_tags = ("distillation", "knowledge-distillation", "learngene-pool")
+    card_citation = CITATIONS["Learngene Pool"]
+
     def __init__(self, *args, **kwargs):
-        if len(args) > 1:
-            kwargs["args"], args = args[1], (args[0], *args[2:])
-        if kwargs.get("args") is None:
-            kwargs["args"] = PoolDistillationConfig()
-        config = kwargs["args"]
-        if not isinstance(config, PoolDistillationConfig):
-            raise TypeError(f"`args` must be a PoolDistillationConfig, got {type(config).__name__}.")
         super().__init__(*args, **kwargs)
-        self._loss_parts = {"ce_loss": 0.0, "kd_loss": 0.0, "rep_loss": 0.0, "att_loss": 0.0}
+        config = self.args
         self._use_rep = config.feature_loss in ("all", "logits+rep")
         self._use_att = config.feature_loss == "all"
         self._student_layers = self._teacher_layers = []
@@ -325,6 +324,14 @@ class LearngenePoolDistillationTrainer(StudentSideModule, DistillationTrainer):
         self._attach_side_module(self.model)
 
     side_module_name = PROJECTORS_NAME
+
+    def _card_loss_description(self) -> str:
+        args = self.args
+        log = f"soft CE of the logits (T={args.temperature:g})"
+        terms = {"all": f"{log} + block-output MSE + attention-output MSE at {args.feature_positions}",
+                 "logits+rep": f"{log} + block-output MSE at {args.feature_positions}", "logits": log}[args.feature_loss]
+        weights = (f"{1 - args.alpha:g} x CE + {args.alpha:g} x" if args.feature_loss == "all" else "0.5 x CE + 0.5 x")
+        return f"`LearngenePoolDistillationTrainer` (Learngene Pool stage 1): {weights} ({terms})"
 
     def _new_side_module(self) -> nn.Module | None:
         if not getattr(self, "_student_layers", None):

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .distillation_config import DistillationConfig
+from .frozen_models_config import FrozenTeacherConfig, check_choices, check_temperature
 
 RDD_METHODS = ("rdd", "kd_only")
 STAGE1_WITHOUT_AUX_HEAD = ("error", "uniform_weights")
@@ -15,24 +15,26 @@ CITYSCAPES_CLASS_WEIGHTS = [
 
 
 @dataclass
-class RDDConfig(DistillationConfig):
+class RDDConfig(FrozenTeacherConfig):
     r"""
-    [`DistillationConfig`] plus the settings of Relative Difficulty Distillation (RDD) for semantic segmentation.
+    [`FrozenTeacherConfig`] (the teacher's fields) plus the settings of Relative Difficulty Distillation (RDD) for
+    semantic segmentation.
 
-    RDD adds no loss term: the loss is `task + kd_weight * KD`, where KD is the pixel-wise
+    RDD adds no loss term: the loss is `task + lambda_logits * KD`, where KD is the pixel-wise
     `T^2 * KL(softmax(teacher / T) || softmax(student / T))` averaged over pixels, and the *task* cross-entropy is
     re-weighted by how hard each pixel is. Stage 1 (the first `rdd_warmup_steps` optimizer steps, "teacher-full
     evaluated"): each pixel's CE is weighted by `exp(-KL(teacher aux head || teacher main head))`, so pixels on which
     the teacher's two heads disagree count less. Stage 2 ("teacher-student evaluated"): the CE only covers pixels
     that exactly one of teacher and student finds hard (OHEM: probability of the true class <= threshold).
 
-    `alpha` and `kd_normalization` of [`DistillationConfig`] are not used (`kd_weight` weighs the KD term and the
-    KL is averaged over pixels, as in the official code); `distillation_type` must stay `"soft"`.
+    The KD term is added with an unbounded weight, `lambda_logits` (the paper's lambda_kd), not mixed with the task
+    loss by `alpha` as in [`DistillationConfig`]; the KL is averaged over pixels, as in the official code.
 
     Parameters:
         rdd_method (`str`, *optional*, defaults to `"rdd"`):
-            `"rdd"`: the two-stage method. `"kd_only"`: the plain baseline `CE + aux_weight * CE_aux + kd_weight * KD`
-            (same KD term, unweighted CE), for comparisons under the same budget.
+            `"rdd"`: the two-stage method. `"kd_only"`: the plain baseline
+            `CE + aux_weight * CE_aux + lambda_logits * KD` (same KD term, unweighted CE), for comparisons under the
+            same budget.
         rdd_warmup_steps (`int`, *optional*, defaults to `4000`):
             Optimizer steps of stage 1; stage 2 starts when `state.global_step == rdd_warmup_steps`. The official
             scripts use 4000 of 40000 iterations (argparse default 8000). 0 skips stage 1.
@@ -48,8 +50,9 @@ class RDDConfig(DistillationConfig):
         class_weights (`list[float]`, *optional*):
             Per-class CE weights of stage 2 and of `"kd_only"` (stage 1 uses none, as the official code). The official
             code uses the Cityscapes weights `CITYSCAPES_CLASS_WEIGHTS`; None (default) means all 1.
-        kd_weight (`float`, *optional*, defaults to `1.0`):
-            lambda_kd, weight of the pixel-wise KD term (>= 0).
+        lambda_logits (`float`, *optional*, defaults to `1.0`):
+            Weight of the pixel-wise logit KD term (>= 0), the paper's lambda_kd (named as L2D's weight of its logit
+            KD term: see "One vocabulary" in the README).
         temperature (`float`, *optional*, defaults to `1.0`):
             KD temperature T (> 0).
         ignore_index (`int`, *optional*, defaults to `255`):
@@ -61,9 +64,6 @@ class RDDConfig(DistillationConfig):
             plain CE + KD), logged once.
     """
 
-    distillation_type: Literal["soft", "hard", "none"] = field(
-        default="soft", metadata={"help": "Must be 'soft': RDD's KD term is the pixel-wise soft KL."}
-    )
     temperature: float = field(default=1.0, metadata={"help": "KD temperature T (> 0); official 1.0."})
     rdd_method: Literal["rdd", "kd_only"] = field(
         default="rdd",
@@ -85,7 +85,9 @@ class RDDConfig(DistillationConfig):
         metadata={"help": "Per-class CE weights of stage 2 and kd_only (official: the 19 Cityscapes weights); "
                   "empty means all 1."},
     )
-    kd_weight: float = field(default=1.0, metadata={"help": "lambda_kd, weight of the pixel-wise KD term (>= 0)."})
+    lambda_logits: float = field(
+        default=1.0, metadata={"help": "Weight of the pixel-wise logit KD term (>= 0): the paper's lambda_kd."}
+    )
     ignore_index: int = field(
         default=255,
         metadata={"help": "Ignored label (transformers segmentation models use 255; the official code -1)."},
@@ -97,15 +99,8 @@ class RDDConfig(DistillationConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.distillation_type != "soft":
-            raise ValueError(
-                f"`distillation_type` must be 'soft' for RDD (its KD term is the pixel-wise soft KL), got "
-                f"{self.distillation_type!r}. Use rdd_method='kd_only' for the plain CE + KD baseline."
-            )
-        choices = {"rdd_method": RDD_METHODS, "stage1_without_aux_head": STAGE1_WITHOUT_AUX_HEAD}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
+        check_temperature(self.temperature)
+        check_choices(self, {"rdd_method": RDD_METHODS, "stage1_without_aux_head": STAGE1_WITHOUT_AUX_HEAD})
         for name in ("rdd_warmup_steps", "min_kept"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -114,7 +109,7 @@ class RDDConfig(DistillationConfig):
             raise ValueError(
                 f"`ohem_thresh` must be in [0, 1] (a probability of the true class), got {self.ohem_thresh}."
             )
-        for name in ("aux_weight", "kd_weight"):
+        for name in ("aux_weight", "lambda_logits"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if self.class_weights is not None:

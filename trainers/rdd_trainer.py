@@ -1,4 +1,4 @@
-"""Relative Difficulty Distillation (RDD, arXiv 2407.03719) for semantic segmentation as a `DistillationTrainer`.
+"""Relative Difficulty Distillation (RDD, arXiv 2407.03719) for semantic segmentation as a `FrozenTeacherTrainer`.
 
 The math follows the official code (sunyueue/RDD, `train_onlykd_two_stage_diff.py`): a pixel-wise KD term plus a
 task cross-entropy that stage 1 re-weights by the teacher's own head disagreement and stage 2 restricts to the pixels
@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoModelForSemanticSegmentation, PreTrainedModel
 
 from .. import compat
-from .distillation_trainer import DistillationTrainer, _logits, _unwrap, cast_floating, frozen_init_kwargs
+from .frozen_models import FrozenTeacherTrainer, _logits, _unwrap, cast_floating, frozen_init_kwargs
 from .rdd_config import RDDConfig
 
 logger = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ def rdd_task_loss(
 
 
 # ---------------------------------------------------------------- the trainer
-class RDDTrainer(DistillationTrainer):
+class RDDTrainer(FrozenTeacherTrainer):
     """Trains a segmentation student with RDD against a frozen teacher (see `RDDConfig` for the loss).
 
     Student and teacher are transformers segmentation models (`UperNetForSemanticSegmentation`,
@@ -247,24 +247,21 @@ class RDDTrainer(DistillationTrainer):
     while it is below `rdd_warmup_steps` (every micro-batch of one optimizer step sees the same stage). The official
     loop, counting from 1 with `iteration < warmup_iter`, runs one stage-1 iteration fewer.
 
-    The teacher handling (frozen, eval mode, no gradient, never saved) is `DistillationTrainer`'s; a teacher given by
+    The teacher handling (frozen, eval mode, no gradient, never saved) is `FrozenTeacherTrainer`'s; a teacher given by
     name is loaded with `AutoModelForSemanticSegmentation`. Every loss term is a per-batch mean, as in the official
     code, so gradient accumulation averages micro-batch losses and DDP averages per-process ones. The logs get
     `task_loss` and `kd_loss` (unweighted).
     """
 
+    config_class = RDDConfig
+    loss_parts = ("task_loss", "kd_loss")
+    card_tags = ("distillation", "knowledge-distillation", "semantic-segmentation", "rdd")
+
     def __init__(self, *args, **kwargs):
-        if len(args) > 1:
-            kwargs["args"], args = args[1], (args[0], *args[2:])
-        if kwargs.get("args") is None:
-            kwargs["args"] = RDDConfig()
-        config = kwargs["args"]
-        if not isinstance(config, RDDConfig):
-            raise TypeError(f"`args` must be an RDDConfig, got {type(config).__name__}.")
         super().__init__(*args, **kwargs)
+        config = self.args
         # Per-batch means (official): the Trainer divides by the accumulation steps itself.
         self.model_accepts_loss_kwargs = False
-        self._loss_parts = {"task_loss": 0.0, "kd_loss": 0.0}
         self._warned: set[str] = set()
         self.last_rdd_stats: dict = {}
 
@@ -293,6 +290,14 @@ class RDDTrainer(DistillationTrainer):
     def _load_teacher(self, name_or_path: str) -> PreTrainedModel:
         kwargs = frozen_init_kwargs(self.args.teacher_model_init_kwargs, self.args.teacher_dtype)
         return AutoModelForSemanticSegmentation.from_pretrained(name_or_path, **kwargs)
+
+    def _card_loss_description(self) -> str:
+        args = self.args
+        task = ("CE" if args.rdd_method == "kd_only" else
+                f"the RDD task CE ({args.rdd_warmup_steps} stage-1 steps weighted by the teacher's head agreement, then "
+                f"the pixels exactly one of teacher and student finds hard, OHEM tau {args.ohem_thresh:g})")
+        return (f"`RDDTrainer` ({args.rdd_method}): {task} + {args.aux_weight:g} x the auxiliary head's CE + "
+                f"{args.lambda_logits:g} x pixel-wise soft KD (KL x T^2, T={args.temperature:g})")
 
     def rdd_stage(self) -> int:
         """0 for `rdd_method="kd_only"`, else 1 while `state.global_step < rdd_warmup_steps`, then 2."""
@@ -348,7 +353,7 @@ class RDDTrainer(DistillationTrainer):
             ignore_index=args.ignore_index,
         )
         kd = pixel_kd_loss(student_logits, teacher_logits, args.temperature)
-        loss = task + args.kd_weight * kd
+        loss = task + args.lambda_logits * kd
         self.last_rdd_stats = {"stage": stage, **stats}
         loss = self._scale_and_record(model, loss, {"task_loss": task, "kd_loss": kd}, None)
         return (loss, outputs) if return_outputs else loss

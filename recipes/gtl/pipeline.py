@@ -37,6 +37,7 @@ from hf_methods.recipe import parse_recipe
 from hf_methods.report import fmt_params, write_text_atomic
 from hf_methods.trainers.gtl_config import GTLEvolutionConfig
 from hf_methods.trainers.gtl_evolution import GTLEvolution, TaskSampler
+from hf_methods.trainers.gtl_processes import evolution_process
 
 from ..learngene_pipeline import _CPU
 
@@ -165,6 +166,9 @@ def downstream(recipe: GTLRecipe, gene: GTLModel, random_gene: GTLModel, data, w
 
 def run(recipe: GTLRecipe) -> dict:
     start = time.time()
+    # Under `accelerate launch`, every process trains its own individuals: leave the launcher's process group (and take
+    # this process's GPU) before any TrainingArguments exists.
+    evolution_process(use_cpu=_CPU)
     if recipe.num_threads:
         torch.set_num_threads(recipe.num_threads)
     transformers.logging.set_verbosity_warning()

@@ -81,7 +81,7 @@ class L2DRecipe:
     lambda_cd: float = field(default=100.0, metadata={"help": "Class-aware embedding term weight (official: 100)."})
     lambda_id: float = field(default=1000.0, metadata={"help": "Instance-aware embedding term weight (official: 1000)."})
     bce_reduction: str = field(default="sum", metadata={"help": "'sum' (official) or 'mean' BCE, for every run."})
-    softmax_temperature: float = field(default=1.0, metadata={"help": "Temperature of the softmax-KD baseline."})
+    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of the softmax-KD baseline (L2D's MLD has none)."})
     batch_size: int = field(default=32, metadata={"help": "Per-device batch size of every run."})
     seed: int = field(default=0, metadata={"help": "Seed of the data, initializations and training."})
     num_threads: int | None = field(default=1, metadata={"help": "torch intra-op threads per process; the models are tiny, so one thread is as fast and does not stall on shared cores. Empty keeps torch's default."})
@@ -231,7 +231,7 @@ def run(recipe: L2DRecipe) -> dict:
         student = label_query_vit(recipe, recipe.student_hidden_size, recipe.student_num_layers,
                                   recipe.student_num_attention_heads, recipe.student_decoder_dim or recipe.decoder_dim)
         if name == "softmax_kd":
-            overrides = {**overrides, "temperature": recipe.softmax_temperature}
+            overrides = {**overrides, "temperature": recipe.temperature}
         args = _train_args(recipe, work, recipe.student_epochs, recipe.student_learning_rate, **overrides)
         kd = {} if overrides.get("distillation_type") == "none" else {"teacher_model": teacher}
         trainer = MultiLabelKDTrainer(model=student, args=args, train_dataset=data["train"], **kd)
@@ -286,7 +286,7 @@ def _training_setup(recipe: L2DRecipe, teacher_source: str) -> str:
         f"starts from the same initialization, {recipe.student_epochs:g} epochs, AdamW lr "
         f"{recipe.student_learning_rate}, batch {recipe.batch_size}, cosine with 10% warmup. Losses (BCE "
         f"{recipe.bce_reduction} over images and classes): BCE alone; BCE + {recipe.lambda_logits:g} x softmax KD "
-        f"(T {recipe.softmax_temperature:g}, KL summed over classes / N); L2D = BCE + {recipe.lambda_logits:g} x MLD + "
+        f"(T {recipe.temperature:g}, KL summed over classes / N); L2D = BCE + {recipe.lambda_logits:g} x MLD + "
         f"{recipe.lambda_le:g} x ({recipe.lambda_cd:g} x CD + {recipe.lambda_id:g} x ID)."
     )
 

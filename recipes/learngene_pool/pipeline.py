@@ -49,7 +49,7 @@ class PoolRecipe(TeacherRecipe):
     instance_feature_positions: list[str] = field(default_factory=lambda: ["[front,end]", "[end]"], metadata={"help": "Matched layers per instance (paper: tiny [front,end], others [end])."})
     distill_epochs: float = field(default=10, metadata={"help": "Stage 1: epochs to distill each instance."})
     distill_learning_rate: float = field(default=1e-3, metadata={"help": "Stage 1 learning rate."})
-    distillation_alpha: float = field(default=0.9, metadata={"help": "Weight of the distillation terms (official: 0.1 on CE)."})
+    alpha: float = field(default=0.9, metadata={"help": "Weight of the distillation terms in [0, 1]: (1 - alpha) * CE + alpha * (soft CE + feature MSE) (official: 0.1 on CE)."})
     temperature: float = field(default=1.0, metadata={"help": "Stage 1 soft-CE temperature."})
     stitch_init: str = field(default="least_squares", metadata={"help": "'least_squares' (SN-Net), 'projector' (paper: stage-1 projections transposed) or 'random'; the report compares all three."})
     stitch_directions: str = field(default="small_to_large", metadata={"help": "Which instance pairs stitch: small_to_large (paper), adjacent_small_to_large, all."})
@@ -115,7 +115,7 @@ def run(recipe: PoolRecipe) -> dict:
             f"{recipe.instance_num_layers} layers, features at {recipe.instance_feature_positions[i]})")
         transformers.set_seed(recipe.seed + i)
         args = _args(recipe, work, recipe.distill_epochs, recipe.distill_learning_rate, cls=PoolDistillationConfig,
-                     alpha=recipe.distillation_alpha, temperature=recipe.temperature,
+                     alpha=recipe.alpha, temperature=recipe.temperature,
                      feature_positions=recipe.instance_feature_positions[i], ddp_find_unused_parameters=False)
         trainer, _ = _train(_instance(recipe, i), args, data, trainer_cls=LearngenePoolDistillationTrainer,
                             teacher_model=teacher)
@@ -211,7 +211,7 @@ def _training_setup(recipe: PoolRecipe, teacher_source: str) -> str:
         f"Data: scikit-learn digits upsampled to {recipe.image_size}x{recipe.image_size}, stratified 80/20 split "
         f"(seed {recipe.seed}). Teacher: {teacher_source}. Stage 1: {len(recipe.instance_hidden_sizes)} instances of "
         f"{recipe.instance_num_layers} layers ({instances}) distilled for {recipe.distill_epochs:g} epochs with "
-        f"`LearngenePoolDistillationTrainer` (alpha {recipe.distillation_alpha} on soft CE + hidden/attention MSE, "
+        f"`LearngenePoolDistillationTrainer` (alpha {recipe.alpha} on soft CE + hidden/attention MSE, "
         f"T {recipe.temperature}, AdamW lr {recipe.distill_learning_rate}, cosine). Stage 2: stitches "
         f"({recipe.stitch_directions}) initialized by {recipe.stitch_init}, the pool trained {recipe.pool_epochs:g} "
         f"epochs sampling one network per step (AdamW, constant lr {recipe.pool_learning_rate}), batch "

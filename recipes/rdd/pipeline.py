@@ -82,7 +82,7 @@ class RDDRecipe:
     rdd_warmup_ratio: float = field(default=0.1, metadata={"help": "Share of the student's steps in RDD stage 1 (official: 4000 of 40000 iterations)."})
     ohem_thresh: float = field(default=0.7, metadata={"help": "OHEM threshold of RDD stage 2 (official 0.7)."})
     min_kept: int = field(default=800, metadata={"help": "OHEM min_kept per batch. Official 100000 is ~4.8% of 4x512x1024 pixels; 800 is ~4.9% of 16x32x32."})
-    kd_weight: float = field(default=1.0, metadata={"help": "lambda_kd of both KD runs (official 1.0)."})
+    lambda_logits: float = field(default=1.0, metadata={"help": "Weight of the pixel KD term of both KD runs, the paper's lambda_kd (official 1.0)."})
     temperature: float = field(default=1.0, metadata={"help": "KD temperature (official 1.0)."})
     aux_weight: float = field(default=0.4, metadata={"help": "Weight of the student's auxiliary-head CE (official 0.4)."})
     batch_size: int = field(default=16, metadata={"help": "Per-device batch size of every run."})
@@ -276,7 +276,7 @@ def run(recipe: RDDRecipe) -> dict:
     steps_per_epoch = math.ceil(len(data["train"]) / (recipe.batch_size * state.num_processes))
     total_steps = math.ceil(steps_per_epoch * recipe.student_epochs)
     warmup = round(recipe.rdd_warmup_ratio * total_steps)
-    distill = dict(cls=RDDConfig, eval_strategy="no", kd_weight=recipe.kd_weight, temperature=recipe.temperature,
+    distill = dict(cls=RDDConfig, eval_strategy="no", lambda_logits=recipe.lambda_logits, temperature=recipe.temperature,
                    aux_weight=recipe.aux_weight, ohem_thresh=recipe.ohem_thresh, min_kept=recipe.min_kept,
                    rdd_warmup_steps=warmup, ignore_index=IGNORE_INDEX)
     students = {}
@@ -342,7 +342,7 @@ def _training_setup(recipe: RDDRecipe, teacher_source: str, total_steps: int, wa
         f"({recipe.test_fraction:g} of them, seed {recipe.seed}). Teacher: {teacher_source}. Students: "
         f"{recipe.student_arch} (widths {recipe.student_widths}), same init, data order and budget "
         f"({recipe.student_epochs:g} epochs = {total_steps} steps, AdamW lr {recipe.student_learning_rate}, cosine, "
-        f"batch {recipe.batch_size}). KD: lambda_kd {recipe.kd_weight}, T {recipe.temperature}. RDD: {warmup} stage-1 "
+        f"batch {recipe.batch_size}). KD: lambda_logits {recipe.lambda_logits}, T {recipe.temperature}. RDD: {warmup} stage-1 "
         f"steps (teacher aux/main disagreement weights), then XOR of OHEM masks (tau {recipe.ohem_thresh}, "
         f"min_kept {recipe.min_kept}); student aux weight {recipe.aux_weight}."
     )

@@ -289,25 +289,3 @@ def test_tleg_student_learns_and_is_treated_as_its_base(tmp_path):
     vit_student = TLEGModel(TLEGConfig.from_base(vit(), aux_num_layers=2))
     with pytest.raises(ValueError, match="teacher 7, student 4"):
         make_trainer(tmp_path / "vit", vit_student, vit(num_labels=7), image_rows())
-
-
-def test_frozen_models_loaded_by_name_own_their_integer_buffers(tmp_path):
-    """from_pretrained leaves int64 buffers (BatchNorm's num_batches_tracked) as views of the memory-mapped
-    checkpoint, which keeps the whole file resident; detach_from_checkpoint copies them out, values unchanged."""
-    import transformers
-    from safetensors import safe_open
-
-    from hf_methods.trainers.distillation_trainer import detach_from_checkpoint
-
-    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_channels=1,
-                                       num_labels=3, layer_type="basic")
-    transformers.ResNetForImageClassification(config).save_pretrained(tmp_path)
-    loaded = transformers.ResNetForImageClassification.from_pretrained(tmp_path, dtype=torch.bfloat16)
-    before = {n: b.untyped_storage().data_ptr() for n, b in loaded.named_buffers() if not b.is_floating_point()}
-    assert before
-    detach_from_checkpoint(loaded)
-    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
-        for name, buffer in loaded.named_buffers():
-            if not buffer.is_floating_point():
-                assert buffer.untyped_storage().data_ptr() != before[name], name
-                assert torch.equal(buffer, f.get_tensor(name)), name

@@ -1,5 +1,6 @@
-"""GTL evolution driver: tournaments against brute force, the task sampler, config errors before training, Lamarckian
-inheritance, resume after a kill == uninterrupted, 2 processes == 1 process, history / lineage / saved learngene.
+"""GTL evolution driver: tournaments against brute force, config errors before training, Lamarckian inheritance,
+resume after a kill == uninterrupted, 2 processes == 1 process, history / lineage / saved learngene. (The task sampler,
+the checkpoint folder and the processes have their own test modules.)
 
 Also the worker of the 2-process test: `python test_gtl_evolution.py --worker OUTPUT_DIR THREADS` (with RANK /
 WORLD_SIZE set) runs the same evolution as `reference` and prints one JSON line.
@@ -20,7 +21,8 @@ from hf_methods.data import digits
 from hf_methods.models.convnets import VGGConfig, VGGForImageClassification
 from hf_methods.models.gtl import GTLModel, conv_layers
 from hf_methods.trainers.gtl_config import GTLEvolutionConfig
-from hf_methods.trainers.gtl_evolution import GTLEvolution, TaskSampler, derive_seed, tournament_selection
+from hf_methods.trainers.gtl_evolution import GTLEvolution, derive_seed, tournament_selection
+from hf_methods.trainers.gtl_processes import PROCESS_GROUP_VARS, evolution_process
 
 POPULATION, GENERATIONS = 4, 2
 
@@ -44,13 +46,18 @@ class Killed(Exception):
 
 
 class Recorder(TrainerCallback):
-    """Counts trainings, keeps every individual's initial weights, and raises ("kill") after `kill_after` trainings."""
+    """Counts trainings, keeps every individual's initial weights, and raises ("kill") after `kill_after` trainings.
+    Also notes whether any individual's Trainer ran in a process group or saw a launcher's variables."""
 
     def __init__(self, kill_after=None):
         self.trained, self.kill_after, self.initial = 0, kill_after, []
+        self.saw_process_group = False
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.initial.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        launcher = set(PROCESS_GROUP_VARS) & set(os.environ)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.saw_process_group |= bool(launcher) or distributed or args.world_size != 1
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.kill_after is not None and self.trained >= self.kill_after:
@@ -71,10 +78,6 @@ def reference(data, tmp_path_factory):
     evolution = GTLEvolution(model_init, config(out, save_individuals=True), data, callbacks=[recorder])
     gene = evolution.run()
     return evolution, gene, out, recorder
-
-
-def column(dataset, name):
-    return list(dataset.with_format(None)[name])
 
 
 def gene_tensors(gene):
@@ -118,48 +121,6 @@ def test_derived_seeds_are_stable_and_distinct():
     assert derive_seed(0, "task", 1, 2) == derive_seed(0, "task", 1, 2)
     seeds = {derive_seed(s, what, g, i) for s in (0, 1) for what in ("task", "init") for g in range(3) for i in range(4)}
     assert len(seeds) == 2 * 2 * 3 * 4 and all(0 <= s < 2**31 for s in seeds)
-
-
-# ---------------------------------------------------------------- tasks
-def test_task_sampler_n_way_k_shot(data):
-    rows = data.add_column("row", list(range(len(data))))
-    labels = column(rows, "labels")
-    base = [0, 2, 3, 5, 7, 9]
-    sampler = TaskSampler(rows, "n_way_k_shot", n_way=4, k_shot=3, query_shots=5, base_classes=base)
-    support, query, classes = sampler.sample(torch.Generator().manual_seed(1))
-    assert len(set(classes)) == 4 and set(classes) <= set(base)
-    for subset, per_class in ((support, 3), (query, 5)):
-        assert sorted(column(subset, "labels")) == sorted(list(range(4)) * per_class)  # remapped to 0..N-1
-        for row, new in zip(column(subset, "row"), column(subset, "labels")):
-            assert labels[row] == classes[new]  # the original class of every example
-    assert not set(column(support, "row")) & set(column(query, "row"))
-    assert support.features["labels"].names == [str(c) for c in classes]
-    again = sampler.sample(torch.Generator().manual_seed(1))
-    assert again[2] == classes and column(again[0], "row") == column(support, "row")
-    assert column(again[1], "row") == column(query, "row")
-    other = sampler.sample(torch.Generator().manual_seed(2))
-    assert (other[2], column(other[0], "row")) != (classes, column(support, "row"))
-
-
-def test_task_sampler_class_subset(data):
-    rows = data.add_column("row", list(range(len(data))))
-    labels = column(rows, "labels")
-    sampler = TaskSampler(rows, "class_subset", n_way=3, query_shots=5)
-    support, query, classes = sampler.sample(torch.Generator().manual_seed(0))
-    for new, c in enumerate(classes):
-        everything = {i for i, label in enumerate(labels) if label == c}
-        s = {r for r, label in zip(column(support, "row"), column(support, "labels")) if label == new}
-        q = {r for r, label in zip(column(query, "row"), column(query, "labels")) if label == new}
-        assert len(q) == 5 and not s & q and s | q == everything
-
-
-def test_task_sampler_errors(data):
-    with pytest.raises(ValueError, match="k_shot"):
-        TaskSampler(data, n_way=3, k_shot=200, query_shots=15)
-    with pytest.raises(ValueError, match=r"base_classes \[42\]"):
-        TaskSampler(data, n_way=2, base_classes=[1, 42])
-    with pytest.raises(ValueError, match="n_way"):
-        TaskSampler(data, n_way=11)
 
 
 # ---------------------------------------------------------------- configs
@@ -301,6 +262,7 @@ def test_two_processes_equal_one_process(reference, tmp_path):
     per_rank = POPULATION // 2 * GENERATIONS
     assert [r["rank"] for r in reports] == [0, 1] and [r["trained"] for r in reports] == [per_rank, per_rank]
     assert all(r["scrubbed"] for r in reports)  # no process saw RANK / WORLD_SIZE / MASTER_* in its Trainer
+    assert all(r["config_refused"] for r in reports)  # a config created before evolution_process() is an error
     assert all(r["history"] == reference[0].history for r in reports)
     assert_same_gene(GTLModel.from_pretrained(tmp_path / "learngene"), expected)
 
@@ -308,11 +270,18 @@ def test_two_processes_equal_one_process(reference, tmp_path):
 def _worker(output_dir: str, threads: int) -> None:
     torch.set_num_threads(threads)
     recorder = Recorder()
-    args = config(output_dir, sync_timeout=120)  # a crashed peer fails the test instead of hanging it
+    try:  # the launcher's variables are still set: the config refuses to join its process group
+        config(output_dir)
+        config_refused = False
+    except RuntimeError as err:
+        config_refused = "evolution_process()" in str(err)
+    evolution_process(use_cpu=True)  # what the GTL recipe does first
     scrubbed = not {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"} & set(os.environ)
+    args = config(output_dir, sync_timeout=120)  # a crashed peer fails the test instead of hanging it
     evolution = GTLEvolution(model_init, args, digits(image_size=8)["train"], callbacks=[recorder])
     evolution.run()
-    print(json.dumps({"rank": evolution.rank, "trained": recorder.trained, "scrubbed": scrubbed,
+    print(json.dumps({"rank": evolution.rank, "trained": recorder.trained,
+                      "scrubbed": scrubbed and not recorder.saw_process_group, "config_refused": config_refused,
                       "history": evolution.history}))
 
 

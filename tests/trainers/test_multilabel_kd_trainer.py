@@ -426,7 +426,6 @@ def test_ddp_with_a_projection_matches_one_process_with_gradient_accumulation(tm
 
 # ---------------------------------------------------------------- 7. config errors name the field
 @pytest.mark.parametrize("overrides, field", [
-    ({"alpha": 0.5}, "alpha"),
     ({"temperature": 2.0}, "temperature"),
     ({"distillation_type": "hard"}, "distillation_type"),
     ({"multilabel_kd_type": "bce"}, "multilabel_kd_type"),
@@ -440,10 +439,15 @@ def test_bad_config_values_raise_errors_naming_the_field(tmp_path, overrides, fi
         config(tmp_path, **overrides)
 
 
+def test_alpha_is_not_a_field_the_lambdas_weigh_the_terms(tmp_path):
+    with pytest.raises(TypeError, match="alpha"):
+        config(tmp_path, alpha=0.5)
+
+
 def test_config_defaults_are_the_official_ones(tmp_path):
     args = config(tmp_path)
     assert (args.lambda_logits, args.lambda_le, args.lambda_cd, args.lambda_id) == (10.0, 1.0, 100.0, 1000.0)
-    assert args.bce_reduction == "sum" and args.multilabel_kd_type == "l2d" and args.alpha == 1.0
+    assert args.bce_reduction == "sum" and args.multilabel_kd_type == "l2d" and not hasattr(args, "alpha")
     assert args.ddp_find_unused_parameters is False
     assert config(tmp_path, multilabel_kd_type="softmax", temperature=4.0).temperature == 4.0
     with pytest.raises(TypeError, match="MultiLabelKDConfig"):

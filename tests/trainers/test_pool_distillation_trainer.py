@@ -174,12 +174,15 @@ def test_matched_layers(layers, expected):
 # ---------------------------------------------------------------- 3. config
 def test_config_defaults_and_validation(tmp_path):
     c = PoolDistillationConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True)
-    assert (c.alpha, c.distillation_type, c.temperature) == (0.9, "soft", 1.0)
+    assert (c.alpha, c.temperature) == (0.9, 1.0) and not hasattr(c, "distillation_type")  # always soft
     assert (c.feature_positions, c.feature_loss, c.ddp_find_unused_parameters) == ("[front,end]", "all", False)
-    for bad in ({"feature_positions": "[front]"}, {"feature_loss": "rep"}, {"distillation_type": "hard"},
-                {"ddp_find_unused_parameters": True}, {"alpha": 1.5}):
+    for bad in ({"feature_positions": "[front]"}, {"feature_loss": "rep"}, {"ddp_find_unused_parameters": True},
+                {"alpha": 1.5}, {"temperature": 0.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             PoolDistillationConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, **bad)
+    for unused in ({"distillation_type": "hard"}, {"kd_normalization": "numel"}):
+        with pytest.raises(TypeError, match=next(iter(unused))):
+            PoolDistillationConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, **unused)
     with pytest.raises(TypeError, match="PoolDistillationConfig"):
         LearngenePoolDistillationTrainer(model=vit(), args=DistillationConfig(output_dir=str(tmp_path)),
                                          teacher_model=teacher())
@@ -332,3 +335,11 @@ def test_mismatched_token_counts_raise(tmp_path):
     batch = {"pixel_values": torch.randn(2, 1, 8, 8), "labels": torch.tensor([0, 1])}
     with pytest.raises(ValueError, match=r"token counts differ.*image_size and patch_size"):
         trainer.compute_loss(student, batch)
+
+
+def test_model_card_describes_the_stage_1_loss(tmp_path):
+    trainer = make_trainer(tmp_path, vit(), teacher(), alpha=0.8)
+    trainer.create_model_card()
+    text = (tmp_path / "README.md").read_text()
+    assert "0.2 x CE + 0.8 x (soft CE of the logits (T=1) + block-output MSE + attention-output MSE" in text
+    assert "learngene-pool" in text

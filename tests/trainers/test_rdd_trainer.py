@@ -285,7 +285,7 @@ def test_tiny_training_run_is_finite_teacher_frozen_and_not_saved(tmp_path):
     teacher = teacher_upernet()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     tr = trainer(tmp_path, teacher=teacher, rows=seg_rows(16), max_steps=20, rdd_warmup_steps=10,
-                 save_strategy="steps", save_steps=20, kd_weight=0.5)
+                 save_strategy="steps", save_steps=20, lambda_logits=0.5)
     tr.train()
     logs = [e for e in tr.state.log_history if "loss" in e]
     assert len(logs) == 20
@@ -337,11 +337,10 @@ def test_min_kept_too_large_warns_once(tmp_path, caplog):
         ("min_kept", -5, "min_kept"),
         ("ohem_thresh", 1.5, "ohem_thresh"),
         ("aux_weight", -0.1, "aux_weight"),
-        ("kd_weight", float("nan"), "kd_weight"),
+        ("lambda_logits", float("nan"), "lambda_logits"),
         ("class_weights", [1.0, -1.0], "class_weights"),
         ("class_weights", [], "class_weights"),
         ("temperature", 0.0, "temperature"),
-        ("distillation_type", "hard", "distillation_type"),
     ],
 )
 def test_bad_config_values_raise(tmp_path, field, value, match):
@@ -349,9 +348,17 @@ def test_bad_config_values_raise(tmp_path, field, value, match):
         RDDConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **{field: value})
 
 
+@pytest.mark.parametrize("field, value", [("distillation_type", "hard"), ("alpha", 0.5), ("kd_normalization", "numel"),
+                                          ("kd_weight", 1.0)])
+def test_fields_rdd_does_not_use_are_not_there(tmp_path, field, value):
+    """RDD's KD term is always the soft pixel KL, weighted by lambda_logits (no alpha, no other normalization)."""
+    with pytest.raises(TypeError, match=field):
+        RDDConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **{field: value})
+
+
 def test_config_defaults_command_line_and_trainer_checks(tmp_path):
     args = RDDConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    assert (args.rdd_warmup_steps, args.ohem_thresh, args.min_kept, args.aux_weight, args.kd_weight,
+    assert (args.rdd_warmup_steps, args.ohem_thresh, args.min_kept, args.aux_weight, args.lambda_logits,
             args.temperature, args.ignore_index, args.class_weights) == (4000, 0.7, 100000, 0.4, 1.0, 1.0, 255, None)
     assert len(CITYSCAPES_CLASS_WEIGHTS) == 19
     (parsed,) = HfArgumentParser(RDDConfig).parse_args_into_dataclasses(
@@ -363,3 +370,11 @@ def test_config_defaults_command_line_and_trainer_checks(tmp_path):
     with pytest.raises(TypeError, match="RDDConfig"):
         RDDTrainer(model=upernet(), args=RDDConfig.__mro__[1](output_dir=str(tmp_path), use_cpu=True,
                                                                report_to="none"), teacher_model=teacher_upernet())
+
+
+def test_model_card_describes_the_rdd_loss(tmp_path):
+    tr = trainer(tmp_path, lambda_logits=0.5, temperature=2.0)
+    tr.create_model_card()
+    text = (tmp_path / "README.md").read_text()
+    assert "`RDDTrainer` (rdd)" in text and "0.5 x pixel-wise soft KD (KL x T^2, T=2)" in text
+    assert "2 stage-1 steps" in text and "alpha" not in text and "semantic-segmentation" in text
