@@ -9,7 +9,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from .cards import LIBRARY_NAME, hub_id, render_card  # noqa: F401 - render_card: used by the trainers
+from .cards import LIBRARY_NAME, hub_id
 
 def save_model_folder(model, directory: str | Path, card: ModelCard | None = None) -> Path:
     """`save_pretrained` + README.md into a temporary sibling folder, then swap it in: a crash never leaves a

@@ -386,7 +386,7 @@ def proxy_card(proxy, large_ref, small_ref, args: ConsistentProxyTuningConfig, r
                dataset=None):
     """Card of a proxy trained by `ConsistentProxyTuningTrainer`: a plain transformers model meant to be combined."""
     from ..cards import _auto_class, _data, hub_id, link
-    from ..hub import render_card
+    from ..cards import render_card
     from ..models.proxy_tuned.modeling_proxy_tuned import CITATION
     from ..report import fmt_params
 

@@ -250,12 +250,12 @@ class FrozenTeacherTrainer(FrozenModelsTrainer):
 
     A subclass sets `config_class` (a `FrozenTeacherConfig` subclass holding its loss fields), overrides
     `_uses_teacher()` when a setting trains without one, and describes its loss for the model card
-    (`_card_loss_description`, `card_tags`, `card_citation`).
+    (`_card_loss_description`, `card_tags`, `card_method`).
     """
 
     config_class = FrozenTeacherConfig
     card_tags: tuple[str, ...] = ("distillation", "knowledge-distillation")
-    card_citation: str = ""  # BibTeX of the method; empty: DeiT's (`hf_methods.cards.CITATIONS["distillation"]`)
+    card_method: str | None = None  # the registered method whose citation the card carries; None: DeiT's KD
 
     def __init__(
         self,
@@ -349,8 +349,8 @@ class FrozenTeacherTrainer(FrozenModelsTrainer):
         loss (`_card_loss_description`) and the last evaluation metrics; never the teacher's weights."""
         if not self.is_world_process_zero():
             return
-        from ..cards import CITATIONS, _auto_class, _data, hub_id, link
-        from ..hub import render_card
+        from ..cards import DISTILLATION_CITATION, _auto_class, _data, hub_id, link, render_card
+        from ..registry import citation
         from ..report import fmt_params
 
         args = self.args
@@ -372,7 +372,7 @@ class FrozenTeacherTrainer(FrozenModelsTrainer):
             params=fmt_params(params), teacher_link=link(teacher), teacher_params=None, loss_description=loss,
             auto_class=_auto_class(model_class), repo_or_path=str(repo), training_setup=setup,
             metrics=[(k, f"{v:.4g}") for k, v in sorted(metrics.items())],
-            citation=self.card_citation or CITATIONS["distillation"],
+            citation=citation(self.card_method) if self.card_method else DISTILLATION_CITATION,
         )
         card.save(os.path.join(args.output_dir, "README.md"))
 

@@ -39,15 +39,6 @@ PROJECTION_NAME = "l2d_embedding_projection"  # submodule name on the student
 PROJECTION_FILE = "l2d_embedding_projection.safetensors"
 EPS = 1e-8
 
-L2D_CITATION = """@inproceedings{yang2023l2d,
-  title     = {Multi-Label Knowledge Distillation},
-  author    = {Yang, Penghui and Xie, Ming-Kun and Zong, Chen-Chen and Feng, Lei and Niu, Gang and Sugiyama, Masashi
-               and Huang, Sheng-Jun},
-  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
-  pages     = {17271--17280}, year = {2023}
-}"""
-
-
 def _count(n, fallback: int):
     """The divisor: `n` when given (a count over a whole accumulated batch), else `fallback`, never below 1."""
     if n is None:
@@ -290,7 +281,7 @@ class MultiLabelKDTrainer(StudentSideModule, FrozenTeacherTrainer):
     config_class = MultiLabelKDConfig
     loss_parts = ("bce_loss", "kd_loss", "cd_loss", "id_loss")
     card_tags = ("distillation", "knowledge-distillation", "multi-label", "l2d")
-    card_citation = L2D_CITATION
+    card_method = "L2D"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

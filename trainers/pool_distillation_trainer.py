@@ -19,7 +19,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..engine.architectures import spec_for
-from ..cards import CITATIONS
 from .frozen_models import FrozenTeacherTrainer, StudentSideModule, _logits, _unwrap, cast_floating
 from .pool_distillation_config import FEATURE_LOSSES, FEATURE_POSITIONS, PoolDistillationConfig
 
@@ -297,7 +296,7 @@ class LearngenePoolDistillationTrainer(StudentSideModule, FrozenTeacherTrainer):
     config_class = PoolDistillationConfig
     loss_parts = ("ce_loss", "kd_loss", "rep_loss", "att_loss")
     card_tags = ("distillation", "knowledge-distillation", "learngene-pool")
-    card_citation = CITATIONS["Learngene Pool"]
+    card_method = "Learngene Pool"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
