@@ -1,6 +1,7 @@
 """The wheel holds the whole source tree: every package, recipe YAML and card template (setup.py finds them, so a
 new method's folders need no packaging edit). Built from this checkout with the installed setuptools."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,8 +25,12 @@ def _expected() -> set[str]:
 
 
 def test_the_wheel_holds_every_package_recipe_and_card_template(tmp_path):
+    # built from a clean copy: a build/ folder left in the checkout would let stale files into the wheel
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv*", "build", "*.egg-info", "outputs",
+                                                                  "__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                           "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = tmp_path.glob("hf_methods-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

@@ -560,7 +560,7 @@ def proxy_tuned_card(model: ProxyTunedPreTrainedModel, repo_or_path, results: di
     data = _data(os.path.basename(str(repo_or_path).rstrip("/")), tags, cls_name, base_model=hub_id(large_ref))
     metrics = [(k, f"{v:.4g}") for k, v in sorted((results.get("metrics") or {}).items())
                if isinstance(v, (int, float))]
-    from ...hub import render_card
+    from ...cards import render_card
 
     return render_card(
         "proxy_tuned", data, title=f"Proxy-tuned {type(model.large).__name__}", cls_name=cls_name,
