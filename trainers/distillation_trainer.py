@@ -10,8 +10,6 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from transformers import PreTrainedModel
 
 from .distillation_config import DistillationConfig
 from .frozen_models import (  # noqa: F401 - re-exported: they were defined here before frozen_models.py
@@ -137,49 +135,6 @@ class DistillationTrainer(FrozenTeacherTrainer):
 
     config_class = DistillationConfig
     loss_parts = ("ce_loss", "kd_loss")
-
-    def __init__(
-        self,
-        model: PreTrainedModel | nn.Module | None = None,
-        args: DistillationConfig | None = None,
-        data_collator=None,
-        train_dataset=None,
-        eval_dataset=None,
-        processing_class=None,
-        model_init=None,
-        compute_loss_func=None,
-        compute_metrics=None,
-        callbacks=None,
-        optimizers=(None, None),
-        optimizer_cls_and_kwargs=None,
-        preprocess_logits_for_metrics=None,
-        teacher_model: PreTrainedModel | nn.Module | str | None = None,
-    ):
-        super().__init__(
-            model=model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            model_init=model_init,
-            compute_loss_func=compute_loss_func,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
-            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-            teacher_model=teacher_model,
-        )
-
-    def _uses_teacher(self) -> bool:
-        return self.args.distillation_type != "none"
-
-    def _missing_teacher_message(self) -> str:
-        return (
-            f"distillation_type={self.args.distillation_type!r} needs a teacher: pass `teacher_model=` or set "
-            "`teacher_model_name_or_path`, or use distillation_type='none' for plain cross-entropy."
-        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args

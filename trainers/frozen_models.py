@@ -312,11 +312,15 @@ class FrozenTeacherTrainer(FrozenModelsTrainer):
         self.teacher_model = self._prepare_frozen(teacher, self.args.teacher_dtype)
 
     def _uses_teacher(self) -> bool:
-        """Whether this run distills from a teacher (False: no teacher is needed nor loaded)."""
-        return True
+        """Whether this run distills from a teacher (False: no teacher is needed nor loaded): not when a config's
+        `distillation_type` is "none"."""
+        return getattr(self.args, "distillation_type", None) != "none"
 
     def _missing_teacher_message(self) -> str:
-        return f"{type(self).__name__} needs a teacher: pass `teacher_model=` or set `teacher_model_name_or_path`."
+        message = f"{type(self).__name__} needs a teacher: pass `teacher_model=` or set `teacher_model_name_or_path`"
+        if hasattr(self.args, "distillation_type"):
+            return f"{message}, or use distillation_type='none' to train on the labels alone."
+        return message + "."
 
     def _load_teacher(self, name_or_path: str) -> PreTrainedModel:
         student_cls = type(_unwrap(self.model))

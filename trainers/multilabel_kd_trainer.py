@@ -305,15 +305,6 @@ class MultiLabelKDTrainer(StudentSideModule, FrozenTeacherTrainer):
         self._attach_side_module(self.model)
 
     # --- the teacher ------------------------------------------------------------------------------------------------
-    def _uses_teacher(self) -> bool:
-        return self.args.distillation_type != "none"
-
-    def _missing_teacher_message(self) -> str:
-        return (
-            f"distillation_type={self.args.distillation_type!r} needs a teacher: pass `teacher_model=` or set "
-            "`teacher_model_name_or_path`, or use distillation_type='none' to train on the labels alone."
-        )
-
     def _load_teacher(self, name_or_path: str):
         from ..models.label_query import (
             LabelQueryConfig,
