@@ -8,4 +8,5 @@ register_method(
     recipe="hf_methods.recipes.l2d.pipeline",
     summary="L2D multi-label distillation: multi-digit images -> teacher -> student with BCE / softmax KD / L2D -> "
             "mAP report",
+    push="hf_methods.recipes.l2d.pipeline:push_l2d_run",
 )
