@@ -113,6 +113,18 @@ def test_only_the_main_process_speaks_and_writes(tmp_path, capsys):
     assert capsys.readouterr().out == "" and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", ["tleg", "sws", "pool", "l2d", "cpt", "rdd", "gtl"])
+def test_every_recipe_prints_its_help(command, capsys):
+    from hf_methods.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert all(f"--{name}" in text for name in ("output_dir", "seed", "num_threads", "batch_size", "push_to_hub",
+                                                  "hub_model_id", "hub_private"))
+
+
 def test_digit_canvases_layouts():
     grid = digit_canvases(40, 20, canvas_size=24, min_digits=2, max_digits=4, layout="grid", seed=1)
     free = digit_canvases(40, 20, canvas_size=32, min_digits=1, max_digits=3, layout="free", seed=1)

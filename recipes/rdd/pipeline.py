@@ -98,7 +98,8 @@ class RDDRecipe(RecipeArguments):
         "help": "Share of the student's steps in RDD stage 1 (official: 4000 of 40000 iterations)."})
     ohem_thresh: float = field(default=0.7, metadata={"help": "OHEM threshold of RDD stage 2 (official 0.7)."})
     min_kept: int = field(default=800, metadata={
-        "help": "OHEM min_kept per batch. Official 100000 is ~4.8% of 4x512x1024 pixels; 800 is ~4.9% of 16x32x32."})
+        "help": "OHEM min_kept per batch. Official 100000 is ~4.8%% of 4x512x1024 pixels; 800 is ~4.9%% of "
+                "16x32x32."})
     kd_weight: float = field(default=1.0, metadata={"help": "lambda_kd of both KD runs (official 1.0)."})
     temperature: float = field(default=1.0, metadata={"help": "KD temperature (official 1.0)."})
     aux_weight: float = field(default=0.4, metadata={
