@@ -273,3 +273,25 @@ def gtl_card(gene, repo_or_path, results: dict | None = None):
         gene_fraction=gene.config.gene_fraction, repo_or_path=str(repo_or_path), wider_example=repr(wider),
         lineage=lineage, downstream=downstream, training_setup=results.get("training_setup"), citation=citation("GTL"),
     )
+
+
+def run_model_card(model, repo_or_path, *, method: str, title: str, description: str, tags=(),
+                   ancestor: str | None = None, ancestor_role: str = "teacher", relation: str | None = None,
+                   training_setup: str | None = None, metrics: dict | None = None, dataset: str | None = None,
+                   auto_class: str | None = None, pipeline_tag: str | None = None):
+    """Card of a model a recipe trained that has no card of its own kind (a teacher, a student, a pre-trained base):
+    what it is (`title`, `description`), where it came from (`ancestor`, e.g. the teacher, whose Hub id becomes
+    `base_model`), how to load it, the run's `training_setup` and `metrics`, and `method`'s citation."""
+    model_class = type(model).__name__
+    needs_hf_methods = type(model).__module__.startswith("hf_methods")
+    data = _data(os.path.basename(str(repo_or_path).rstrip("/")), [method.lower().replace(" ", "-"), *tags],
+                 model_class, base_model=hub_id(ancestor), relation=relation, dataset=dataset)
+    if pipeline_tag is not None:
+        data.pipeline_tag = pipeline_tag
+    metrics = [(k, f"{v:.4g}") for k, v in (metrics or {}).items() if isinstance(v, (int, float))]
+    return render_card(
+        "run_model", data, title=title, description=description, ancestor_link=link(ancestor),
+        ancestor_role=ancestor_role, needs_hf_methods=needs_hf_methods,
+        auto_class=auto_class or _auto_class(model_class), repo_or_path=str(repo_or_path),
+        training_setup=training_setup, metrics=metrics, citation=citation(method),
+    )

@@ -1,4 +1,5 @@
-"""Embedded offline data: scikit-learn's bundled digits (1,797 8x8 images), upsampled for ViT recipes."""
+"""Embedded offline data: scikit-learn's bundled digits (1,797 8x8 images), upsampled for ViT recipes, or pasted on
+larger canvases for multi-label and segmentation recipes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch.nn.functional as F
 from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features
 
 
-def digits(image_size: int = 16, test_fraction: float = 0.2, seed: int = 0, max_train_samples: int | None = None) -> DatasetDict:
+def digits(image_size: int = 16, test_fraction: float = 0.2, seed: int = 0,
+           max_train_samples: int | None = None) -> DatasetDict:
     """Train/test splits of the digits images as `pixel_values` (1 x image_size x image_size, standardized)
     and `labels`, stratified by class and reproducible from `seed`."""
     from sklearn.datasets import load_digits
@@ -48,3 +50,75 @@ def accuracy(eval_pred) -> dict[str, float]:
     logits, labels = eval_pred
     logits = logits[0] if isinstance(logits, tuple) else logits
     return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+
+
+DIGIT = 8  # scikit-learn's digits are 8x8
+
+
+def digit_canvases(num_train: int, num_test: int, canvas_size: int = 16, min_digits: int = 1, max_digits: int = 3,
+                   layout: str = "grid", test_fraction: float = 0.25, pixel_threshold: float = 4.0,
+                   seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """Canvases of scikit-learn digits pasted without overlap, as numpy arrays per split ("train", "test").
+
+    Each canvas holds `min_digits`..`max_digits` digits. `layout="grid"`: in distinct cells of the 8x8 grid (the
+    canvas side must be a multiple of 8); `"free"`: at random positions, a digit that finds no free spot in 100 tries
+    is left out. The 1,797 source images are split first (stratified by class, `test_fraction` for the test
+    canvases), so no test canvas holds a digit image seen in training; each split has its own random stream, so the
+    size of one never changes the other. Deterministic from `seed`.
+
+    Per split: `pixel_values` (N, 1, S, S) float32, intensities scaled to [-1, 1] as in `digits`; `sources` (N,
+    max_digits) the `load_digits` indices pasted, `classes` their digits and `positions` (N, max_digits, 2) their
+    top-left corners, -1 padded; `segmentation` (N, S, S) int64, digit + 1 where a pasted pixel's intensity (0..16)
+    is above `pixel_threshold`, else 0.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if layout not in ("grid", "free"):
+        raise ValueError(f"layout must be 'grid' or 'free', got {layout!r}.")
+    grid = layout == "grid"
+    if canvas_size < DIGIT or (grid and canvas_size % DIGIT):
+        multiple = f" and a multiple of {DIGIT}" if grid else ""
+        raise ValueError(f"canvas_size must be at least {DIGIT}{multiple}, got {canvas_size}.")
+    cells = (canvas_size // DIGIT) ** 2
+    if not 1 <= min_digits <= max_digits or (grid and max_digits > cells):
+        bound = f" <= {cells} (cells of the canvas)" if grid else ""
+        raise ValueError(f"need 1 <= min_digits <= max_digits{bound}, got min_digits={min_digits}, "
+                         f"max_digits={max_digits}.")
+    raw = load_digits()
+    pools = dict(zip(("train", "test"), train_test_split(np.arange(len(raw.target)), test_size=test_fraction,
+                                                         random_state=seed, stratify=raw.target)))
+    side = canvas_size // DIGIT
+    splits = {}
+    for stream, (name, count) in enumerate((("train", num_train), ("test", num_test))):
+        rng = np.random.default_rng([seed, stream])
+        pool = pools[name]
+        pixels = np.zeros((count, 1, canvas_size, canvas_size), dtype=np.float32)
+        segmentation = np.zeros((count, canvas_size, canvas_size), dtype=np.int64)
+        sources = np.full((count, max_digits), -1, dtype=np.int32)
+        positions = np.full((count, max_digits, 2), -1, dtype=np.int32)
+        for i in range(count):
+            k = int(rng.integers(min_digits, max_digits + 1))
+            if grid:
+                chosen = rng.choice(pool, size=k)
+                placed = [(src, *(DIGIT * v for v in divmod(int(cell), side)))
+                          for cell, src in zip(rng.choice(side * side, size=k, replace=False), chosen)]
+            else:
+                placed = []
+                for _ in range(k):
+                    for _attempt in range(100):
+                        y, x = (int(v) for v in rng.integers(0, canvas_size - DIGIT + 1, size=2))
+                        if all(abs(y - py) >= DIGIT or abs(x - px) >= DIGIT for _, py, px in placed):
+                            break
+                    else:
+                        continue
+                    placed.append((int(rng.choice(pool)), y, x))
+            for j, (src, y, x) in enumerate(placed):
+                digit = raw.images[src]
+                pixels[i, 0, y:y + DIGIT, x:x + DIGIT] = digit / 16.0
+                segmentation[i, y:y + DIGIT, x:x + DIGIT] = np.where(digit > pixel_threshold, raw.target[src] + 1, 0)
+                sources[i, j], positions[i, j] = src, (y, x)
+        classes = np.where(sources >= 0, raw.target[np.maximum(sources, 0)], -1)
+        splits[name] = {"pixel_values": (pixels - 0.5) / 0.5, "sources": sources, "classes": classes,
+                        "positions": positions, "segmentation": segmentation}
+    return splits

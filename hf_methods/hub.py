@@ -11,6 +11,7 @@ from huggingface_hub import ModelCard
 
 from .cards import LIBRARY_NAME, hub_id
 
+
 def save_model_folder(model, directory: str | Path, card: ModelCard | None = None) -> Path:
     """`save_pretrained` + README.md into a temporary sibling folder, then swap it in: a crash never leaves a
     half-written model folder behind."""
@@ -82,6 +83,20 @@ def push_model(model, repo_id: str, card: ModelCard | None = None, **push_kwargs
         if card is not None:
             card.save(Path(tmp) / "README.md")
         return push_folder(tmp, repo_id, **push_kwargs)
+
+
+def push_saved_model(folder: str | Path, repo_id: str, card: ModelCard | None = None, **push_kwargs):
+    """Push a saved model folder as it is (weights, config, files a trainer saved beside them), with `card` as its
+    README.md instead of the one on disk (e.g. re-rendered so its links point at the Hub repos). The folder on disk is
+    not changed."""
+    folder = Path(folder)
+    if card is None:
+        return push_folder(folder, repo_id, **push_kwargs)
+    with tempfile.TemporaryDirectory(prefix="hf_methods_push_") as tmp:
+        copy = Path(tmp) / folder.name
+        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("README.md"))
+        card.save(copy / "README.md")
+        return push_folder(copy, repo_id, **push_kwargs)
 
 
 def push_run(out_dir: str | Path, repo_id: str, *, private: bool | None = None, revision: str | None = None,

@@ -1,21 +1,59 @@
-"""Recipes: YAML files of dataclass fields, every field overridable on the command line."""
+"""What every recipe shares: YAML recipes parsed into dataclasses (`parse_recipe`), the arguments every recipe has
+(`RecipeArguments`, and `TeacherRecipe` for recipes that start from a ViT teacher), one builder of the stages'
+`TrainingArguments` (`training_args`), and `Run`, the scaffolding of one run (seeding, threads, the main-process gate,
+numbered stage lines, saving models with cards, atomic reports, clean-up, push, the closing summary).
+
+A recipe says only what is specific to its method:
+
+    @dataclass
+    class MyRecipe(RecipeArguments):
+        output_dir: str = field(default="outputs/my-digits", metadata={"help": "..."})
+        epochs: float = field(default=3, metadata={"help": "..."})
+
+    def run(recipe):
+        run = Run(recipe, stages=2)
+        run.stage("training")
+        trainer = Trainer(model, training_args(recipe, run.work, learning_rate=1e-3, num_train_epochs=recipe.epochs))
+        ...
+        run.save_model(model, "model", card)
+        results["elapsed_s"] = run.elapsed()
+        run.wait_for_everyone()
+        if not run.is_main_process:
+            return results
+        run.write_report(results, markdown=..., figure=...)
+        run.finish("My done in ...")
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
+import shutil
 import sys
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+import transformers
 import yaml
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
+CPU = not torch.cuda.is_available()  # so that `accelerate launch --multi_gpu` on a CPU-only machine runs DDP over gloo
+
+_HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+# --- parsing ----------------------------------------------------------------------------------------------------------
 # Recipe fields that were renamed so that one knob has one name in every trainer and recipe (README: "One
 # vocabulary"): old name -> new name. An old name in a YAML recipe or as a flag is an error naming the new one.
 RENAMED_FIELDS: dict[str, str] = {
     "distillation_alpha": "alpha",  # TLEG, SWS, Learngene Pool recipes
     "softmax_temperature": "temperature",  # L2D recipe
     "kd_weight": "lambda_logits",  # RDD recipe (and RDDConfig)
+    "torch_threads": "num_threads",  # CPT recipe (one name for the threads in every recipe)
 }
 
 
@@ -68,3 +106,233 @@ def parse_recipe(dataclass_types, argv=None, default_config: str | Path | None =
             raise SystemExit(f"recipe {path} has unknown field(s) {unknown}; known fields: {sorted(known)}")
         parser.set_defaults(**values)
     return parser.parse_args_into_dataclasses(argv)
+
+
+# --- the arguments every recipe shares --------------------------------------------------------------------------------
+@dataclass
+class RecipeArguments:
+    """The fields every recipe has. A recipe's dataclass subclasses this and may redeclare a field to change its
+    default (its own `output_dir`, `num_threads: int | None = 1` for tiny models, ...); a subclass's `__post_init__`
+    calls `super().__post_init__()`."""
+
+    output_dir: str = field(default="outputs/run", metadata={"help": "Where models, cards and the report go."})
+    seed: int = field(default=0, metadata={"help": "Seed of the data, initializations and training."})
+    num_threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads per process (intra-op); empty keeps torch's default."})
+    batch_size: int = field(default=32, metadata={"help": "Per-device batch size of every stage."})
+    push_to_hub: bool = field(default=False, metadata={
+        "help": "Push the run's models with their cards at the end (as `hf-methods push` lays them out)."})
+    hub_model_id: str | None = field(default=None, metadata={
+        "help": "Repo of the run's main model (org/name); the run's other models go to <id>-<suffix>."})
+    hub_private: bool | None = field(default=None, metadata={"help": "Create the repos private."})
+
+    def __post_init__(self):
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be a positive integer or empty (torch's default), got "
+                             f"{self.num_threads}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}.")
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("push_to_hub needs hub_model_id (org/name of the run's main repo).")
+        if self.hub_model_id is not None and not _HUB_REPO.match(self.hub_model_id):
+            raise ValueError(f"hub_model_id must look like 'org/name', got {self.hub_model_id!r}.")
+
+
+@dataclass
+class TeacherRecipe(RecipeArguments):
+    """The data and teacher fields of the recipes that start from a ViT teacher on digits (`get_teacher`)."""
+
+    teacher: str | None = field(default=None, metadata={
+        "help": "Path or Hub id of a trained ViTForImageClassification teacher; empty trains one."})
+    image_size: int = field(default=16, metadata={"help": "Digits are upsampled from 8x8 to this size."})
+    patch_size: int = field(default=4, metadata={"help": "ViT patch size."})
+    hidden_size: int = field(default=64, metadata={
+        "help": "Width of the teacher trained when `teacher` is empty (learngenes and descendants inherit it)."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads of that teacher."})
+    intermediate_size: int = field(default=128, metadata={"help": "MLP width of that teacher."})
+    teacher_num_layers: int = field(default=12, metadata={
+        "help": "Depth of the teacher trained when `teacher` is empty."})
+    teacher_epochs: float = field(default=10, metadata={"help": "Epochs to train the teacher."})
+    teacher_learning_rate: float = field(default=1e-3, metadata={"help": "Teacher learning rate (AdamW)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (quick runs)."})
+
+
+# --- training arguments -----------------------------------------------------------------------------------------------
+def training_args(recipe: RecipeArguments, output_dir, *, learning_rate: float, num_train_epochs: float | None = None,
+                  max_steps: int | None = None, cls=TrainingArguments, **overrides):
+    """The `TrainingArguments` (or `cls`, a subclass such as a trainer's config) of one recipe stage.
+
+    Defaults every recipe shares: the recipe's batch size and seed, AdamW with weight decay 0.05, cosine schedule
+    with 10% warmup, evaluation each epoch, no checkpoints, no logging or trackers, progress bars on, `use_cpu` on a
+    machine without CUDA. Give the budget as `num_train_epochs` or `max_steps`; `overrides` replace any default.
+    """
+    if num_train_epochs is None and max_steps is None:
+        raise TypeError("training_args needs num_train_epochs or max_steps.")
+    kwargs = dict(
+        output_dir=str(output_dir), learning_rate=learning_rate, per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=256, weight_decay=0.05, warmup_steps=0.1, lr_scheduler_type="cosine",
+        eval_strategy="epoch", save_strategy="no", logging_strategy="no", report_to="none", seed=recipe.seed,
+        dataloader_num_workers=0, disable_tqdm=False, use_cpu=CPU,
+    )
+    if num_train_epochs is not None:
+        kwargs["num_train_epochs"] = num_train_epochs
+    if max_steps is not None:
+        kwargs["max_steps"] = max_steps
+    return cls(**{**kwargs, **overrides})
+
+
+def num_parameters(model) -> int:
+    """All parameters of `model` (what the reports call its size)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- the run ----------------------------------------------------------------------------------------------------------
+class Run:
+    """One run of a recipe. Creating it starts the clock, sets torch's threads (`recipe.num_threads`), seeds every
+    library (`transformers.set_seed(recipe.seed)`), sets transformers' log level and joins the process group
+    (`PartialState`: under `accelerate launch` every process trains, only the main one speaks and writes).
+
+    `out` is the run folder and `work` a scratch folder for the Trainers inside it (removed by `finish`). `stage(text)`
+    prints the numbered line `[i/n] text`. `rank=` is for recipes whose processes must not form a group (GTL's
+    evolution: each trains its own networks, and the recipe takes its rank from the launcher itself); the main process
+    is then rank 0.
+    """
+
+    def __init__(self, recipe: RecipeArguments, stages: int, *, verbosity: str = "warning", rank: int | None = None):
+        self.start = time.time()
+        self.recipe = recipe
+        if recipe.num_threads:
+            torch.set_num_threads(recipe.num_threads)
+        transformers.set_seed(recipe.seed)
+        transformers.logging.set_verbosity(getattr(transformers.logging, verbosity.upper()))
+        self.out = Path(recipe.output_dir)
+        self.work = self.out / "_trainer"
+        self.stages = stages
+        self._stage = 0
+        if rank is None:
+            from accelerate import PartialState
+
+            self.state = PartialState(cpu=CPU)
+            self.is_main_process = self.state.is_main_process
+            self.num_processes = self.state.num_processes
+        else:
+            self.state = None
+            self.is_main_process = rank == 0
+            self.num_processes = 1
+
+    # --- what the user sees -------------------------------------------------------------------------------------------
+    def stage(self, text: str) -> None:
+        """The next numbered stage line, `[i/n] text` (main process only; every process counts)."""
+        self._stage += 1
+        self.say(f"[{self._stage}/{self.stages}] {text}")
+
+    def say(self, text: str) -> None:
+        """An unnumbered progress line (main process only)."""
+        if self.is_main_process:
+            print(text, flush=True)
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    # --- processes ----------------------------------------------------------------------------------------------------
+    def wait_for_everyone(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    # --- writing (main process only) ----------------------------------------------------------------------------------
+    def save_model(self, model, relative_path: str, card=None) -> Path:
+        """`model` (+ `card` as README.md) into `out/relative_path`, atomically (`hf_methods.hub.save_model_folder`)."""
+        from .hub import save_model_folder
+
+        path = self.out / relative_path
+        if self.is_main_process:
+            save_model_folder(model, path, card)
+        return path
+
+    def save_card(self, relative_path: str, card) -> None:
+        """A card as README.md of a model folder already written (e.g. by `Trainer.save_model`)."""
+        from .report import write_text_atomic
+
+        if self.is_main_process and card is not None:
+            write_text_atomic(self.out / relative_path / "README.md", str(card))
+
+    def write_report(self, results: dict, markdown: str | None = None, figure=None) -> None:
+        """report.json, and report.md / report.png (a matplotlib figure, closed here) when given, each written
+        atomically."""
+        from .report import write_figure_atomic, write_text_atomic
+
+        if not self.is_main_process:
+            if figure is not None:
+                import matplotlib.pyplot as plt
+
+                plt.close(figure)
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.out / "report.json", json.dumps(results, indent=2))
+        if figure is not None:
+            write_figure_atomic(figure, self.out / "report.png")
+        if markdown is not None:
+            write_text_atomic(self.out / "report.md", markdown)
+
+    def finish(self, summary: str) -> None:
+        """End of the run (main process): remove the scratch folder, push the run when the recipe asks
+        (`hf_methods.hub.push_run`, laid out by the method), print the one-line `summary`."""
+        if not self.is_main_process:
+            return
+        shutil.rmtree(self.work, ignore_errors=True)
+        if self.recipe.push_to_hub:
+            from .hub import push_run
+
+            push_run(self.out, self.recipe.hub_model_id, private=self.recipe.hub_private)
+        print(summary, flush=True)
+
+
+# --- the ViT teacher of the digits recipes ----------------------------------------------------------------------------
+def accuracy_curve(trainer, initial: float) -> list[dict]:
+    """Test accuracy at step 0 (`initial`) and after each evaluation the Trainer logged."""
+    points = [{"epoch": 0, "step": 0, "accuracy": initial}]
+    for entry in trainer.state.log_history:
+        if "eval_accuracy" in entry:
+            points.append({"epoch": round(entry["epoch"]), "step": entry["step"], "accuracy": entry["eval_accuracy"]})
+    return points
+
+
+def train_and_evaluate(model, args, data, trainer_cls=None, **trainer_kwargs):
+    """(trainer, accuracy before training): `model` evaluated on `data["test"]`, then trained on `data["train"]`."""
+    from .data import accuracy
+
+    trainer_cls = trainer_cls or transformers.Trainer
+    trainer = trainer_cls(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"],
+                          compute_metrics=accuracy, **trainer_kwargs)
+    initial = trainer.evaluate()["eval_accuracy"]
+    trainer.train()
+    return trainer, initial
+
+
+def get_teacher(run: Run, data) -> tuple:
+    """(teacher, where it came from, its test accuracy) for a `TeacherRecipe`: `recipe.teacher` loaded, or a ViT trained
+    here on `data` (and saved to `out/teacher`). Announces itself as one stage of `run`."""
+    from transformers import Trainer, ViTConfig, ViTForImageClassification
+
+    from .data import accuracy
+
+    recipe = run.recipe
+    if recipe.teacher:
+        run.stage(f"loading teacher {recipe.teacher}")
+        teacher = ViTForImageClassification.from_pretrained(recipe.teacher)
+        args = training_args(recipe, run.work, learning_rate=1e-3, num_train_epochs=1)
+        acc = Trainer(model=teacher, args=args, eval_dataset=data["test"], compute_metrics=accuracy).evaluate()
+        return teacher, recipe.teacher, acc["eval_accuracy"]
+    run.stage(f"training a {recipe.teacher_num_layers}-layer ViT teacher")
+    config = ViTConfig(
+        image_size=recipe.image_size, patch_size=recipe.patch_size, num_channels=1,
+        hidden_size=recipe.hidden_size, num_hidden_layers=recipe.teacher_num_layers,
+        num_attention_heads=recipe.num_attention_heads, intermediate_size=recipe.intermediate_size,
+        num_labels=10, id2label={i: str(i) for i in range(10)}, label2id={str(i): i for i in range(10)},
+    )
+    teacher = ViTForImageClassification(config)
+    args = training_args(recipe, run.work, learning_rate=recipe.teacher_learning_rate,
+                         num_train_epochs=recipe.teacher_epochs)
+    trainer, _ = train_and_evaluate(teacher, args, data)
+    run.save_model(teacher, "teacher")
+    return teacher, "a ViT trained by this recipe", accuracy_curve(trainer, 0.0)[-1]["accuracy"]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .pareto import _atomic_write, fmt_params
 
-__all__ = ["fmt_params", "steps_to_reach", "write_folder_atomic", "write_report", "write_text_atomic"]
+__all__ = ["fmt_params", "learngene_figure", "learngene_markdown", "steps_to_reach", "write_figure_atomic",
+           "write_folder_atomic", "write_report", "write_text_atomic"]
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -52,6 +53,16 @@ def write_folder_atomic(path: str | Path, write: Callable[[Path], None], *, repl
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def write_figure_atomic(figure, path: str | Path, dpi: int = 110) -> None:
+    """Save a matplotlib `figure` as PNG through a temporary file and a rename, then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        _atomic_write(Path(path), lambda handle: figure.savefig(handle, format="png", dpi=dpi))
+    finally:
+        plt.close(figure)
+
+
 def steps_to_reach(curve: list[dict], target: float) -> int | None:
     """First evaluated step at which `curve` reaches `target` accuracy (None if it never does)."""
     for point in curve:
@@ -63,15 +74,21 @@ def steps_to_reach(curve: list[dict], target: float) -> int | None:
 
 
 def write_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write report.md, report.json and report.png into `out_dir`; returns (markdown, png) paths."""
+    """Write report.md, report.json and report.png of a learngene run into `out_dir`; returns (markdown, png)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "report.json", json.dumps(results, indent=2))
+    write_figure_atomic(learngene_figure(results), out_dir / "report.png")
+    write_text_atomic(out_dir / "report.md", learngene_markdown(results))
+    return out_dir / "report.md", out_dir / "report.png"
+
+
+def learngene_figure(results: dict):
+    """The plot of a learngene run: accuracy while fine-tuning, and final accuracy against size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "report.json", json.dumps(results, indent=2))
 
     rows = results["descendants"]
     fig, (ax_curve, ax_size) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -81,20 +98,24 @@ def write_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
             curve = row[kind]["curve"]
             ax_curve.plot([p["step"] for p in curve], [p["accuracy"] for p in curve], style, color=color,
                           marker="o", ms=3, label=f"depth {row['depth']} {kind}")
-    ax_curve.set(xlabel="fine-tuning step", ylabel="test accuracy", title="Accuracy while fine-tuning (— learngene, -- scratch)")
+    ax_curve.set(xlabel="fine-tuning step", ylabel="test accuracy",
+                 title="Accuracy while fine-tuning (— learngene, -- scratch)")
     ax_curve.legend(fontsize=7, ncol=2)
     params = [row["params"] for row in rows]
-    ax_size.plot(params, [row["learngene"]["final_accuracy"] for row in rows], "o-", label=f"{results['method']} learngene init")
+    ax_size.plot(params, [row["learngene"]["final_accuracy"] for row in rows], "o-",
+                 label=f"{results['method']} learngene init")
     ax_size.plot(params, [row["scratch"]["final_accuracy"] for row in rows], "s--", label="scratch, same budget")
     for row in rows:
         ax_size.annotate(f"L{row['depth']}", (row["params"], row["learngene"]["final_accuracy"]), fontsize=8)
     ax_size.set(xlabel="parameters", ylabel="final test accuracy", title="Accuracy vs size")
     ax_size.legend(fontsize=8)
     fig.tight_layout()
-    png = out_dir / "report.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    return fig
 
+
+def learngene_markdown(results: dict) -> str:
+    """report.md of a learngene run: teacher, learngene, stored-parameter ratio, one row per depth."""
+    rows = results["descendants"]
     teacher, gene = results["teacher"], results["learngene"]
     lines = [
         f"# {results['method']} on {results['dataset']}",
@@ -125,6 +146,4 @@ def write_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
         "![accuracy](report.png)",
         "",
     ]
-    md = out_dir / "report.md"
-    write_text_atomic(md, "\n".join(lines))
-    return md, png
+    return "\n".join(lines)

@@ -5,7 +5,6 @@ import importlib
 import pkgutil
 import traceback
 
-import hf_methods
 
 
 # Installed from other source folders (pyproject's package-dir), so not found by walking hf_methods/ itself.

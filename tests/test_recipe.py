@@ -1,9 +1,19 @@
-"""Recipe parsing: the shipped recipes use the one vocabulary, and a renamed field (in a YAML recipe or as a flag) is a
-one-line error naming its new name."""
+"""The shared recipe machinery: `parse_recipe` (the shipped recipes use the one vocabulary; a renamed field, in a YAML
+recipe or as a flag, is a one-line error naming its new name), `RecipeArguments`, `training_args`, `Run`, and the
+digits-on-canvas generator the L2D and RDD recipes share."""
 
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
 import pytest
+import torch
+from transformers import TrainingArguments
 
-from hf_methods.recipe import RENAMED_FIELDS, parse_recipe
+from hf_methods.data import digit_canvases
+from hf_methods.recipe import CPU, RENAMED_FIELDS, RecipeArguments, Run, parse_recipe, training_args
+from hf_methods.trainers import DistillationConfig
 from hf_methods.recipes.l2d.pipeline import DEFAULT_RECIPE as L2D_YAML
 from hf_methods.recipes.l2d.pipeline import L2DRecipe
 from hf_methods.recipes.learngene_pipeline import LearngeneRecipe
@@ -51,3 +61,138 @@ def test_an_old_name_the_recipe_never_had_is_just_unknown(tmp_path):
         parse_recipe(LearngeneRecipe, ["--config", str(path)])
     with pytest.raises(SystemExit, match="`old_method` was renamed to `method`"):  # a recipe's own rename map
         parse_recipe(LearngeneRecipe, ["--old_method", "sws"], renamed={"old_method": "method"})
+
+
+@dataclass
+class ToyRecipe(RecipeArguments):
+    output_dir: str = field(default="outputs/toy", metadata={"help": "Where it goes."})
+    num_threads: int | None = field(default=1, metadata={"help": "Threads."})
+    epochs: float = field(default=2, metadata={"help": "Epochs."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be positive, got {self.epochs}.")
+
+
+def test_recipe_arguments_defaults_redeclared_and_validated():
+    recipe = ToyRecipe()
+    assert (recipe.output_dir, recipe.num_threads, recipe.seed, recipe.batch_size) == ("outputs/toy", 1, 0, 32)
+    assert [f.name for f in dataclasses.fields(ToyRecipe)][:7] == [
+        "output_dir", "seed", "num_threads", "batch_size", "push_to_hub", "hub_model_id", "hub_private"]
+    assert RecipeArguments().num_threads is None
+    for kwargs, match in (({"num_threads": 0}, "^num_threads must be a positive integer"),
+                          ({"batch_size": 0}, "^batch_size must be"),
+                          ({"push_to_hub": True}, "^push_to_hub needs hub_model_id"),
+                          ({"hub_model_id": "no-org"}, "^hub_model_id must look like 'org/name'"),
+                          ({"epochs": 0}, "^epochs must be positive")):
+        with pytest.raises(ValueError, match=match) as err:
+            ToyRecipe(**kwargs)
+        assert "\n" not in str(err.value)
+
+
+def test_parse_recipe_names_the_new_name_of_a_renamed_field(tmp_path):
+    (recipe,) = parse_recipe(ToyRecipe, ["--num_threads", "3", "--hub_model_id", "org/x"])
+    assert recipe.num_threads == 3 and recipe.hub_model_id == "org/x"
+    with pytest.raises(SystemExit, match="`torch_threads` was renamed to `num_threads`"):
+        parse_recipe(ToyRecipe, ["--torch_threads", "3"])
+    with pytest.raises(SystemExit, match="`n_epochs` was renamed to `epochs`"):
+        parse_recipe(ToyRecipe, ["--n_epochs=3"], renamed={"n_epochs": "epochs"})
+    old = tmp_path / "old.yaml"
+    old.write_text("torch_threads: 2\n")
+    with pytest.raises(SystemExit, match="`torch_threads` was renamed to `num_threads`"):
+        parse_recipe(ToyRecipe, ["--config", str(old)])
+
+
+def test_training_args_shared_defaults_and_overrides(tmp_path):
+    recipe = ToyRecipe(batch_size=8, seed=5)
+    args = training_args(recipe, tmp_path, learning_rate=1e-3, num_train_epochs=2)
+    expected = TrainingArguments(
+        output_dir=str(tmp_path), num_train_epochs=2, learning_rate=1e-3, per_device_train_batch_size=8,
+        per_device_eval_batch_size=256, weight_decay=0.05, warmup_steps=0.1, lr_scheduler_type="cosine",
+        eval_strategy="epoch", save_strategy="no", logging_strategy="no", report_to="none", seed=5,
+        dataloader_num_workers=0, disable_tqdm=False, use_cpu=CPU)
+    assert args.to_dict() == expected.to_dict()
+    steps = training_args(recipe, tmp_path, learning_rate=3e-3, max_steps=7, cls=DistillationConfig, alpha=0.5,
+                          eval_strategy="no")
+    assert type(steps) is DistillationConfig and steps.max_steps == 7 and steps.alpha == 0.5
+    assert steps.eval_strategy == "no" and steps.num_train_epochs == TrainingArguments("x").num_train_epochs
+    with pytest.raises(TypeError, match="num_train_epochs or max_steps"):
+        training_args(recipe, tmp_path, learning_rate=1e-3)
+
+
+def test_run_stages_reports_and_finish(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    try:
+        run = Run(ToyRecipe(output_dir=str(tmp_path / "out"), num_threads=1, seed=3), stages=2)
+        assert torch.get_num_threads() == 1 and run.is_main_process and run.num_processes == 1
+        first = torch.rand(3)
+        Run(ToyRecipe(output_dir=str(tmp_path / "out"), num_threads=1, seed=3), stages=2)
+        assert torch.equal(first, torch.rand(3))  # seeded
+    finally:
+        torch.set_num_threads(threads)
+    run.stage("one")
+    run.say("   detail")
+    run.stage("two")
+    run.work.mkdir(parents=True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure()
+    run.write_report({"method": "toy", "value": 1.5}, markdown="# toy\n", figure=figure)
+    assert not plt.fignum_exists(figure.number)  # closed once written
+    run.finish("toy done")
+    assert capsys.readouterr().out.splitlines() == ["[1/2] one", "   detail", "[2/2] two", "toy done"]
+    out = tmp_path / "out"
+    assert json.loads((out / "report.json").read_text()) == {"method": "toy", "value": 1.5}
+    assert (out / "report.md").read_text() == "# toy\n" and (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert not run.work.exists() and not list(out.glob(".*"))  # scratch folder and temporary files gone
+
+
+def test_only_the_main_process_speaks_and_writes(tmp_path, capsys):
+    run = Run(ToyRecipe(output_dir=str(tmp_path / "out"), num_threads=None), stages=1, rank=1)
+    run.stage("hidden")
+    run.write_report({"x": 1}, markdown="x")
+    run.save_card("model", "card")
+    run.finish("hidden")
+    assert capsys.readouterr().out == "" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["tleg", "sws", "pool", "l2d", "cpt", "rdd", "gtl"])
+def test_every_recipe_prints_its_help(command, capsys):
+    from hf_methods.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert all(f"--{name}" in text for name in ("output_dir", "seed", "num_threads", "batch_size", "push_to_hub",
+                                                  "hub_model_id", "hub_private"))
+
+
+def test_digit_canvases_layouts():
+    grid = digit_canvases(40, 20, canvas_size=24, min_digits=2, max_digits=4, layout="grid", seed=1)
+    free = digit_canvases(40, 20, canvas_size=32, min_digits=1, max_digits=3, layout="free", seed=1)
+    for splits, size in ((grid, 24), (free, 32)):
+        train = splits["train"]
+        assert train["pixel_values"].shape == (40, 1, size, size) and train["pixel_values"].dtype == np.float32
+        assert train["pixel_values"].min() == -1.0 and train["segmentation"].shape == (40, size, size)
+        placed = train["sources"] >= 0
+        assert ((train["classes"] >= 0) == placed).all() and ((train["positions"][..., 0] >= 0) == placed).all()
+        # every digit lies inside the canvas and the foreground labels are its class + 1
+        for i in range(5):
+            for (y, x), c in zip(train["positions"][i][placed[i]], train["classes"][i][placed[i]]):
+                window = train["segmentation"][i, y:y + 8, x:x + 8]
+                assert set(np.unique(window)) <= {0, c + 1}
+        used = {name: set(s["sources"][s["sources"] >= 0].tolist()) for name, s in splits.items()}
+        assert used["train"] and used["test"] and not used["train"] & used["test"]
+    assert (grid["train"]["positions"][grid["train"]["sources"] >= 0] % 8 == 0).all()  # grid cells
+    assert ((grid["train"]["sources"] >= 0).sum(1) >= 2).all()
+    with pytest.raises(ValueError, match="multiple of 8"):
+        digit_canvases(4, 4, canvas_size=20, layout="grid")
+    with pytest.raises(ValueError, match="cells of the canvas"):
+        digit_canvases(4, 4, canvas_size=16, max_digits=5, layout="grid")
+    with pytest.raises(ValueError, match="layout"):
+        digit_canvases(4, 4, layout="random")

@@ -8,5 +8,6 @@ register_method(
     command="cpt",
     recipe="hf_methods.recipes.cpt.pipeline",
     summary="Consistent Proxy Tuning: large + small GPT-2 -> proxy tuned with CPT vs plain Proxy-tuning -> report",
+    push="hf_methods.recipes.cpt.pipeline:push_cpt_run",
     citation=CITATION,
 )

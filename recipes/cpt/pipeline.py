@@ -3,8 +3,9 @@ facts, a smaller "small" base pre-trained less, then a proxy tuned on a shifted 
 data and budget, with plain Proxy-tuning. The report compares the deployed combinations
 `z_large + alpha_test * (z_proxy - z_small)` on held-out target text, next to the large and small models alone.
 
-    python -m hf_methods.recipes.cpt.pipeline                      # the embedded default, ~1-2 min on 2 CPUs
-    python -m hf_methods.recipes.cpt.pipeline --alpha_train 0.5    # any recipe field can be overridden
+    hf-methods cpt                                   # the embedded default, ~20 s on 2 CPUs
+    hf-methods cpt --alpha_train 0.5                 # any recipe field can be overridden
+    hf-methods cpt --push_to_hub true --hub_model_id org/cpt-facts   # large, small and both proxy-tuned models
 
 Text: lines `fa=c;`, one character each: `f` names a function, `a` is a symbol, `c = table_f[a]` for a random
 permutation `table_f` of the `num_symbols` symbols (drawn from the seed): a small world of facts. The general corpus
@@ -15,11 +16,8 @@ large model knows partly and the small one hardly, so the proxy must supply what
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import shutil
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,37 +27,42 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import transformers
-from accelerate import PartialState
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from hf_methods import __version__
-from hf_methods.hub import save_model_folder
-from hf_methods.models.proxy_tuned import proxy_from_small, proxy_tuned_card
-from hf_methods.recipe import parse_recipe
-from hf_methods.report import fmt_params, write_text_atomic
+from hf_methods.cards import run_model_card
+from hf_methods.models.proxy_tuned import ProxyTunedForCausalLM, proxy_from_small, proxy_tuned_card
+from hf_methods.recipe import RecipeArguments, Run, num_parameters, parse_recipe, training_args
+from hf_methods.report import fmt_params
 from hf_methods.trainers.cpt_config import ConsistentProxyTuningConfig
 from hf_methods.trainers.cpt_trainer import ConsistentProxyTuningTrainer, cache_logits
 
 DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "cpt" / "facts.yaml"
 METHOD = "CPT"
-_CPU = not torch.cuda.is_available()
 _SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _FUNCTIONS = "FGHIJKLMNOPQRSTUVWXYZ"  # function names, never symbols (symbols use at most 0-9a-z...)
 LINE = 5  # f a = c ;
 
 
 @dataclass
-class CPTRecipe:
-    """Every field can be set in the YAML recipe or overridden as `--field value`."""
+class CPTRecipe(RecipeArguments):
+    """Every field can be set in the YAML recipe or overridden as `--field value` (shared fields: `RecipeArguments`)."""
 
     output_dir: str = field(default="outputs/cpt-facts", metadata={"help": "Where models and the report go."})
     seed: int = field(default=0, metadata={"help": "Seed of the fact tables, the data, initializations and training."})
+    num_threads: int | None = field(default=1, metadata={
+        "help": "torch CPU threads per process; these tiny models gain nothing from more (empty: torch's default)."})
+    hub_model_id: str | None = field(default=None, metadata={
+        "help": "Repo of the CPT proxy-tuned model (org/name); the plain one goes to <id>-plain, the large and small "
+                "models it refers to to <id>-large and <id>-small."})
     num_symbols: int = field(default=16, metadata={"help": "Symbols each function maps (2..36, one character each)."})
     lines_per_example: int = field(default=5, metadata={"help": "Facts per training sequence."})
-    functions: str = field(default="FGH", metadata={"help": "Functions of the general pre-training corpus (capital letters)."})
-    function_weights: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2], metadata={"help": "Frequency of each general function."})
+    functions: str = field(default="FGH", metadata={
+        "help": "Functions of the general pre-training corpus (capital letters)."})
+    function_weights: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2], metadata={
+        "help": "Frequency of each general function."})
     target_functions: str = field(default="H", metadata={"help": "Functions of the target task the proxy is tuned on."})
     general_examples: int = field(default=4000, metadata={"help": "Pre-training sequences (general corpus)."})
     target_train_examples: int = field(default=512, metadata={"help": "Target-task sequences the proxy is tuned on."})
@@ -72,16 +75,19 @@ class CPTRecipe:
     small_num_layers: int = field(default=1, metadata={"help": "Depth of the small base GPT-2."})
     small_num_heads: int = field(default=2, metadata={"help": "Attention heads of the small GPT-2."})
     small_steps: int = field(default=150, metadata={"help": "Pre-training steps of the small base model."})
-    pretrain_learning_rate: float = field(default=3e-3, metadata={"help": "Pre-training learning rate (AdamW, cosine)."})
-    proxy_steps: int = field(default=200, metadata={"help": "Tuning steps of the proxy, the same for CPT and plain Proxy-tuning."})
+    pretrain_learning_rate: float = field(default=3e-3, metadata={
+        "help": "Pre-training learning rate (AdamW, cosine)."})
+    proxy_steps: int = field(default=200, metadata={
+        "help": "Tuning steps of the proxy, the same for CPT and plain Proxy-tuning."})
     proxy_learning_rate: float = field(default=3e-3, metadata={"help": "Proxy tuning learning rate (AdamW, cosine)."})
     alpha_train: float = field(default=1.0, metadata={"help": "CPT's weight of z_proxy - z_small in training."})
-    alpha_test: float = field(default=1.0, metadata={"help": "Weight of z_proxy - z_small at inference (both methods)."})
-    cache_large_logits: bool = field(default=True, metadata={"help": "Query the large model once per target example (a cached-logits column) instead of every step."})
-    batch_size: int = field(default=32, metadata={"help": "Batch size of every stage."})
-    torch_threads: int | None = field(default=1, metadata={"help": "CPU threads of torch; these tiny models gain nothing from more (null: torch's default)."})
+    alpha_test: float = field(default=1.0, metadata={
+        "help": "Weight of z_proxy - z_small at inference (both methods)."})
+    cache_large_logits: bool = field(default=True, metadata={
+        "help": "Query the large model once per target example (a cached-logits column) instead of every step."})
 
     def __post_init__(self):
+        super().__post_init__()
         if not 2 <= self.num_symbols <= 36:
             raise ValueError(f"num_symbols must be in 2..36 (one character per symbol), got {self.num_symbols}.")
         for name in ("functions", "target_functions"):
@@ -90,18 +96,16 @@ class CPTRecipe:
                 raise ValueError(f"{name} must be distinct capital letters among {_FUNCTIONS!r}, got {names!r}.")
         if len(self.function_weights) != len(self.functions) or any(w < 0 for w in self.function_weights) \
                 or sum(self.function_weights) <= 0:
-            raise ValueError(f"function_weights needs one non-negative weight per general function ({self.functions!r}),"
-                             f" got {self.function_weights}.")
+            raise ValueError(f"function_weights needs one non-negative weight per general function "
+                             f"({self.functions!r}), got {self.function_weights}.")
         for name in ("lines_per_example", "general_examples", "target_train_examples", "eval_examples", "large_steps",
-                     "small_steps", "proxy_steps", "batch_size", "large_hidden_size", "small_hidden_size",
+                     "small_steps", "proxy_steps", "large_hidden_size", "small_hidden_size",
                      "large_num_layers", "small_num_layers", "large_num_heads", "small_num_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         for size, heads in (("large_hidden_size", "large_num_heads"), ("small_hidden_size", "small_num_heads")):
             if getattr(self, size) % getattr(self, heads):
                 raise ValueError(f"{size}={getattr(self, size)} must be divisible by {heads}={getattr(self, heads)}.")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ValueError(f"torch_threads must be a positive integer or null, got {self.torch_threads}.")
 
 
 # --- data -----------------------------------------------------------------------------------------------------------
@@ -156,14 +160,10 @@ def gpt2(recipe: CPTRecipe, which: str, vocab_size: int) -> GPT2LMHeadModel:
     return GPT2LMHeadModel(config)
 
 
-def _args(recipe: CPTRecipe, work: Path, steps: int, lr: float, cls=TrainingArguments, **overrides):
-    kwargs = dict(
-        output_dir=str(work), max_steps=steps, learning_rate=lr, per_device_train_batch_size=recipe.batch_size,
-        per_device_eval_batch_size=256, weight_decay=0.0, warmup_steps=0.05, lr_scheduler_type="cosine",
-        eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none", seed=recipe.seed,
-        dataloader_num_workers=0, disable_tqdm=True, use_cpu=_CPU,
-    )
-    return cls(**{**kwargs, **overrides})
+def _args(recipe: CPTRecipe, work: Path, steps: int, lr: float, **overrides):
+    """Every stage: `steps` steps, no weight decay, 5% warmup, no evaluation, no progress bar."""
+    return training_args(recipe, work, learning_rate=lr, max_steps=steps, weight_decay=0.0, warmup_steps=0.05,
+                         eval_strategy="no", disable_tqdm=True, **overrides)
 
 
 @torch.no_grad()
@@ -185,7 +185,8 @@ def score(model, data: Dataset, answers: torch.Tensor, batch_size: int = 256) ->
         answer_total += ce[:, cols].sum().item()
         answer_tokens += ce[:, cols].numel()
         correct += (logits[:, cols].argmax(-1) == targets[:, cols]).sum().item()
-    return {"loss": total / tokens, "answer_loss": answer_total / answer_tokens, "answer_accuracy": correct / answer_tokens}
+    return {"loss": total / tokens, "answer_loss": answer_total / answer_tokens,
+            "answer_accuracy": correct / answer_tokens}
 
 
 def _quiet(trainer: Trainer) -> Trainer:
@@ -198,27 +199,13 @@ def _pretrain(model, data: Dataset, args: TrainingArguments) -> None:
 
 
 def run(recipe: CPTRecipe) -> dict:
-    start = time.time()
-    transformers.set_seed(recipe.seed)
-    transformers.logging.set_verbosity_error()
+    run = Run(recipe, stages=6, verbosity="error")
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    if recipe.torch_threads:
-        torch.set_num_threads(recipe.torch_threads)
-    out = Path(recipe.output_dir)
-    work = out / "_trainer"
-    stages = 6
-    stage = iter(range(1, stages + 1))
-    state = PartialState(cpu=_CPU)
-
-    def say(text):
-        number = next(stage)
-        if state.is_main_process:
-            print(f"[{number}/{stages}] {text}", flush=True)
 
     # 1. data, deterministic from the seed
-    say(f"making text: {recipe.general_examples} general sequences (functions {recipe.functions}), "
-        f"{recipe.target_train_examples} + {recipe.eval_examples} target sequences ({recipe.target_functions})")
+    run.stage(f"making text: {recipe.general_examples} general sequences (functions {recipe.functions}), "
+              f"{recipe.target_train_examples} + {recipe.eval_examples} target sequences ({recipe.target_functions})")
     rng = np.random.default_rng(recipe.seed)
     vocab, tables = vocabulary(recipe), fact_tables(recipe)
     weights = recipe.function_weights
@@ -229,18 +216,16 @@ def run(recipe: CPTRecipe) -> dict:
     answers = answer_positions(recipe)
 
     # 2-3. the large model and the small base model, pre-trained on the general corpus
-    folders = {"large": out / "large", "small": out / "small"}
     models = {}
     for which, steps in (("large", recipe.large_steps), ("small", recipe.small_steps)):
         transformers.set_seed(recipe.seed)
         model = gpt2(recipe, which, len(vocab))
-        say(f"pre-training the {which} model ({fmt_params(sum(p.numel() for p in model.parameters()))} parameters, "
-            f"{steps} steps on the general corpus)")
-        _pretrain(model, general, _args(recipe, work, steps, recipe.pretrain_learning_rate))
-        if state.is_main_process:
-            model.save_pretrained(folders[which])
-        state.wait_for_everyone()
-        models[which] = GPT2LMHeadModel.from_pretrained(folders[which])  # name_or_path = its folder (by reference)
+        run.stage(f"pre-training the {which} model ({fmt_params(num_parameters(model))} parameters, {steps} steps on "
+                  "the general corpus)")
+        _pretrain(model, general, _args(recipe, run.work, steps, recipe.pretrain_learning_rate))
+        folder = run.save_model(model, which, base_card(model, run.out / which, which, recipe))
+        run.wait_for_everyone()
+        models[which] = GPT2LMHeadModel.from_pretrained(folder)  # name_or_path = its folder (by reference)
     large, small = models["large"], models["small"]
 
     # 4-5. the proxy, tuned on the target task with CPT and with plain Proxy-tuning (same data, steps, seed)
@@ -250,9 +235,9 @@ def run(recipe: CPTRecipe) -> dict:
         label = "plain Proxy-tuning (the proxy alone)" if plain else (
             f"CPT (alpha_train {recipe.alpha_train:g}" + (", large logits cached once)" if recipe.cache_large_logits
                                                             else ")"))
-        say(f"tuning the proxy with {label}, {recipe.proxy_steps} steps")
+        run.stage(f"tuning the proxy with {label}, {recipe.proxy_steps} steps")
         transformers.set_seed(recipe.seed)
-        args = _args(recipe, work, recipe.proxy_steps, recipe.proxy_learning_rate, cls=ConsistentProxyTuningConfig,
+        args = _args(recipe, run.work, recipe.proxy_steps, recipe.proxy_learning_rate, cls=ConsistentProxyTuningConfig,
                      alpha_train=recipe.alpha_train, alpha_test=recipe.alpha_test, plain_proxy_tuning=plain,
                      large_logits_column="large_logits" if recipe.cache_large_logits and not plain else None)
         trainer = ConsistentProxyTuningTrainer(model=proxy_from_small(small), args=args, large_model=large,
@@ -262,7 +247,7 @@ def run(recipe: CPTRecipe) -> dict:
         tuned[name] = trainer.proxy_tuned_model()
 
     # 6. held-out scores, models saved by reference, report
-    say("scoring on held-out target text and saving the proxy-tuned models (by reference) and the report")
+    run.stage("scoring on held-out target text and saving the proxy-tuned models (by reference) and the report")
     rows = {
         "large": score(large, target_eval, answers),
         "small": score(small, target_eval, answers),
@@ -273,7 +258,7 @@ def run(recipe: CPTRecipe) -> dict:
     }
     train_rows = {name: score(model, target, answers) for name, model in tuned.items()}  # what CPT optimizes
     general_rows = {"large": score(large, general_eval, answers), "small": score(small, general_eval, answers)}
-    examples = _examples(tuned, large, target_eval, vocab, recipe) if state.is_main_process else []
+    examples = _examples(tuned, large, target_eval, vocab, recipe) if run.is_main_process else []
     results = {
         "method": METHOD,
         "dataset": f"synthetic facts ({recipe.num_symbols} symbols): general {recipe.functions} -> target "
@@ -281,8 +266,7 @@ def run(recipe: CPTRecipe) -> dict:
         "training_setup": _training_setup(recipe),
         "recipe": dataclasses.asdict(recipe),
         "vocabulary": "".join(vocab),
-        "params": {"large": sum(p.numel() for p in large.parameters()),
-                   "small": sum(p.numel() for p in small.parameters())},
+        "params": {"large": num_parameters(large), "small": num_parameters(small)},
         "target_eval": rows,
         "target_train": train_rows,
         "general_eval": general_rows,
@@ -290,27 +274,41 @@ def run(recipe: CPTRecipe) -> dict:
         "examples": examples,
         "hf_methods_version": __version__,
     }
-    results["elapsed_s"] = time.time() - start
-    state.wait_for_everyone()
-    if not state.is_main_process:
+    results["elapsed_s"] = run.elapsed()
+    run.wait_for_everyone()
+    if not run.is_main_process:
         return results
     for name, model in tuned.items():  # config + proxy/ + card; the large and small models by reference
-        folder = out / f"proxy-tuned-{name}"
-        card = proxy_tuned_card(model, folder, {"training_setup": results["training_setup"],
-                                                "metrics": {f"held-out target {k}": v for k, v in rows[name].items()}})
-        save_model_folder(model, folder, card)
-    _write_report(results, out)
-    shutil.rmtree(work, ignore_errors=True)
+        run.save_model(model, f"proxy-tuned-{name}", _tuned_card(model, run.out / f"proxy-tuned-{name}", name, results))
+    run.write_report(results, markdown=_markdown(results))
     cpt, plain = rows["cpt"], rows["plain"]
-    print(
+    run.finish(
         f"CPT done in {results['elapsed_s']:.0f}s: held-out target loss of the proxy-tuned model "
         f"{cpt['loss']:.4f} with CPT vs {plain['loss']:.4f} with plain Proxy-tuning "
         f"({'no worse' if results['cpt_no_worse_than_plain'] else 'WORSE'}); large alone {rows['large']['loss']:.4f}, "
         f"small alone {rows['small']['loss']:.4f}; answer accuracy {cpt['answer_accuracy']:.3f} vs "
-        f"{plain['answer_accuracy']:.3f}. Report and models in {out}/",
-        flush=True,
+        f"{plain['answer_accuracy']:.3f}. Report and models in {run.out}/"
     )
     return results
+
+
+def base_card(model, repo_or_path, which: str, recipe: CPTRecipe | dict):
+    """Card of the large or small GPT-2 the recipe pre-trained (what the proxy-tuned models refer to)."""
+    recipe = recipe if isinstance(recipe, dict) else dataclasses.asdict(recipe)
+    role = ("the large model (the black box the proxy steers)" if which == "large" else
+            "the small base model (the proxy starts as a copy of it; its logits are subtracted at inference)")
+    return run_model_card(
+        model, repo_or_path, method=METHOD, title=f"CPT {which} model ({type(model).__name__}, synthetic facts)",
+        description=f"A {recipe[f'{which}_num_layers']}-layer GPT-2 of width {recipe[f'{which}_hidden_size']} "
+                    f"({fmt_params(num_parameters(model))} parameters) pre-trained {recipe[f'{which}_steps']} steps on "
+                    f"made-up facts by the hf-methods CPT recipe: {role}.",
+        tags=["proxy-tuning"],
+    )
+
+
+def _tuned_card(model, repo_or_path, name: str, results: dict):
+    metrics = {f"held-out target {k}": v for k, v in results["target_eval"][name].items()}
+    return proxy_tuned_card(model, repo_or_path, {"training_setup": results["training_setup"], "metrics": metrics})
 
 
 def _examples(tuned: dict, large, data: Dataset, vocab: list[str], recipe: CPTRecipe, count: int = 3) -> list[dict]:
@@ -318,7 +316,8 @@ def _examples(tuned: dict, large, data: Dataset, vocab: list[str], recipe: CPTRe
     rows = []
     for i in range(count):
         ids = torch.tensor(data[i]["input_ids"][:4]).unsqueeze(0)  # ^fa=
-        row = {"prompt": "".join(vocab[t] for t in ids[0]), "truth": "".join(vocab[t] for t in data[i]["input_ids"][4:6])}
+        row = {"prompt": "".join(vocab[t] for t in ids[0]),
+               "truth": "".join(vocab[t] for t in data[i]["input_ids"][4:6])}
         for name, model in (("large", large), ("cpt", tuned["cpt"]), ("plain", tuned["plain"])):
             out = model.generate(ids.to(model.device), max_new_tokens=2, do_sample=False,
                                  attention_mask=torch.ones_like(ids).to(model.device), pad_token_id=0)
@@ -330,10 +329,13 @@ def _examples(tuned: dict, large, data: Dataset, vocab: list[str], recipe: CPTRe
 def _training_setup(recipe: CPTRecipe) -> str:
     return (
         f"Synthetic text (seed {recipe.seed}): sequences of {recipe.lines_per_example} facts fa=c; (c = table_f[a], "
-        f"one random permutation of {recipe.num_symbols} symbols per function). Large GPT-2 ({recipe.large_num_layers} layers, width {recipe.large_hidden_size}) pre-trained "
-        f"{recipe.large_steps} steps and small GPT-2 ({recipe.small_num_layers} layers, width {recipe.small_hidden_size}) "
+        f"one random permutation of {recipe.num_symbols} symbols per function). Large GPT-2 "
+        f"({recipe.large_num_layers} layers, width {recipe.large_hidden_size}) pre-trained "
+        f"{recipe.large_steps} steps and small GPT-2 ({recipe.small_num_layers} layers, width "
+        f"{recipe.small_hidden_size}) "
         f"{recipe.small_steps} steps on {recipe.general_examples} general sequences (functions {recipe.functions}, "
-        f"weights {recipe.function_weights}); AdamW lr {recipe.pretrain_learning_rate}, cosine, batch {recipe.batch_size}. "
+        f"weights {recipe.function_weights}); AdamW lr {recipe.pretrain_learning_rate}, cosine, batch "
+        f"{recipe.batch_size}. "
         f"Proxy = a copy of the small model, tuned {recipe.proxy_steps} steps (AdamW lr {recipe.proxy_learning_rate}, "
         f"cosine) on {recipe.target_train_examples} target sequences (functions {recipe.target_functions}) with "
         f"`ConsistentProxyTuningTrainer`: CPT (alpha_train {recipe.alpha_train:g}) and plain Proxy-tuning on the same "
@@ -341,8 +343,8 @@ def _training_setup(recipe: CPTRecipe) -> str:
     )
 
 
-def _write_report(results: dict, out: Path) -> None:
-    write_text_atomic(out / "report.json", json.dumps(results, indent=2))
+def _markdown(results: dict) -> str:
+    """report.md: the held-out table, the verdict, the general-text sanity check, a few continuations."""
     rows, params = results["target_eval"], results["params"]
     names = {
         "large": f"large model alone ({fmt_params(params['large'])})",
@@ -375,7 +377,8 @@ def _write_report(results: dict, out: Path) -> None:
         f"({rows['cpt']['loss']:.4f} vs {rows['plain']['loss']:.4f}; the uniformly drawn symbols alone cost "
         f"{math.log(results['recipe']['num_symbols']) / LINE:.4f} per token).",
         "",
-        f"On the target training text (the objective CPT optimizes directly): CPT {results['target_train']['cpt']['loss']:.4f}, "
+        "On the target training text (the objective CPT optimizes directly): CPT "
+        f"{results['target_train']['cpt']['loss']:.4f}, "
         f"plain Proxy-tuning {results['target_train']['plain']['loss']:.4f}.",
         "",
         f"General held-out text (sanity): large {g['large']['loss']:.4f}, small {g['small']['loss']:.4f}.",
@@ -385,15 +388,39 @@ def _write_report(results: dict, out: Path) -> None:
     ]
     lines += [f"- `{e['prompt']}` -> truth `{e['truth']}`, large `{e['large']}`, plain `{e['plain']}`, CPT `{e['cpt']}`"
               for e in results["examples"]]
-    lines += ["", "The proxy-tuned models are saved by reference in `proxy-tuned-cpt/` and `proxy-tuned-plain/` (config "
-              "+ the proxy; the large and small models are loaded from `large/` and `small/`).", ""]
-    write_text_atomic(out / "report.md", "\n".join(lines))
+    lines += ["", "The proxy-tuned models are saved by reference in `proxy-tuned-cpt/` and `proxy-tuned-plain/` "
+              "(config + the proxy; the large and small models are loaded from `large/` and `small/`).", ""]
+    return "\n".join(lines)
 
 
 def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     (recipe,) = parse_recipe(CPTRecipe, argv, default_config=DEFAULT_RECIPE)
     return run(recipe)
+
+
+def push_cpt_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> dict[str, str]:
+    """`hf-methods push` of a CPT run. A proxy-tuned model refers to its large and small models, so those go first,
+    to `<repo_id>-large` and `<repo_id>-small`; then the CPT proxy-tuned model to `repo_id` and the plain one to
+    `<repo_id>-plain`, their configs pointing at those Hub ids (only the proxies' weights are uploaded)."""
+    from hf_methods.hub import push_saved_model
+
+    refs = {which: f"{repo_id}-{which}" for which in ("large", "small")}
+    pushed = {}
+    for which, target in refs.items():
+        model = GPT2LMHeadModel.from_pretrained(out_dir / which)
+        push_saved_model(out_dir / which, target, base_card(model, target, which, results["recipe"]),
+                         commit_message=f"Upload the {which} model", **hub_kwargs)
+        pushed[which] = target
+    for name, target in (("cpt", repo_id), ("plain", f"{repo_id}-plain")):
+        folder = out_dir / f"proxy-tuned-{name}"
+        model = ProxyTunedForCausalLM.from_pretrained(folder)
+        model.config.large_model_name_or_path, model.config.small_model_name_or_path = refs["large"], refs["small"]
+        model.push_to_hub(target, card=_tuned_card(model, target, name, results),
+                          commit_message=f"Upload the {'CPT' if name == 'cpt' else 'plain'} proxy-tuned model",
+                          **hub_kwargs)
+        pushed[f"proxy-tuned-{name}"] = target
+    return pushed
 
 
 if __name__ == "__main__":

@@ -15,4 +15,5 @@ register_method(
   booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
   pages     = {17271--17280}, year = {2023}
 }""",
+    push="hf_methods.recipes.l2d.pipeline:push_l2d_run",
 )

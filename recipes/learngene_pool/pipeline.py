@@ -10,29 +10,30 @@ exported as a standalone model, and reported on a Pareto plot users choose from.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import shutil
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import transformers
-from accelerate import PartialState
 from transformers import Trainer, ViTConfig, ViTForImageClassification
 
 from hf_methods import __version__
-from hf_methods.data import digits
 from hf_methods.cards import hub_id, pool_card, stitched_card
-from hf_methods.hub import push_run, save_model_folder
+from hf_methods.data import digits
 from hf_methods.models.learngene_pool import LearngenePoolModel
 from hf_methods.pareto import fmt_flops, fmt_params, write_pareto_report
-from hf_methods.recipe import parse_recipe
-from hf_methods.report import write_text_atomic
+from hf_methods.recipe import (
+    Run,
+    TeacherRecipe,
+    accuracy_curve,
+    get_teacher,
+    num_parameters,
+    parse_recipe,
+    train_and_evaluate,
+    training_args,
+)
 from hf_methods.trainers import LearngenePoolDistillationTrainer, PoolDistillationConfig
-
-from ..learngene_pipeline import _CPU, TeacherRecipe, _args, _curve, _num_params, _train, get_teacher
 
 DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "learngene_pool" / "digits.yaml"
 METHOD = "Learngene Pool"
@@ -40,35 +41,50 @@ METHOD = "Learngene Pool"
 
 @dataclass
 class PoolRecipe(TeacherRecipe):
-    """Every field can be set in the YAML recipe or overridden as `--field value`."""
+    """Every field can be set in the YAML recipe or overridden as `--field value` (shared fields: `TeacherRecipe`)."""
 
-    output_dir: str = field(default="outputs/pool-digits", metadata={"help": "Where models, the pool and the report go."})
-    instance_num_layers: int = field(default=6, metadata={"help": "Depth n of every learngene instance (paper: 6 or 9)."})
-    instance_hidden_sizes: list[int] = field(default_factory=lambda: [32, 64], metadata={"help": "Widths of the instances, small -> large (paper: 192 tiny, 768 base)."})
-    instance_num_attention_heads: list[int] = field(default_factory=lambda: [2, 4], metadata={"help": "Heads per instance, kept in the pool (the official code switches to 12)."})
-    instance_feature_positions: list[str] = field(default_factory=lambda: ["[front,end]", "[end]"], metadata={"help": "Matched layers per instance (paper: tiny [front,end], others [end])."})
+    output_dir: str = field(default="outputs/pool-digits", metadata={
+        "help": "Where models, the pool and the report go."})
+    instance_num_layers: int = field(default=6, metadata={
+        "help": "Depth n of every learngene instance (paper: 6 or 9)."})
+    instance_hidden_sizes: list[int] = field(default_factory=lambda: [32, 64], metadata={
+        "help": "Widths of the instances, small -> large (paper: 192 tiny, 768 base)."})
+    instance_num_attention_heads: list[int] = field(default_factory=lambda: [2, 4], metadata={
+        "help": "Heads per instance, kept in the pool (the official code switches to 12)."})
+    instance_feature_positions: list[str] = field(default_factory=lambda: ["[front,end]", "[end]"], metadata={
+        "help": "Matched layers per instance (paper: tiny [front,end], others [end])."})
     distill_epochs: float = field(default=10, metadata={"help": "Stage 1: epochs to distill each instance."})
     distill_learning_rate: float = field(default=1e-3, metadata={"help": "Stage 1 learning rate."})
-    alpha: float = field(default=0.9, metadata={"help": "Weight of the distillation terms in [0, 1]: (1 - alpha) * CE + alpha * (soft CE + feature MSE) (official: 0.1 on CE)."})
+    alpha: float = field(default=0.9, metadata={
+        "help": "Weight of the distillation terms in [0, 1]: (1 - alpha) * CE + alpha * (soft CE + feature MSE) "
+                "(official: 0.1 on CE)."})
     temperature: float = field(default=1.0, metadata={"help": "Stage 1 soft-CE temperature."})
-    stitch_init: str = field(default="least_squares", metadata={"help": "'least_squares' (SN-Net), 'projector' (paper: stage-1 projections transposed) or 'random'; the report compares all three."})
-    stitch_directions: str = field(default="small_to_large", metadata={"help": "Which instance pairs stitch: small_to_large (paper), adjacent_small_to_large, all."})
-    calibration_samples: int = field(default=256, metadata={"help": "Training images used by least-squares stitch init."})
-    pool_epochs: float = field(default=4, metadata={"help": "Stage 2: epochs of pool training (one sampled configuration per step)."})
-    pool_learning_rate: float = field(default=2e-4, metadata={"help": "Stage 2 learning rate (constant, as the official code)."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Push the pool and its Pareto-front networks at the end."})
-    hub_model_id: str | None = field(default=None, metadata={"help": "Repo of the pool (org/name); front networks go to <id>-config-<n>, a trained teacher to <id>-teacher."})
-    hub_private: bool | None = field(default=None, metadata={"help": "Create the repos private."})
+    stitch_init: str = field(default="least_squares", metadata={
+        "help": "'least_squares' (SN-Net), 'projector' (paper: stage-1 projections transposed) or 'random'; the "
+                "report compares all three."})
+    stitch_directions: str = field(default="small_to_large", metadata={
+        "help": "Which instance pairs stitch: small_to_large (paper), adjacent_small_to_large, all."})
+    calibration_samples: int = field(default=256, metadata={
+        "help": "Training images used by least-squares stitch init."})
+    pool_epochs: float = field(default=4, metadata={
+        "help": "Stage 2: epochs of pool training (one sampled configuration per step)."})
+    pool_learning_rate: float = field(default=2e-4, metadata={
+        "help": "Stage 2 learning rate (constant, as the official code)."})
+    push_to_hub: bool = field(default=False, metadata={
+        "help": "Push the pool and its Pareto-front networks at the end."})
+    hub_model_id: str | None = field(default=None, metadata={
+        "help": "Repo of the pool (org/name); front networks go to <id>-config-<n>, a trained teacher to "
+                "<id>-teacher."})
 
     def __post_init__(self):
-        sizes = (len(self.instance_hidden_sizes), len(self.instance_num_attention_heads), len(self.instance_feature_positions))
+        super().__post_init__()
+        sizes = (len(self.instance_hidden_sizes), len(self.instance_num_attention_heads),
+                 len(self.instance_feature_positions))
         if len(set(sizes)) != 1 or sizes[0] < 2:
             raise ValueError(
-                "instance_hidden_sizes, instance_num_attention_heads and instance_feature_positions must have one entry "
-                f"per instance (at least two), got lengths {sizes}."
+                "instance_hidden_sizes, instance_num_attention_heads and instance_feature_positions must have one "
+                f"entry per instance (at least two), got lengths {sizes}."
             )
-        if self.push_to_hub and not self.hub_model_id:
-            raise ValueError("push_to_hub needs hub_model_id (org/name of the pool repo).")
         if self.stitch_init not in ("projector", "least_squares", "random"):
             raise ValueError(f"stitch_init must be 'projector', 'least_squares' or 'random', got {self.stitch_init!r}.")
 
@@ -89,45 +105,35 @@ def _describe(row: dict, widths: list[int]) -> str:
 
 
 def run(recipe: PoolRecipe) -> dict:
-    start = time.time()
-    transformers.set_seed(recipe.seed)
-    transformers.logging.set_verbosity_warning()
-    out = Path(recipe.output_dir)
-    work = out / "_trainer"
-    data = digits(recipe.image_size, seed=recipe.seed, max_train_samples=recipe.max_train_samples)
     num_instances = len(recipe.instance_hidden_sizes)
-    stages = 4 + num_instances
-    stage = iter(range(1, stages + 1))
-    state = PartialState(cpu=_CPU)
-
-    def say(text):
-        number = next(stage)
-        if state.is_main_process:
-            print(f"[{number}/{stages}] {text}", flush=True)
+    run = Run(recipe, stages=4 + num_instances)
+    data = digits(recipe.image_size, seed=recipe.seed, max_train_samples=recipe.max_train_samples)
 
     # 1. the teacher (shared with the TLEG/SWS main job: same recipe fields, same seed, same teacher)
-    teacher, teacher_source, teacher_acc = get_teacher(recipe, data, work, out, state, say)
+    teacher, teacher_source, teacher_acc = get_teacher(run, data)
 
     # 2. stage 1: distill each instance with the feature terms; the projectors are saved beside it
     instances, instance_rows = [], []
     for i in range(num_instances):
-        say(f"stage 1: distilling instance {i} (width {recipe.instance_hidden_sizes[i]}, "
-            f"{recipe.instance_num_layers} layers, features at {recipe.instance_feature_positions[i]})")
+        run.stage(f"stage 1: distilling instance {i} (width {recipe.instance_hidden_sizes[i]}, "
+                  f"{recipe.instance_num_layers} layers, features at {recipe.instance_feature_positions[i]})")
         transformers.set_seed(recipe.seed + i)
-        args = _args(recipe, work, recipe.distill_epochs, recipe.distill_learning_rate, cls=PoolDistillationConfig,
-                     alpha=recipe.alpha, temperature=recipe.temperature,
-                     feature_positions=recipe.instance_feature_positions[i], ddp_find_unused_parameters=False)
-        trainer, _ = _train(_instance(recipe, i), args, data, trainer_cls=LearngenePoolDistillationTrainer,
-                            teacher_model=teacher)
-        folder = out / "instances" / f"instance-{i}"
+        args = training_args(recipe, run.work, learning_rate=recipe.distill_learning_rate,
+                             num_train_epochs=recipe.distill_epochs, cls=PoolDistillationConfig,
+                             alpha=recipe.alpha, temperature=recipe.temperature,
+                             feature_positions=recipe.instance_feature_positions[i], ddp_find_unused_parameters=False)
+        trainer, _ = train_and_evaluate(_instance(recipe, i), args, data, trainer_cls=LearngenePoolDistillationTrainer,
+                                        teacher_model=teacher)
+        folder = run.out / "instances" / f"instance-{i}"
         trainer.save_model(str(folder))  # model.safetensors + feature_projectors.safetensors
-        state.wait_for_everyone()
+        run.wait_for_everyone()
         instances.append(ViTForImageClassification.from_pretrained(folder))
-        instance_rows.append({"width": recipe.instance_hidden_sizes[i], "params": _num_params(instances[-1]),
-                              "accuracy": _curve(trainer, 0.0)[-1]["accuracy"]})
+        instance_rows.append({"width": recipe.instance_hidden_sizes[i], "params": num_parameters(instances[-1]),
+                              "accuracy": accuracy_curve(trainer, 0.0)[-1]["accuracy"]})
 
     # 3. stage 2: the pool, stitches initialized, all configurations trained together
-    say(f"stage 2: building the pool (stitch init: {recipe.stitch_init}) and training it for {recipe.pool_epochs:g} epochs")
+    run.stage(f"stage 2: building the pool (stitch init: {recipe.stitch_init}) and training it for "
+              f"{recipe.pool_epochs:g} epochs")
     transformers.set_seed(recipe.seed)
     calibration = data["train"][: recipe.calibration_samples]["pixel_values"]  # for least-squares stitch init
     pool = LearngenePoolModel.from_instances(instances, stitch_init=recipe.stitch_init, calibration_inputs=calibration,
@@ -135,7 +141,7 @@ def run(recipe: PoolRecipe) -> dict:
     test = data["test"][:]  # a dict of tensors
     test_x, test_y = test["pixel_values"], test["labels"]
     # how good each stitch init is before any pool training (stitched networks only), then the chosen one
-    folders = [str(out / "instances" / f"instance-{i}") for i in range(num_instances)]
+    folders = [str(run.out / "instances" / f"instance-{i}") for i in range(num_instances)]
     stitched_ids = [c["id"] for c in pool.stitch_configs if c["j"] is not None]
     init_comparison = {}
     for method in ("projector", "least_squares", "random"):
@@ -146,14 +152,15 @@ def run(recipe: PoolRecipe) -> dict:
     transformers.set_seed(recipe.seed)
     pool.initialize_stitches(recipe.stitch_init, calibration_inputs=calibration, projector_folders=folders)
     before = {r["id"]: r["accuracy"] for r in pool.evaluate_configs(test_x, test_y)}
-    pool_args = _args(recipe, work, recipe.pool_epochs, recipe.pool_learning_rate, lr_scheduler_type="constant",
-                      warmup_steps=0, eval_strategy="no", ddp_find_unused_parameters=True)
+    pool_args = training_args(recipe, run.work, learning_rate=recipe.pool_learning_rate,
+                              num_train_epochs=recipe.pool_epochs, lr_scheduler_type="constant", warmup_steps=0,
+                              eval_strategy="no", ddp_find_unused_parameters=True)
     Trainer(model=pool, args=pool_args, train_dataset=data["train"]).train()
 
     # 4. every configuration: parameters, FLOPs, accuracy; exported as a standalone model
-    say(f"scoring and exporting all {len(pool.stitch_configs)} configurations")
+    run.stage(f"scoring and exporting all {len(pool.stitch_configs)} configurations")
     rows = pool.evaluate_configs(test_x, test_y)
-    stored = _num_params(pool)
+    stored = num_parameters(pool)
     choices = []
     for row in rows:
         row["name"] = _describe(row, recipe.instance_hidden_sizes)
@@ -167,7 +174,7 @@ def run(recipe: PoolRecipe) -> dict:
         "dataset_id": "sklearn-digits",
         "training_setup": _training_setup(recipe, teacher_source),
         "recipe": dataclasses.asdict(recipe),
-        "teacher": {"source": teacher_source, "hub_id": hub_id(recipe.teacher), "params": _num_params(teacher),
+        "teacher": {"source": teacher_source, "hub_id": hub_id(recipe.teacher), "params": num_parameters(teacher),
                     "num_layers": teacher.config.num_hidden_layers, "accuracy": teacher_acc},
         "instances": instance_rows,
         "pool": {"params": stored, "num_configs": len(rows), "stitch_init": recipe.stitch_init},
@@ -176,30 +183,28 @@ def run(recipe: PoolRecipe) -> dict:
         "choices": choices,
         "hf_methods_version": __version__,
     }
-    results["elapsed_s"] = time.time() - start
-    state.wait_for_everyone()
-    if not state.is_main_process:
+    results["elapsed_s"] = run.elapsed()
+    run.wait_for_everyone()
+    if not run.is_main_process:
         return results
 
     # 5. save the pool and every exported configuration; the report
-    say("saving the pool, the exported models and the report")
-    save_model_folder(pool, out / "pool", pool_card(pool, out / "pool", results))
+    run.stage("saving the pool, the exported models and the report")
+    run.save_model(pool, "pool", pool_card(pool, run.out / "pool", results))
     for row in rows:
-        path = out / "stitched" / f"config-{row['id']}"
+        path = run.out / "stitched" / f"config-{row['id']}"
         model = pool.export(row["id"])
-        save_model_folder(model, path, stitched_card(model, path, results, pool_ref=str(out / "pool")))
-    _write_report(results, out)
-    shutil.rmtree(work, ignore_errors=True)
-    if recipe.push_to_hub:
-        push_run(out, recipe.hub_model_id, private=recipe.hub_private)
+        run.save_model(model, f"stitched/config-{row['id']}",
+                       stitched_card(model, path, results, pool_ref=str(run.out / "pool")))
+    run.write_report(results, markdown=_markdown(results))
+    write_pareto_report(results["choices"], run.out, title=f"Learngene Pool on {results['dataset']}")
     best = max(rows, key=lambda r: r["accuracy"])
     smallest = min(rows, key=lambda r: r["params"])
-    print(
+    run.finish(
         f"Learngene Pool done in {results['elapsed_s']:.0f}s: {len(rows)} models from one pool of "
         f"{fmt_params(stored)} stored parameters, {fmt_params(smallest['params'])} to "
         f"{fmt_params(max(r['params'] for r in rows))}; best {best['name']}: {best['accuracy']:.3f}. "
-        f"Report, models and Pareto plot in {out}/",
-        flush=True,
+        f"Report, models and Pareto plot in {run.out}/"
     )
     return results
 
@@ -219,10 +224,8 @@ def _training_setup(recipe: PoolRecipe, teacher_source: str) -> str:
     )
 
 
-def _write_report(results: dict, out: Path) -> None:
-    """report.json (with `choices` for `hf-methods choose/pareto`), report.md, and pareto.{md,png,json}."""
-    write_text_atomic(out / "report.json", json.dumps(results, indent=2))
-    write_pareto_report(results["choices"], out, title=f"Learngene Pool on {results['dataset']}")
+def _markdown(results: dict) -> str:
+    """report.md (report.json holds `choices` for `hf-methods choose/pareto`; pareto.{md,png,json} beside it)."""
     teacher, pool = results["teacher"], results["pool"]
     lines = [
         f"# Learngene Pool on {results['dataset']}",
@@ -240,11 +243,12 @@ def _write_report(results: dict, out: Path) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for r in sorted(results["configs"], key=lambda r: r["params"]):
-        lines.append(f"| {r['id']} | {r['name']} | {r['depth']} | {fmt_params(r['params'])} | {fmt_flops(r['flops'])} | "
+        lines.append(f"| {r['id']} | {r['name']} | {r['depth']} | {fmt_params(r['params'])} | "
+                     f"{fmt_flops(r['flops'])} | "
                      f"{r['accuracy_before_pool_training']:.3f} | {r['accuracy']:.3f} |")
     lines += ["", "Each network is saved as a standalone model under `stitched/config-<id>/`; pick one under a budget "
               "with `hf-methods choose report.json --budget-params N`.", "", "![pareto](pareto.png)", ""]
-    write_text_atomic(out / "report.md", "\n".join(lines))
+    return "\n".join(lines)
 
 
 def main(argv=None):

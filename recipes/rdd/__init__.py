@@ -9,4 +9,5 @@ register_method(
     recipe="hf_methods.recipes.rdd.pipeline",
     summary="RDD segmentation distillation: digit scenes -> UperNet teacher -> student alone / + KD / + RDD -> mIoU "
             "report",
+    push="hf_methods.recipes.rdd.pipeline:push_rdd_run",
 )

@@ -6,8 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from huggingface_hub import ModelCard
+from transformers import GPT2LMHeadModel
 
+from hf_methods.hub import push_run
 from hf_methods.models.proxy_tuned import ProxyTunedForCausalLM
 from hf_methods.recipe import parse_recipe
 from hf_methods.recipes.cpt import pipeline
@@ -21,7 +25,7 @@ TINY = {
 }
 
 
-def test_cpt_recipe_runs_a_tiny_config_end_to_end(tmp_path):
+def test_cpt_recipe_runs_a_tiny_config_end_to_end_then_pushes(tmp_path, fake_hub):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "run"
@@ -60,6 +64,26 @@ def test_cpt_recipe_runs_a_tiny_config_end_to_end(tmp_path):
                                                       tables, recipe_obj, rng), vocab)
         scored = pipeline.score(model, held_out, pipeline.answer_positions(recipe_obj))
         assert scored["loss"] == pytest.approx(rows[name]["loss"], rel=1e-5)
+    assert "large model" in (out / "large" / "README.md").read_text()
+
+    # `hf-methods push`: the large and small models first, then the proxy-tuned models referring to their Hub copies
+    pushed = push_run(out, "tester/cpt")
+    assert pushed == {"large": "tester/cpt-large", "small": "tester/cpt-small", "proxy-tuned-cpt": "tester/cpt",
+                      "proxy-tuned-plain": "tester/cpt-plain"}
+    remote = ProxyTunedForCausalLM.from_pretrained("tester/cpt")
+    assert remote.config.large_model_name_or_path == "tester/cpt-large"
+    assert remote.config.small_model_name_or_path == "tester/cpt-small"
+    local = ProxyTunedForCausalLM.from_pretrained(out / "proxy-tuned-cpt")
+    ids = torch.tensor([held_out[0]["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(remote(input_ids=ids).logits, local(input_ids=ids).logits)
+    card = ModelCard.load("tester/cpt")
+    assert card.data.base_model == "tester/cpt-large" and "held-out target loss" in card.text
+    assert ModelCard.load("tester/cpt-plain").data.base_model == "tester/cpt-large"
+    large_card = ModelCard.load("tester/cpt-large")
+    assert "tester/cpt-large" in large_card.text and "cpt" in large_card.data.tags
+    small = GPT2LMHeadModel.from_pretrained("tester/cpt-small")
+    assert torch.equal(small.lm_head.weight, GPT2LMHeadModel.from_pretrained(out / "small").lm_head.weight)
 
 
 def test_cpt_recipe_validation():
@@ -73,3 +97,21 @@ def test_cpt_recipe_validation():
         parse_recipe(CPTRecipe, ["--num_symbols", "40"], default_config=DEFAULT_RECIPE)
     with pytest.raises(ValueError, match="divisible"):
         parse_recipe(CPTRecipe, ["--large_num_heads", "3"], default_config=DEFAULT_RECIPE)
+    with pytest.raises(ValueError, match="num_threads"):
+        parse_recipe(CPTRecipe, ["--num_threads", "0"], default_config=DEFAULT_RECIPE)
+    with pytest.raises(ValueError, match="push_to_hub needs hub_model_id"):
+        parse_recipe(CPTRecipe, ["--push_to_hub", "true"], default_config=DEFAULT_RECIPE)
+
+
+def test_the_renamed_thread_field_names_its_new_name(tmp_path):
+    (recipe,) = parse_recipe(CPTRecipe, ["--num_threads", "2"], default_config=DEFAULT_RECIPE)
+    assert recipe.num_threads == 2
+    assert parse_recipe(CPTRecipe, [], default_config=DEFAULT_RECIPE)[0].num_threads == 1
+    with pytest.raises(SystemExit, match="`torch_threads` was renamed to `num_threads`"):
+        parse_recipe(CPTRecipe, ["--torch_threads", "2"], default_config=DEFAULT_RECIPE)
+    with pytest.raises(SystemExit, match="`torch_threads` was renamed"):
+        parse_recipe(CPTRecipe, ["--torch_threads=2"], default_config=DEFAULT_RECIPE)
+    old = tmp_path / "old.yaml"
+    old.write_text("torch_threads: 1\n")
+    with pytest.raises(SystemExit, match="`torch_threads` was renamed to `num_threads`"):
+        parse_recipe(CPTRecipe, ["--config", str(old)])

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 import yaml
+from huggingface_hub import ModelCard
 from hf_methods.recipes.l2d.pipeline import (
     DEFAULT_RECIPE,
     L2DRecipe,
@@ -16,6 +17,7 @@ from hf_methods.recipes.l2d.pipeline import (
 from hf_methods.trainers.multilabel_kd_trainer import PROJECTION_FILE, PROJECTION_NAME
 from safetensors import safe_open
 
+from hf_methods.hub import push_run
 from hf_methods.models.label_query import LabelQueryForMultiLabelClassification
 from hf_methods.recipe import parse_recipe
 
@@ -38,7 +40,7 @@ def _run(tmp_path, name, *extra):
     return out, proc
 
 
-def test_l2d_recipe_runs_a_tiny_config_end_to_end(tmp_path):
+def test_l2d_recipe_runs_a_tiny_config_end_to_end_and_pushes(tmp_path, fake_hub):
     out, proc = _run(tmp_path, "run")
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("L2D done") and "with L2D" in lines[-1]
@@ -57,6 +59,21 @@ def test_l2d_recipe_runs_a_tiny_config_end_to_end(tmp_path):
     assert not (out / "_trainer").exists()
 
     assert teacher.config.d_model == 8
+    assert "mAP" in (out / "teacher" / "README.md").read_text()
+    assert "student + L2D" in (out / "students" / "l2d" / "README.md").read_text()
+
+    # `hf-methods push`: the trained teacher first, then the three students with cards pointing at it
+    pushed = push_run(out, "tester/l2d")
+    assert pushed == {"teacher": "tester/l2d-teacher", "students/l2d": "tester/l2d", "students/bce": "tester/l2d-bce",
+                      "students/softmax_kd": "tester/l2d-softmax-kd"}
+    card = ModelCard.load("tester/l2d")
+    assert card.data.base_model == "tester/l2d-teacher" and "l2d" in card.data.tags
+    assert 'from_pretrained("tester/l2d")' in card.text
+    assert ModelCard.load("tester/l2d-bce").data.base_model is None  # BCE alone: no teacher
+    remote = LabelQueryForMultiLabelClassification.from_pretrained("tester/l2d")
+    local = LabelQueryForMultiLabelClassification.from_pretrained(out / "students" / "l2d")
+    for key, value in local.state_dict().items():
+        assert torch.equal(remote.state_dict()[key], value), key
 
     # again (in process) from the saved teacher, with a narrower student decoder: L2D trains a projection, saved
     # beside the student and not in it
@@ -65,7 +82,8 @@ def test_l2d_recipe_runs_a_tiny_config_end_to_end(tmp_path):
     torch.set_num_threads(1)
     try:
         report2 = main(["--config", str(tmp_path / "tiny.yaml"), "--output_dir", str(again), "--teacher",
-                        str(out / "teacher"), "--student_decoder_dim", "4"])
+                        str(out / "teacher"), "--student_decoder_dim", "4", "--push_to_hub", "true",
+                        "--hub_model_id", "tester/l2d-again"])
     finally:
         torch.set_num_threads(threads)
     assert report2["teacher"]["source"] == str(out / "teacher")
@@ -74,6 +92,12 @@ def test_l2d_recipe_runs_a_tiny_config_end_to_end(tmp_path):
     assert not (again / "students" / "softmax_kd" / PROJECTION_FILE).exists()
     with safe_open(again / "students" / "l2d" / "model.safetensors", framework="pt") as f:
         assert not any(k.startswith(PROJECTION_NAME) for k in f.keys())
+    # the recipe pushed at the end (`push_to_hub`): the students, the projection beside the L2D one; no teacher
+    assert {"tester/l2d-again", "tester/l2d-again-bce", "tester/l2d-again-softmax-kd"} <= set(fake_hub.repos)
+    assert "tester/l2d-again-teacher" not in fake_hub.repos
+    from huggingface_hub import list_repo_files
+
+    assert PROJECTION_FILE in list_repo_files("tester/l2d-again")
 
 
 def test_multi_digit_images_are_deterministic_and_split_by_source_image():

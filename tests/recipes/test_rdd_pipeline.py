@@ -8,10 +8,12 @@ import sys
 import pytest
 import torch
 import yaml
+from huggingface_hub import ModelCard
 from torch import nn
 from transformers import AutoModelForSemanticSegmentation, SegformerForSemanticSegmentation
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
+from hf_methods.hub import push_run
 from hf_methods.recipe import parse_recipe
 from hf_methods.recipes.rdd.pipeline import DEFAULT_RECIPE, RDDRecipe, digit_scenes, main, segmentation_iou
 
@@ -110,7 +112,7 @@ def _run(tmp_path, name, **overrides):
     return out, proc
 
 
-def test_rdd_recipe_end_to_end_then_with_the_saved_teacher_and_a_segformer_student(tmp_path):
+def test_rdd_recipe_end_to_end_push_then_with_the_saved_teacher_and_a_segformer_student(tmp_path, fake_hub):
     out, proc = _run(tmp_path, "run")
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("RDD done") and "+ RDD" in lines[-1]
@@ -128,6 +130,19 @@ def test_rdd_recipe_end_to_end_then_with_the_saved_teacher_and_a_segformer_stude
         model = AutoModelForSemanticSegmentation.from_pretrained(out / folder)
         assert model.config.num_labels == 11
     assert not (out / "_trainer").exists()
+    assert "test mIoU" in (out / "student-rdd" / "README.md").read_text()
+
+    # `hf-methods push`: the trained teacher first, then the three students, the distilled ones citing the teacher
+    pushed = push_run(out, "tester/rdd")
+    assert pushed == {"teacher": "tester/rdd-teacher", "student-rdd": "tester/rdd", "student-kd": "tester/rdd-kd",
+                      "student-alone": "tester/rdd-alone"}
+    card = ModelCard.load("tester/rdd")
+    assert card.data.base_model == "tester/rdd-teacher" and card.data.pipeline_tag == "image-segmentation"
+    assert ModelCard.load("tester/rdd-alone").data.base_model is None
+    remote = AutoModelForSemanticSegmentation.from_pretrained("tester/rdd")
+    local = AutoModelForSemanticSegmentation.from_pretrained(out / "student-rdd")
+    for key, value in local.state_dict().items():
+        assert torch.equal(remote.state_dict()[key], value), key
 
     # a given teacher is loaded, not trained; a Segformer student (no aux head, 1/4-resolution logits) works
     # (in this process, through `main`, to spare a second start-up)
