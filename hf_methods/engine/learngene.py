@@ -352,18 +352,25 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
                 f"init={init!r} is not a teacher init of {type(self).__name__}; use one of {list(self.teacher_inits)}."
             )
         teacher_layers = self._teacher_layers(teacher)
+        # Everything that can fail happens before anything is written.
+        with torch.no_grad():
+            fitted = self.fit_gene(teacher_layers, init) if init != "random" else {}
+        provenance = self.teacher_provenance(len(teacher_layers)) if init != "random" else {}
+        gene = dict(self.gene.named_parameters())
+        for name, param in gene.items():
+            if init != "random" and name not in fitted:
+                raise RuntimeError(f"{type(self).__name__}.fit_gene gave no value for gene.{name}")
+            if init != "random" and tuple(fitted[name][0].shape) != tuple(param.shape):
+                raise RuntimeError(f"gene.{name}: the fit gives shape {tuple(fitted[name][0].shape)}, "
+                                   f"expected {tuple(param.shape)}")
         report = ExpansionReport(self.method_name, self.config.aux_num_layers, type(self).__name__, origin="teacher")
         with torch.no_grad():
             self._copy_non_layer_from(teacher, report, copy_non_layer)
-            fitted = self.fit_gene(teacher_layers, init) if init != "random" else {}
-            for name, param in self.gene.named_parameters():
+            for name, param in gene.items():
                 if init == "random":
                     report.add(f"gene.{name}", param.shape, "new", "init='random': the method's own initialization")
                     continue
-                if name not in fitted:
-                    raise RuntimeError(f"{type(self).__name__}.fit_gene gave no value for gene.{name}")
                 value, detail = fitted[name]
-                self._check_fit_shape(name, param, value)
                 param.copy_(value.to(param.dtype))
                 report.add(f"gene.{name}", param.shape, "fit", detail)
         self.config.teacher_init = {
@@ -371,7 +378,7 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
             "teacher_num_layers": len(teacher_layers),
             "init": init,
             "copy_non_layer": copy_non_layer,
-            **(self.teacher_provenance(len(teacher_layers)) if init != "random" else {}),
+            **provenance,
         }
         self.teacher_init_report = report
         logger.info(report.summary())
@@ -445,10 +452,6 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
         if copy_non_layer:
             mine = {canonical_key(self.base, n) for n, _ in self.base.named_parameters()}
             report.unused = sorted(k.split(":", 1)[1] for k in available if k not in mine)
-
-    def _check_fit_shape(self, name, param, value):
-        if tuple(value.shape) != tuple(param.shape):  # pragma: no cover (the teacher's layers were checked)
-            raise RuntimeError(f"gene.{name}: the fit gives shape {tuple(value.shape)}, expected {tuple(param.shape)}")
 
     # --- the learngene as an artifact -----------------------------------------------------------------------
     def model_card(self, repo_or_path, results: dict | None = None):

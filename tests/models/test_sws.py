@@ -257,6 +257,12 @@ def test_sws_teacher_init_options_and_errors():
     teacher = stock_model("vit", 3)
     with pytest.raises(ValueError, match="use at most 3 stages"):
         SWSModel.from_teacher(teacher, stage_sizes=[1, 1, 1, 1])
+    gene = make("vit", stage_sizes=(1, 1, 1, 1))
+    before = {k: v.clone() for k, v in gene.state_dict().items()}
+    with pytest.raises(ValueError, match="use at most 3 stages"):
+        gene.init_from_teacher(teacher)
+    assert all(torch.equal(v, before[k]) for k, v in gene.state_dict().items())  # nothing half-done
+    assert getattr(gene.config, "teacher_init", None) is None
     with pytest.raises(ValueError, match=r"init='least_squares' is not a teacher init of SWSModel"):
         SWSModel.from_teacher(teacher, init="least_squares", stage_sizes=[1, 1])
     gene = SWSModel.from_teacher(teacher, init="random")  # the default 3,3,4,3,3 stages: random needs no split
