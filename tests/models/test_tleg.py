@@ -382,7 +382,7 @@ def test_minilm_least_squares_aux_net_is_closer_to_the_teacher_than_random_init(
     it, embeddings copied in both. Cosine similarity of their mean-pooled sentence embeddings to the teacher's, over 12
     sentences (measured: least squares mean 0.21, min 0.14; random layers mean 0.08; unrelated sentences under the
     teacher 0.04). The least-squares init is clearly better than random but NOT close to the teacher: MiniLM's layers
-    are far from linear in depth (the fit leaves ~90% of each weight matrix's spread across layers), so a TLEG
+    are far from linear in depth (the fit explains ~20% of each weight matrix's layer-to-layer variance), so a TLEG
     learngene from MiniLM still needs distillation. Thresholds: least squares mean >= 0.18 and every sentence >= 0.1;
     random mean <= 0.12."""
     path = minilm_path()
