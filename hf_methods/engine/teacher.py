@@ -105,6 +105,7 @@ def select_teacher_layers(teacher: PreTrainedModel, num_layers: int, strategy="e
         lambda i: dict(teacher_layers[indices[i]].named_parameters()), lambda i: f"teacher layer {indices[i]}",
         layer_source="teacher", origin="teacher", origin_class=type(teacher).__name__,
     )
+    target.name_or_path = target.config.name_or_path = ""  # a new model, not the teacher's checkpoint (recorded below)
     target.config.layer_selection = {
         "teacher": teacher.name_or_path or None,
         "teacher_num_layers": len(teacher_layers),

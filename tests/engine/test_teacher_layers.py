@@ -152,6 +152,7 @@ def test_real_pretrained_minilm_selection():
         model = select_teacher_layers(teacher, 2, strategy).eval()
         assert model.config.layer_selection == {"teacher": path, "teacher_num_layers": 6, "strategy": strategy,
                                                 "layers": chosen}
+        assert model.name_or_path == ""  # not the teacher's checkpoint
         for i, t in enumerate(chosen):
             for (name, mine), (_, theirs) in zip(model.encoder.layer[i].named_parameters(),
                                                  teacher.encoder.layer[t].named_parameters()):
