@@ -12,9 +12,10 @@ from .engine import (
     LearngeneConfig,
     LearngeneModel,
     register_architecture,
+    select_teacher_layers,
 )
 
-registry.export(ExpansionReport, LearngeneConfig, LearngeneModel, register_architecture)
+registry.export(ExpansionReport, LearngeneConfig, LearngeneModel, register_architecture, select_teacher_layers)
 registry.discover("hf_methods.models", "hf_methods.recipes")
 globals().update(registry.exports())
 __all__ = sorted(["__version__", *registry.exports()])

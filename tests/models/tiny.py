@@ -55,3 +55,18 @@ ARCHS = {
     "gpt2": (gpt2_config, "GPT2LMHeadModel", _text_lm),
     "llama": (llama_config, "LlamaForCausalLM", _text_lm),
 }
+
+
+def stock_model(arch, num_layers, std=0.1, **config_kw):
+    """A stock model of `arch` with `num_layers` layers and every parameter drawn from N(0, std) (so that layers,
+    norms and biases all differ: copies and fits are then checked on real values, not on the stock init)."""
+    from hf_methods.engine.architectures import spec_for
+
+    config_fn, cls, _ = ARCHS[arch]
+    config = config_fn(**config_kw)
+    setattr(config, spec_for(config.model_type).depth_attr, num_layers)
+    model = getattr(T, cls)(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, std)
+    return model.eval()

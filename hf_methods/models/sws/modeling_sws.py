@@ -12,6 +12,9 @@ Deviations from the official code, on purpose:
 - Head counts are kept: the official Aux-S has 12 heads and Des-S 6, regrouping the copied qkv rows. Here a
   descendant has the learngene's head count unless `num_attention_heads` is overridden (then a warning).
 - Only the D=12 mapping is published; other depths use `default_layers_source` (documented below).
+
+Starting from a pretrained teacher (not in the paper): `SWSModel.from_teacher(teacher)` sets each stage to the mean
+of the teacher layers it covers (`SWSModel.teacher_stage_split`) and copies the embeddings, norm and head.
 """
 
 from __future__ import annotations
@@ -72,11 +75,14 @@ def check_layers_source(layers_source, depth: int, num_stages: int, allow_any_or
         raise ValueError(f"layers_source must hold integer stage indices, got {list(layers_source)!r}.")
     if len(mapping) != depth:
         raise ValueError(
-            f"layers_source has {len(mapping)} entries but the descendant has {depth} layers; give one stage index per layer."
+            f"layers_source has {len(mapping)} entries but the descendant has {depth} layers; "
+            "give one stage index per layer."
         )
     bad = [s for s in mapping if not 0 <= s < num_stages]
     if bad:
-        raise ValueError(f"layers_source has stage indices {bad} out of range: this learngene has stages 0..{num_stages - 1}.")
+        raise ValueError(
+            f"layers_source has stage indices {bad} out of range: this learngene has stages 0..{num_stages - 1}."
+        )
     if not allow_any_order and any(b < a for a, b in itertools.pairwise(mapping)):
         raise ValueError(
             f"layers_source {mapping} goes back to an earlier stage; stages must be non-decreasing so that early "
@@ -128,6 +134,45 @@ class SWSModel(LearngeneModel):
 
     def layer_parameters(self, index, depth):
         return self.stage_parameters(self.default_layers_source(depth)[index])
+
+    # --- starting from a pretrained teacher ---------------------------------------------------------------
+    teacher_inits = ("stage_mean", "random")
+
+    @classmethod
+    def _teacher_config_defaults(cls, teacher):
+        return {}  # the depth follows stage_sizes (default 3,3,4,3,3), not the teacher
+
+    def teacher_stage_split(self, teacher_num_layers: int) -> list[int]:
+        """The stage each of a teacher's layers is averaged into: the teacher's layers divided among the stages in
+        proportion to the stage sizes, in order, by the default mapping rule (`default_layers_source(stage_sizes,
+        teacher_num_layers)`: stage s gets about teacher_num_layers * n_s / L teacher layers, largest remainder, at
+        least one each). A teacher as deep as the auxiliary network maps exactly onto the auxiliary network's own
+        stages. The published D=12 preset is a descendant mapping and is not used here. A teacher with fewer layers
+        than stages is an error: a stage would cover no teacher layer."""
+        if teacher_num_layers < self.num_stages:
+            raise ValueError(
+                f"the teacher has {teacher_num_layers} layers but this SWS learngene has {self.num_stages} stages "
+                f"({self.config.stage_sizes}); each stage is the mean of at least one teacher layer, so use at most "
+                f"{teacher_num_layers} stages (stage_sizes) or init='random'."
+            )
+        return default_layers_source(self.config.stage_sizes, teacher_num_layers)
+
+    def fit_gene(self, teacher_layers, init):
+        """Stage s = the element-wise mean (computed in float64) of the teacher layers `teacher_stage_split` gives
+        it; a stage covering a single teacher layer is an exact copy of it."""
+        split = self.teacher_stage_split(len(teacher_layers))
+        fitted = {}
+        for stage in range(self.num_stages):
+            covered = [index for index, s in enumerate(split) if s == stage]
+            for name in self.layer_parameter_names:
+                total = sum(teacher_layers[index][name].detach().to(torch.float64) for index in covered)
+                fitted[f"stages.{stage}.{name}"] = (total / len(covered), f"mean of teacher layers {covered}")
+        return fitted
+
+    def teacher_provenance(self, teacher_num_layers):
+        split = self.teacher_stage_split(teacher_num_layers)
+        covered = [[i for i, s in enumerate(split) if s == stage] for stage in range(self.num_stages)]
+        return {"stage_teacher_layers": covered}
 
     def describe_layer(self, index, depth):
         return f"stage {self.default_layers_source(depth)[index]}"

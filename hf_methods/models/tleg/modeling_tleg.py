@@ -6,13 +6,47 @@ Deviation from the official code, on purpose: the official auxiliary net and des
 same stock transformers architecture (e.g. `ViTForImageClassification`, CLS pooling), so `expand(L)`
 reproduces the auxiliary network exactly and descendants load with stock transformers. The linear rule,
 its coefficient l/L and the initialization follow the paper's code.
+
+Starting from a pretrained teacher (not in the paper): `TLEGModel.from_teacher(teacher)` sets theta_A and theta_B
+to the least-squares fit of the teacher's layers (`fit_linear_in_depth`) and copies its embeddings, norm and head.
 """
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ...engine.learngene import LearngeneModel
 from .configuration_tleg import TLEGConfig
+
+
+def fit_linear_in_depth(
+    tensors: Sequence[torch.Tensor], coefficients: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The least-squares (A, B) of `W_l ~ A + c_l * B` over the layers l, element by element, in closed form.
+
+    `tensors[l]` is W_l (all of one shape), `coefficients[l]` is c_l. Minimizes sum_l ||A + c_l B - W_l||^2, i.e. a
+    straight line through each element's values along depth: B = sum_l (c_l - c_mean) W_l / sum_l (c_l - c_mean)^2,
+    A = W_mean - c_mean * B. Exact when the W_l are themselves linear in c_l. When all c_l are equal (one layer) B is
+    undetermined and set to 0 (A = W_mean). Computed and returned in float64, streaming (one layer at a time).
+    """
+    if len(tensors) != len(coefficients) or not tensors:
+        raise ValueError(f"need one coefficient per tensor, got {len(tensors)} tensors and {len(coefficients)} "
+                         "coefficients.")
+    c = torch.tensor([float(x) for x in coefficients], dtype=torch.float64)
+    dc = c - c.mean()
+    spread = float((dc * dc).sum())
+    mean = torch.zeros(tensors[0].shape, dtype=torch.float64, device=tensors[0].device)
+    slope = torch.zeros_like(mean)
+    for w, d in zip(tensors, dc.tolist()):
+        w = w.detach().to(torch.float64)
+        mean += w
+        if spread > 0:
+            slope.add_(w, alpha=d)  # sum_l (c_l - c_mean) W_l  =  sum_l (c_l - c_mean)(W_l - W_mean)
+    mean /= len(tensors)
+    if spread > 0:
+        slope /= spread
+    return mean - float(c.mean()) * slope, slope
 
 
 class TLEGGene(nn.Module):
@@ -53,6 +87,28 @@ class TLEGModel(LearngeneModel):
         c = self.coefficient(index, depth)
         b = dict(self.gene.theta_b.named_parameters())
         return {name: torch.add(a, b[name], alpha=c) for name, a in self.gene.theta_a.named_parameters()}
+
+    # --- starting from a pretrained teacher ---------------------------------------------------------------
+    teacher_inits = ("least_squares", "random")
+
+    def fit_gene(self, teacher_layers, init):
+        """theta_A, theta_B = the least-squares fit of the teacher's layers W_l to theta_A + c_l * theta_B, per tensor,
+        with c_l this learngene's coefficient for layer l of the TEACHER's depth (l/L_teacher by default), whatever
+        `aux_num_layers` is: the linear rule is depth-free, so the fit places every teacher layer at its own relative
+        depth, and the auxiliary network (or any descendant) re-samples the fitted line at its own depth."""
+        depth = len(teacher_layers)
+        coefficients = [self.coefficient(index, depth) for index in range(depth)]
+        rule = f"l/{depth}" if self.config.coefficient == "index_over_depth" else f"l/{max(depth - 1, 1)}"
+        detail = f"least squares over teacher layers 0..{depth - 1} with c_l = {rule}"
+        fitted = {}
+        for name in self.layer_parameter_names:
+            a, b = fit_linear_in_depth([layer[name] for layer in teacher_layers], coefficients)
+            fitted[f"theta_a.{name}"] = (a, detail)
+            fitted[f"theta_b.{name}"] = (b, detail)
+        return fitted
+
+    def teacher_provenance(self, teacher_num_layers):
+        return {"coefficients": [self.coefficient(i, teacher_num_layers) for i in range(teacher_num_layers)]}
 
     def describe_layer(self, index, depth):
         return f"theta_A + {index}/{depth} * theta_B" if self.config.coefficient == "index_over_depth" else (
