@@ -7,8 +7,12 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 # import name -> source folder (the project's layout: trainers/, recipes/ and hub_cards/ install inside hf_methods)
-ROOTS = {"hf_methods": "hf_methods", "hf_methods.trainers": "trainers", "hf_methods.recipes": "recipes",
-         "hf_methods.hub_cards": "hub_cards"}
+ROOTS = {
+    "hf_methods": "hf_methods",
+    "hf_methods.trainers": "trainers",
+    "hf_methods.recipes": "recipes",
+    "hf_methods.hub_cards": "hub_cards",
+}
 DATA = ["*.yaml", "*.md"]  # recipe files and card templates, in whichever package they sit
 
 packages, package_dir = [], {}

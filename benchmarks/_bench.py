@@ -66,9 +66,7 @@ def add_timing_args(p, steps: int = 10, warmup: int = 2, rounds: int = 5) -> Non
         default=1.0,
         help="the TrainingArguments default is 1.0",
     )
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's own)"
-    )
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -151,9 +149,7 @@ def decay_groups(model, weight_decay: float) -> list[dict]:
     ]
 
 
-def hand_loop(
-    model, dataset, a, loss_fn: Callable[[dict], torch.Tensor], collate_fn=None
-) -> list[float]:
+def hand_loop(model, dataset, a, loss_fn: Callable[[dict], torch.Tensor], collate_fn=None) -> list[float]:
     """One round of the plain PyTorch loop: shuffled batches of `dataset`, `loss_fn(batch)` (forward passes and
     the loss), backward, grad-norm clipping to `a.max_grad_norm`, fused AdamW step (the Trainer's default optimizer
     with its decay / no-decay groups, constant learning rate), `zero_grad`. Returns the step durations without the
@@ -257,12 +253,8 @@ class Summary:
             f"{'hand-written loop step:'.ljust(width)} median {1e3 * self.loop_median:.1f} ms  "
             f"(min {1e3 * min(self.loop_times):.1f}, n={len(self.loop_times)})"
         )
-        print(
-            f"ratio Trainer / loop (medians): {self.ratio:.3f}  (target <= {TARGET}: {self.verdict})"
-        )
-        print(
-            f"  for reference, ratio of minima: {self.ratio_of_minima:.3f}  (least disturbed steps)"
-        )
+        print(f"ratio Trainer / loop (medians): {self.ratio:.3f}  (target <= {TARGET}: {self.verdict})")
+        print(f"  for reference, ratio of minima: {self.ratio_of_minima:.3f}  (least disturbed steps)")
 
     def line(self) -> str:
         """The one-line summary."""

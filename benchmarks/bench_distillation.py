@@ -36,19 +36,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import _bench
 import torch
+from transformers import ViTConfig, ViTForImageClassification
+
 from hf_methods.trainers import (
     DistillationConfig,
     DistillationTrainer,
     distillation_loss,
 )
-from transformers import ViTConfig, ViTForImageClassification
 
 ALPHA, TEMPERATURE, KD_NORM = 0.5, 2.0, "numel"
 
 
-def vit(
-    hidden, layers, heads, intermediate, image, patch, labels
-) -> ViTForImageClassification:
+def vit(hidden, layers, heads, intermediate, image, patch, labels) -> ViTForImageClassification:
     config = ViTConfig(
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -72,9 +71,7 @@ def trainer_round(student, teacher, dataset, a, output_dir) -> tuple[list[float]
         kd_normalization=KD_NORM,
         **_bench.trainer_kwargs(a, output_dir),
     )
-    trainer = DistillationTrainer(
-        model=student, args=args, train_dataset=dataset, teacher_model=teacher
-    )
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=dataset, teacher_model=teacher)
     return _bench.timed_train(trainer, a.warmup)
 
 

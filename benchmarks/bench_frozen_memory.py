@@ -92,11 +92,7 @@ def file_rss() -> int:
 def peak_rss() -> int:
     """Peak RSS in bytes: VmHWM, else ru_maxrss (KiB on Linux)."""
     hwm = _proc_status().get("VmHWM")
-    return (
-        hwm
-        if hwm is not None
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def trim() -> None:
@@ -126,9 +122,7 @@ def build(kind: str, a):
     import _bench  # benchmarks/ is sys.path[0]: the child runs this file
 
     if kind.startswith("l2d"):
-        hidden, layers, heads = (
-            a.l2d_teacher if kind == "l2d-teacher" else a.l2d_student
-        )
+        hidden, layers, heads = a.l2d_teacher if kind == "l2d-teacher" else a.l2d_student
         return _bench.label_query_vit(
             hidden,
             layers,
@@ -251,16 +245,11 @@ def make_trainer(which, source, dtype, student, data, a, output_dir, callbacks):
     }
     # by name (the trainer loads them with the dtype), or float32 objects built in memory (the trainer casts them)
     frozen = {
-        kind: os.path.join(a.workdir, kind)
-        if source == "path"
-        else build_frozen(kind, a)
-        for kind in FROZEN[which]
+        kind: os.path.join(a.workdir, kind) if source == "path" else build_frozen(kind, a) for kind in FROZEN[which]
     }
     if which == "cpt":
         large, small = frozen["cpt-large"], frozen["cpt-small"]
-        args = ConsistentProxyTuningConfig(
-            large_dtype=dtype, small_dtype=dtype, **common
-        )
+        args = ConsistentProxyTuningConfig(large_dtype=dtype, small_dtype=dtype, **common)
         return ConsistentProxyTuningTrainer(
             model=student,
             args=args,
@@ -280,9 +269,7 @@ def make_trainer(which, source, dtype, student, data, a, output_dir, callbacks):
             callbacks=callbacks,
         )
     min_kept = a.batch * 64 * 64 // 20
-    args = RDDConfig(
-        teacher_dtype=dtype, rdd_warmup_steps=1, min_kept=min_kept, **common
-    )  # both stages
+    args = RDDConfig(teacher_dtype=dtype, rdd_warmup_steps=1, min_kept=min_kept, **common)  # both stages
     return RDDTrainer(
         model=student,
         args=args,
@@ -293,11 +280,7 @@ def make_trainer(which, source, dtype, student, data, a, output_dir, callbacks):
 
 
 def frozen_models(trainer, which: str) -> list:
-    models = (
-        [trainer.large_model, trainer.small_model]
-        if which == "cpt"
-        else [trainer.teacher_model]
-    )
+    models = [trainer.large_model, trainer.small_model] if which == "cpt" else [trainer.teacher_model]
     return [trainer.accelerator.unwrap_model(m) for m in models]
 
 
@@ -332,9 +315,7 @@ def measure(a) -> dict:
 
     losses = Losses()
     with tempfile.TemporaryDirectory() as output_dir:
-        trainer = make_trainer(
-            which, source, dtype, student, data, a, output_dir, [losses]
-        )
+        trainer = make_trainer(which, source, dtype, student, data, a, output_dir, [losses])
         trim()
         out = {
             "load_peak": peak_rss() - base_rss,
@@ -343,18 +324,8 @@ def measure(a) -> dict:
         }
         frozen = frozen_models(trainer, which)
         out["frozen_params"] = sum(p.numel() for m in frozen for p in m.parameters())
-        out["frozen_bytes"] = sum(
-            t.numel() * t.element_size()
-            for m in frozen
-            for t in [*m.parameters(), *m.buffers()]
-        )
-        out["frozen_dtypes"] = sorted(
-            {
-                str(p.dtype).removeprefix("torch.")
-                for m in frozen
-                for p in m.parameters()
-            }
-        )
+        out["frozen_bytes"] = sum(t.numel() * t.element_size() for m in frozen for t in [*m.parameters(), *m.buffers()])
+        out["frozen_dtypes"] = sorted({str(p.dtype).removeprefix("torch.") for m in frozen for p in m.parameters()})
         if a.cuda:
             out["cuda_resident"] = torch.cuda.memory_allocated() - base_cuda
             out["cuda_load_peak"] = torch.cuda.max_memory_allocated() - base_cuda
@@ -366,9 +337,7 @@ def measure(a) -> dict:
         if a.cuda:
             out["cuda_train_peak"] = torch.cuda.max_memory_allocated() - base_cuda
     out["losses"] = losses.losses
-    out["finite"] = len(losses.losses) == a.steps and all(
-        math.isfinite(x) for x in losses.losses
-    )
+    out["finite"] = len(losses.losses) == a.steps and all(math.isfinite(x) for x in losses.losses)
     out["peak_reset"] = can_reset
     return out
 
@@ -415,18 +384,14 @@ def run_child(cmd: list[str]) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
-        raise RuntimeError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trainer", choices=[*TRAINERS, "all"], default="all")
-    p.add_argument(
-        "--sources", nargs="+", choices=["path", "object"], default=["path", "object"]
-    )
+    p.add_argument("--sources", nargs="+", choices=["path", "object"], default=["path", "object"])
     p.add_argument(
         "--dtypes",
         nargs="+",
@@ -477,17 +442,11 @@ def main():
     )
     p.add_argument("--cpt-vocab", type=int, default=8192)
     p.add_argument("--cpt-seq", type=int, default=64)
-    p.add_argument(
-        "--rdd-teacher-widths", type=int, nargs=4, default=[96, 192, 384, 768]
-    )
+    p.add_argument("--rdd-teacher-widths", type=int, nargs=4, default=[96, 192, 384, 768])
     p.add_argument("--rdd-teacher-depths", type=int, nargs=4, default=[3, 3, 9, 3])
-    p.add_argument(
-        "--rdd-teacher-head", type=int, default=512, help="UperNet decoder width"
-    )
+    p.add_argument("--rdd-teacher-head", type=int, default=512, help="UperNet decoder width")
     p.add_argument("--rdd-classes", type=int, default=19)
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's own)"
-    )
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--seed", type=int, default=0)
     # internal: the child processes
     p.add_argument("--child", choices=["prepare", "measure"], help=argparse.SUPPRESS)
@@ -508,9 +467,7 @@ def main():
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
         a.workdir = workdir
-        print(
-            f"writing float32 checkpoints of the frozen models to {workdir}", flush=True
-        )
+        print(f"writing float32 checkpoints of the frozen models to {workdir}", flush=True)
         subprocess.run(child_command(a, "prepare"), check=True)
         results = {}
         for which in a.trainer_list:
@@ -519,14 +476,10 @@ def main():
                     extra = ("--which", which, "--source", source, "--dtype", dtype)
                     r = run_child(child_command(a, "measure", *extra))
                     results[which, source, dtype] = r
-                    print(
-                        f"  {which} {source:<6} {dtype:<8}: {run_line(r)}", flush=True
-                    )
+                    print(f"  {which} {source:<6} {dtype:<8}: {run_line(r)}", flush=True)
 
     if not all(r["peak_reset"] for r in results.values()):
-        print(
-            "note: /proc/self/clear_refs not writable: peaks are ru_maxrss, not reset between phases"
-        )
+        print("note: /proc/self/clear_refs not writable: peaks are ru_maxrss, not reset between phases")
     print()
     keys = ["frozen_bytes", "load_peak", "resident", "train_peak", "peak"]
     if any("cuda_train_peak" in r for r in results.values()):
@@ -536,9 +489,7 @@ def main():
     print(f"{'trainer':<8}{'source':<8}{'dtype':<10}{header}  losses")
     for (which, source, dtype), r in results.items():
         row = "".join(f"{r[k] / MIB:>16.1f}" for k in keys)
-        print(
-            f"{which:<8}{source:<8}{dtype:<10}{row}  {'finite' if r['finite'] else 'NOT FINITE'}"
-        )
+        print(f"{which:<8}{source:<8}{dtype:<10}{row}  {'finite' if r['finite'] else 'NOT FINITE'}")
     low = [d for d in a.dtypes if d != "float32"]
     if "float32" in a.dtypes and low:
         print()
@@ -546,13 +497,9 @@ def main():
             for source in a.sources:
                 ref = results[which, source, "float32"]
                 for dtype in low:
-                    print(
-                        f"{which} ({source}) {dtype} vs float32: {compare(results[which, source, dtype], ref)}"
-                    )
+                    print(f"{which} ({source}) {dtype} vs float32: {compare(results[which, source, dtype], ref)}")
     ok = all(r["finite"] for r in results.values())
-    print(
-        f"training steps with every dtype: {'all losses finite' if ok else 'SOME LOSSES NOT FINITE'}"
-    )
+    print(f"training steps with every dtype: {'all losses finite' if ok else 'SOME LOSSES NOT FINITE'}")
     print(f"benchmark wall time: {time.perf_counter() - t_start:.1f} s")
 
 

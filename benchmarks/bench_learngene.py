@@ -50,8 +50,15 @@ def main():
     p.add_argument("--skip-expand", action="store_true")
     a = p.parse_args()
     torch.manual_seed(0)
-    config = ViTConfig(hidden_size=a.hidden, num_hidden_layers=a.layers, num_attention_heads=a.heads,
-                       intermediate_size=4 * a.hidden, image_size=a.image, patch_size=a.patch, num_labels=10)
+    config = ViTConfig(
+        hidden_size=a.hidden,
+        num_hidden_layers=a.layers,
+        num_attention_heads=a.heads,
+        intermediate_size=4 * a.hidden,
+        image_size=a.image,
+        patch_size=a.patch,
+        num_labels=10,
+    )
     stock = ViTForImageClassification(config).train()
     aux = TLEGModel(TLEGConfig.from_base(stock, aux_num_layers=a.layers)).train()
     source = default_layers_source([3, 3, 4, 3, 3], a.layers)
@@ -66,8 +73,10 @@ def main():
         for k, fn in steps.items():
             times[k].append(time_once(fn))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"device cpu, threads {torch.get_num_threads()}, ViT hidden {a.hidden}, {a.layers} layers, "
-          f"batch {a.batch}x{(a.image // a.patch) ** 2 + 1} tokens, {a.steps} alternating steps")
+    print(
+        f"device cpu, threads {torch.get_num_threads()}, ViT hidden {a.hidden}, {a.layers} layers, "
+        f"batch {a.batch}x{(a.image // a.patch) ** 2 + 1} tokens, {a.steps} alternating steps"
+    )
     print(f"stock ViT train step   median {med['stock'] * 1e3:8.1f} ms")
     print(f"TLEG aux train step    median {med['tleg'] * 1e3:8.1f} ms")
     print(f"SWS aux train step     median {med['sws'] * 1e3:8.1f} ms  (stages {'-'.join(map(str, stages))})")
@@ -75,15 +84,25 @@ def main():
     print(f"ratio SWS aux / stock:  {med['sws'] / med['stock']:.3f}  (target <= 1.05)")
 
     if not a.skip_expand:
-        base = ViTConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                         image_size=224, patch_size=16, num_labels=1000)
-        gene = TLEGModel(TLEGConfig(base_model_class="ViTForImageClassification", base_config=base.to_dict(),
-                                    aux_num_layers=12))
+        base = ViTConfig(
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            image_size=224,
+            patch_size=16,
+            num_labels=1000,
+        )
+        gene = TLEGModel(
+            TLEGConfig(base_model_class="ViTForImageClassification", base_config=base.to_dict(), aux_num_layers=12)
+        )
         runs = [time_once(lambda: gene.expand(12)) for _ in range(3)]
         build = [time_once(lambda: ViTForImageClassification(base)) for _ in range(3)]
-        print(f"expand(12) of a ViT-Base learngene ({gene.learngene_num_parameters() / 1e6:.1f}M stored params): "
-              f"median {statistics.median(runs):.2f} s  (constructing a stock ViT-Base alone: "
-              f"{statistics.median(build):.2f} s; ratio {statistics.median(runs) / statistics.median(build):.2f})")
+        print(
+            f"expand(12) of a ViT-Base learngene ({gene.learngene_num_parameters() / 1e6:.1f}M stored params): "
+            f"median {statistics.median(runs):.2f} s  (constructing a stock ViT-Base alone: "
+            f"{statistics.median(build):.2f} s; ratio {statistics.median(runs) / statistics.median(build):.2f})"
+        )
 
 
 if __name__ == "__main__":

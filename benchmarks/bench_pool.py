@@ -30,9 +30,17 @@ def main():
     a = p.parse_args()
     torch.manual_seed(0)
     instances = [
-        ViTForImageClassification(ViTConfig(hidden_size=w, num_hidden_layers=a.layers, num_attention_heads=w // 64,
-                                            intermediate_size=4 * w, image_size=a.image, patch_size=a.patch,
-                                            num_labels=10))
+        ViTForImageClassification(
+            ViTConfig(
+                hidden_size=w,
+                num_hidden_layers=a.layers,
+                num_attention_heads=w // 64,
+                intermediate_size=4 * w,
+                image_size=a.image,
+                patch_size=a.patch,
+                num_labels=10,
+            )
+        )
         for w in a.widths
     ]
     pixels = torch.randn(a.batch, 3, a.image, a.image)
@@ -50,14 +58,16 @@ def main():
             fn(), fn()
         times = {k: [] for k in sides}
         for i in range(a.steps):
-            for k in (list(sides) if i % 2 == 0 else list(sides)[::-1]):  # ABBA
+            for k in list(sides) if i % 2 == 0 else list(sides)[::-1]:  # ABBA
                 t = time.perf_counter()
                 sides[k]()
                 times[k].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"device cpu, threads {torch.get_num_threads()}, instances widths {a.widths}, {a.layers} layers each, "
-          f"config {config['id']} ({config['front']}->{config['end']}, j={config['j']}, k={config['k']}, "
-          f"{config['depth']} layers), batch {a.batch}x{(a.image // a.patch) ** 2 + 1} tokens, {a.steps} rounds")
+    print(
+        f"device cpu, threads {torch.get_num_threads()}, instances widths {a.widths}, {a.layers} layers each, "
+        f"config {config['id']} ({config['front']}->{config['end']}, j={config['j']}, k={config['k']}, "
+        f"{config['depth']} layers), batch {a.batch}x{(a.image // a.patch) ** 2 + 1} tokens, {a.steps} rounds"
+    )
     print(f"exported standalone forward  median {med['exported'] * 1e3:8.1f} ms")
     print(f"pool running the config      median {med['pool'] * 1e3:8.1f} ms")
     print(f"ratio pool / exported: {med['pool'] / med['exported']:.3f}  (target <= 1.05)")

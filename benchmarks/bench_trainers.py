@@ -48,6 +48,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import _bench
 import torch
 import torch.nn.functional as F
+
+from hf_methods.models.proxy_tuned import proxy_from_small
 from hf_methods.trainers import (
     ConsistentProxyTuningConfig,
     ConsistentProxyTuningTrainer,
@@ -62,8 +64,6 @@ from hf_methods.trainers import (
     segmentation_forward,
 )
 
-from hf_methods.models.proxy_tuned import proxy_from_small
-
 IGNORE_INDEX = _bench.IGNORE_INDEX
 
 
@@ -75,11 +75,7 @@ def frozen_copy(model):
 def config_defaults(config_class) -> argparse.Namespace:
     """The default value of every field of a config dataclass (what the Trainer runs with unless told otherwise)."""
     return argparse.Namespace(
-        **{
-            f.name: f.default
-            for f in dataclasses.fields(config_class)
-            if f.default is not dataclasses.MISSING
-        }
+        **{f.name: f.default for f in dataclasses.fields(config_class) if f.default is not dataclasses.MISSING}
     )
 
 
@@ -90,9 +86,7 @@ def with_batch(a, batch: int):
 
 def run_rounds(a, trainer_round, loop_round) -> tuple[list[float], list[float], str]:
     with tempfile.TemporaryDirectory() as output_dir:
-        return _bench.abba_rounds(
-            a.rounds, lambda: trainer_round(output_dir), loop_round
-        )
+        return _bench.abba_rounds(a.rounds, lambda: trainer_round(output_dir), loop_round)
 
 
 # ---------------------------------------------------------------- L2D
@@ -100,12 +94,8 @@ def bench_l2d(a) -> _bench.Summary:
     b = with_batch(a, a.l2d_batch)
     torch.manual_seed(a.seed)
     (sh, sl, sn), (th, tl, tn) = a.l2d_student, a.l2d_teacher
-    student = _bench.label_query_vit(
-        sh, sl, sn, a.l2d_decoder, a.l2d_classes, a.l2d_image, 4
-    )
-    teacher = _bench.label_query_vit(
-        th, tl, tn, a.l2d_decoder, a.l2d_classes, a.l2d_image, 4
-    )
+    student = _bench.label_query_vit(sh, sl, sn, a.l2d_decoder, a.l2d_classes, a.l2d_image, 4)
+    teacher = _bench.label_query_vit(th, tl, tn, a.l2d_decoder, a.l2d_classes, a.l2d_image, 4)
     loop_student, loop_teacher = copy.deepcopy(student), frozen_copy(teacher)
     rows = b.batch * (b.warmup + b.steps)  # one epoch = one round
     dataset = [
@@ -115,9 +105,7 @@ def bench_l2d(a) -> _bench.Summary:
         }
         for _ in range(rows)
     ]
-    cfg = config_defaults(
-        MultiLabelKDConfig
-    )  # the loss settings: the config's defaults, for both sides
+    cfg = config_defaults(MultiLabelKDConfig)  # the loss settings: the config's defaults, for both sides
     print(
         f"[l2d] MultiLabelKDTrainer, L2D (lambda bce {cfg.lambda_bce}, logits {cfg.lambda_logits}, le "
         f"{cfg.lambda_le}, cd {cfg.lambda_cd}, id {cfg.lambda_id}, BCE {cfg.bce_reduction}) | student label-query "
@@ -129,12 +117,8 @@ def bench_l2d(a) -> _bench.Summary:
 
     def trainer_round(output_dir):
         args = MultiLabelKDConfig(**_bench.trainer_kwargs(b, output_dir))
-        trainer = MultiLabelKDTrainer(
-            model=student, args=args, train_dataset=dataset, teacher_model=teacher
-        )
-        assert (
-            trainer.embedding_projection is None
-        )  # same widths: no projection on either side
+        trainer = MultiLabelKDTrainer(model=student, args=args, train_dataset=dataset, teacher_model=teacher)
+        assert trainer.embedding_projection is None  # same widths: no projection on either side
         return _bench.timed_train(trainer, b.warmup)
 
     def loss_fn(batch):
@@ -158,9 +142,7 @@ def bench_l2d(a) -> _bench.Summary:
         )
         return loss
 
-    times = run_rounds(
-        b, trainer_round, lambda: _bench.hand_loop(loop_student, dataset, b, loss_fn)
-    )
+    times = run_rounds(b, trainer_round, lambda: _bench.hand_loop(loop_student, dataset, b, loss_fn))
     return report("l2d", "MultiLabelKDTrainer", *times)
 
 
@@ -181,12 +163,8 @@ def bench_cpt(a, cached: bool) -> _bench.Summary:
     dataset = []
     for _ in range(rows):
         ids = torch.randint(2, a.cpt_vocab, (a.cpt_seq,))
-        dataset.append(
-            {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-        )
-    if (
-        cached
-    ):  # the large model's logits, computed once (what cache_logits stores), float32
+        dataset.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids})
+    if cached:  # the large model's logits, computed once (what cache_logits stores), float32
         with torch.no_grad():
             for start in range(0, rows, 32):
                 chunk = dataset[start : start + 32]
@@ -209,9 +187,7 @@ def bench_cpt(a, cached: bool) -> _bench.Summary:
 
     def trainer_round(output_dir):
         extra = {"large_logits_column": "large_logits"} if cached else {}
-        args = ConsistentProxyTuningConfig(
-            **_bench.trainer_kwargs(b, output_dir), **extra
-        )
+        args = ConsistentProxyTuningConfig(**_bench.trainer_kwargs(b, output_dir), **extra)
         trainer = ConsistentProxyTuningTrainer(
             model=proxy,
             args=args,
@@ -240,9 +216,7 @@ def bench_cpt(a, cached: bool) -> _bench.Summary:
         )
         return loss
 
-    times = run_rounds(
-        b, trainer_round, lambda: _bench.hand_loop(loop_proxy, dataset, b, loss_fn)
-    )
+    times = run_rounds(b, trainer_round, lambda: _bench.hand_loop(loop_proxy, dataset, b, loss_fn))
     return report(name, "ConsistentProxyTuningTrainer", *times)
 
 
@@ -254,9 +228,7 @@ def segmentation_rows(n, size, classes, block=8):
     for _ in range(n):
         coarse = torch.randint(0, classes, (1, 1, size // block, size // block)).float()
         labels = F.interpolate(coarse, size=(size, size), mode="nearest")[0, 0].long()
-        image = (labels.float() / classes).expand(3, -1, -1) + 0.5 * torch.randn(
-            3, size, size
-        )
+        image = (labels.float() / classes).expand(3, -1, -1) + 0.5 * torch.randn(3, size, size)
         labels[:2] = IGNORE_INDEX
         rows.append({"pixel_values": image.contiguous(), "labels": labels})
     return rows
@@ -265,19 +237,13 @@ def segmentation_rows(n, size, classes, block=8):
 def bench_rdd(a, stage: int) -> _bench.Summary:
     b = with_batch(a, a.rdd_batch)
     torch.manual_seed(a.seed)
-    student = _bench.upernet(
-        a.rdd_student_widths, a.rdd_student_depths, a.rdd_student_head, a.rdd_classes
-    )
-    teacher = _bench.upernet(
-        a.rdd_teacher_widths, a.rdd_teacher_depths, a.rdd_teacher_head, a.rdd_classes
-    )
+    student = _bench.upernet(a.rdd_student_widths, a.rdd_student_depths, a.rdd_student_head, a.rdd_classes)
+    teacher = _bench.upernet(a.rdd_teacher_widths, a.rdd_teacher_depths, a.rdd_teacher_head, a.rdd_classes)
     loop_student, loop_teacher = copy.deepcopy(student), frozen_copy(teacher)
     rows = b.batch * (b.warmup + b.steps)
     dataset = segmentation_rows(rows, a.rdd_image, a.rdd_classes)
     pixels = b.batch * a.rdd_image * a.rdd_image
-    min_kept = (
-        a.rdd_min_kept if a.rdd_min_kept is not None else pixels // 20
-    )  # ~5%, as the official setting
+    min_kept = a.rdd_min_kept if a.rdd_min_kept is not None else pixels // 20  # ~5%, as the official setting
     warmup_steps = 10**9 if stage == 1 else 0  # every step of the run in that stage
     cfg = config_defaults(RDDConfig)
     name = f"rdd-stage{stage}"
@@ -296,9 +262,7 @@ def bench_rdd(a, stage: int) -> _bench.Summary:
             min_kept=min_kept,
             **_bench.trainer_kwargs(b, output_dir),
         )
-        trainer = RDDTrainer(
-            model=student, args=args, train_dataset=dataset, teacher_model=teacher
-        )
+        trainer = RDDTrainer(model=student, args=args, train_dataset=dataset, teacher_model=teacher)
         return _bench.timed_train(trainer, b.warmup)
 
     def loss_fn(batch):
@@ -318,20 +282,14 @@ def bench_rdd(a, stage: int) -> _bench.Summary:
             min_kept=min_kept,
             ignore_index=cfg.ignore_index,
         )
-        return task + cfg.lambda_logits * pixel_kd_loss(
-            student_logits, teacher_logits, cfg.temperature
-        )
+        return task + cfg.lambda_logits * pixel_kd_loss(student_logits, teacher_logits, cfg.temperature)
 
-    times = run_rounds(
-        b, trainer_round, lambda: _bench.hand_loop(loop_student, dataset, b, loss_fn)
-    )
+    times = run_rounds(b, trainer_round, lambda: _bench.hand_loop(loop_student, dataset, b, loss_fn))
     return report(name, "RDDTrainer", *times)
 
 
 # ---------------------------------------------------------------- driver
-def report(
-    name, trainer_name, trainer_times, loop_times, optimizer_desc
-) -> _bench.Summary:
+def report(name, trainer_name, trainer_times, loop_times, optimizer_desc) -> _bench.Summary:
     summary = _bench.Summary(name, trainer_times, loop_times)
     print(f"  {trainer_name} optimizer: {optimizer_desc}")
     print(f"  {summary.line()}", flush=True)
@@ -363,9 +321,7 @@ def main():
         help="label-query decoder width (both models)",
     )
     g.add_argument("--l2d-classes", type=int, default=20)
-    g.add_argument(
-        "--l2d-label-density", type=float, default=0.2, help="share of positive labels"
-    )
+    g.add_argument("--l2d-label-density", type=float, default=0.2, help="share of positive labels")
     g.add_argument("--l2d-image", type=int, default=32, help="image side (patch 4)")
     g.add_argument("--l2d-batch", type=int, default=16)
     g = p.add_argument_group("CPT")
@@ -396,12 +352,8 @@ def main():
     g.add_argument("--rdd-stages", type=int, nargs="+", choices=[1, 2], default=[1, 2])
     g.add_argument("--rdd-student-widths", type=int, nargs=4, default=[16, 32, 64, 128])
     g.add_argument("--rdd-student-depths", type=int, nargs=4, default=[1, 1, 2, 1])
-    g.add_argument(
-        "--rdd-student-head", type=int, default=64, help="UperNet decoder width"
-    )
-    g.add_argument(
-        "--rdd-teacher-widths", type=int, nargs=4, default=[32, 64, 128, 256]
-    )
+    g.add_argument("--rdd-student-head", type=int, default=64, help="UperNet decoder width")
+    g.add_argument("--rdd-teacher-widths", type=int, nargs=4, default=[32, 64, 128, 256])
     g.add_argument("--rdd-teacher-depths", type=int, nargs=4, default=[2, 2, 4, 2])
     g.add_argument("--rdd-teacher-head", type=int, default=128)
     g.add_argument("--rdd-classes", type=int, default=19)

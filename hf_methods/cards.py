@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-
 from importlib import resources
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -21,7 +20,8 @@ LIBRARY_NAME = "hf-methods"
 # DeiT's distillation, cited by the cards of students a DistillationTrainer trained.
 DISTILLATION_CITATION = """@inproceedings{touvron2021deit,
   title     = {Training data-efficient image transformers \\& distillation through attention},
-  author    = {Touvron, Hugo and Cord, Matthieu and Massa, Francisco and Sablayrolles, Alexandre and J{\\'e}gou, Herv{\\'e}},
+  author    = {Touvron, Hugo and Cord, Matthieu and Massa, Francisco and Sablayrolles, Alexandre
+               and J{\\'e}gou, Herv{\\'e}},
   booktitle = {International Conference on Machine Learning}, year = {2021}
 }"""
 
@@ -48,9 +48,13 @@ def link(ref) -> str | None:
 
 
 def _pipeline_tag(model_class: str) -> str | None:
-    for suffix, tag in (("ForImageClassification", "image-classification"), ("ForCausalLM", "text-generation"),
-                        ("LMHeadModel", "text-generation"), ("ForSequenceClassification", "text-classification"),
-                        ("ForMaskedLM", "fill-mask")):
+    for suffix, tag in (
+        ("ForImageClassification", "image-classification"),
+        ("ForCausalLM", "text-generation"),
+        ("LMHeadModel", "text-generation"),
+        ("ForSequenceClassification", "text-classification"),
+        ("ForMaskedLM", "fill-mask"),
+    ):
         if model_class.endswith(suffix):
             return tag
     return "feature-extraction"
@@ -58,19 +62,39 @@ def _pipeline_tag(model_class: str) -> str | None:
 
 def _auto_class(model_class: str) -> str:
     tag = _pipeline_tag(model_class)
-    return {"image-classification": "AutoModelForImageClassification", "text-generation": "AutoModelForCausalLM",
-            "text-classification": "AutoModelForSequenceClassification", "fill-mask": "AutoModelForMaskedLM"}.get(tag, "AutoModel")
+    return {
+        "image-classification": "AutoModelForImageClassification",
+        "text-generation": "AutoModelForCausalLM",
+        "text-classification": "AutoModelForSequenceClassification",
+        "fill-mask": "AutoModelForMaskedLM",
+    }.get(tag, "AutoModel")
 
 
 def _data(name, tags, model_class, base_model=None, relation=None, accuracy=None, metric_name=None, dataset=None):
     tag = _pipeline_tag(model_class)
     results = None
     if accuracy is not None:
-        results = [EvalResult(task_type=tag, dataset_type=dataset or "custom", dataset_name=dataset or "custom",
-                              metric_type="accuracy", metric_value=float(accuracy), metric_name=metric_name)]
+        results = [
+            EvalResult(
+                task_type=tag,
+                dataset_type=dataset or "custom",
+                dataset_name=dataset or "custom",
+                metric_type="accuracy",
+                metric_value=float(accuracy),
+                metric_name=metric_name,
+            )
+        ]
     extra = {"base_model_relation": relation} if base_model and relation else {}
-    return ModelCardData(library_name=LIBRARY_NAME, license="apache-2.0", pipeline_tag=tag, tags=["hf-methods", *tags],
-                         base_model=base_model, model_name=name, eval_results=results, **extra)
+    return ModelCardData(
+        library_name=LIBRARY_NAME,
+        license="apache-2.0",
+        pipeline_tag=tag,
+        tags=["hf-methods", *tags],
+        base_model=base_model,
+        model_name=name,
+        eval_results=results,
+        **extra,
+    )
 
 
 def learngene_card(learngene, repo_or_path, results: dict | None = None, descendant_links: dict | None = None):
@@ -83,27 +107,43 @@ def learngene_card(learngene, repo_or_path, results: dict | None = None, descend
     rows = (results or {}).get("descendants") or []
     descendant_links = descendant_links or {}
     data = _data(
-        os.path.basename(str(repo_or_path).rstrip("/")), ["learngene", method.lower(), "distillation"], base_class,
-        base_model=hub_id(teacher_ref), accuracy=gene.get("aux_accuracy"), metric_name="auxiliary network accuracy",
+        os.path.basename(str(repo_or_path).rstrip("/")),
+        ["learngene", method.lower(), "distillation"],
+        base_class,
+        base_model=hub_id(teacher_ref),
+        accuracy=gene.get("aux_accuracy"),
+        metric_name="auxiliary network accuracy",
         dataset=(results or {}).get("dataset_id"),
     )
     return render_card(
-        "learngene", data, title=f"{method} learngene" + (f" ({results['dataset']})" if (results or {}).get("dataset") else ""),
+        "learngene",
+        data,
+        title=f"{method} learngene" + (f" ({results['dataset']})" if (results or {}).get("dataset") else ""),
         method=method,
-        base_model_class=base_class, teacher_link=link(teacher_ref),
+        base_model_class=base_class,
+        teacher_link=link(teacher_ref),
         teacher_params=fmt_params(teacher["params"]) if teacher.get("params") else None,
         teacher_layers=teacher.get("num_layers"),
         teacher_accuracy=f"{teacher['accuracy']:.3f}" if teacher.get("accuracy") is not None else None,
         learngene_params=fmt_params(learngene.learngene_num_parameters()),
-        layer_params=fmt_params(learngene.layer_num_parameters()), layer_description=learngene.gene_description,
+        layer_params=fmt_params(learngene.layer_num_parameters()),
+        layer_description=learngene.gene_description,
         aux_num_layers=learngene.config.aux_num_layers,
         aux_accuracy=f"{gene['aux_accuracy']:.3f}" if gene.get("aux_accuracy") is not None else "-",
-        depths=[r["depth"] for r in rows], repo_or_path=str(repo_or_path),
+        depths=[r["depth"] for r in rows],
+        repo_or_path=str(repo_or_path),
         training_setup=(results or {}).get("training_setup"),
         stored_ratio=f"{results['stored_ratio']:.1f}" if rows else None,
         descendants_total_params=fmt_params(results["descendants_total_params"]) if rows else None,
-        descendants=[{"depth": r["depth"], "params": fmt_params(r["params"]), "link": descendant_links.get(r["depth"]),
-                      "accuracy": f"{r['learngene']['final_accuracy']:.3f}"} for r in rows],
+        descendants=[
+            {
+                "depth": r["depth"],
+                "params": fmt_params(r["params"]),
+                "link": descendant_links.get(r["depth"]),
+                "accuracy": f"{r['learngene']['final_accuracy']:.3f}",
+            }
+            for r in rows
+        ],
         citation=citation(method),
     )
 
@@ -119,29 +159,49 @@ def descendant_card(model, repo_or_path, results: dict | None = None, learngene_
     teacher_ref = teacher.get("hub_id") or teacher.get("source")
     model_class = type(model).__name__
     data = _data(
-        os.path.basename(str(repo_or_path).rstrip("/")), ["learngene", method.lower(), "learngene-descendant"],
-        model_class, base_model=hub_id(learngene_ref), relation="finetune",
-        accuracy=row["learngene"]["final_accuracy"] if row else None, metric_name="accuracy after fine-tuning",
+        os.path.basename(str(repo_or_path).rstrip("/")),
+        ["learngene", method.lower(), "learngene-descendant"],
+        model_class,
+        base_model=hub_id(learngene_ref),
+        relation="finetune",
+        accuracy=row["learngene"]["final_accuracy"] if row else None,
+        metric_name="accuracy after fine-tuning",
         dataset=(results or {}).get("dataset_id"),
     )
     curve = None
     if row:
         scratch = {p["step"]: p["accuracy"] for p in row["scratch"]["curve"]}
-        curve = [{"epoch": p["epoch"], "step": p["step"], "learngene": f"{p['accuracy']:.3f}",
-                  "scratch": f"{scratch[p['step']]:.3f}" if p["step"] in scratch else "-"} for p in row["learngene"]["curve"]]
+        curve = [
+            {
+                "epoch": p["epoch"],
+                "step": p["step"],
+                "learngene": f"{p['accuracy']:.3f}",
+                "scratch": f"{scratch[p['step']]:.3f}" if p["step"] in scratch else "-",
+            }
+            for p in row["learngene"]["curve"]
+        ]
     reach = row["steps_to_reach_scratch"] if row else None
     auto = _auto_class(model_class)
     report = getattr(model, "expansion_report", None)
     return render_card(
-        "descendant", data, title=f"{method} descendant, {depth} layers", method=method, depth=depth,
-        base_model_class=model_class, teacher_link=link(teacher_ref),
+        "descendant",
+        data,
+        title=f"{method} descendant, {depth} layers",
+        method=method,
+        depth=depth,
+        base_model_class=model_class,
+        teacher_link=link(teacher_ref),
         learngene_link=link(learngene_ref) or "a learngene",
         learngene_params=fmt_params(results["learngene"]["params"]) if results else None,
         params=fmt_params(sum(p.numel() for p in model.parameters())),
         expansion_summary=(row or {}).get("expansion") or (report.summary() if report else "expanded with hf-methods"),
-        auto_class=auto, repo_or_path=str(repo_or_path), training_setup=(results or {}).get("training_setup"),
-        curve=curve, steps_to_reach="not reached" if reach is None else reach,
-        stored_ratio=f"{results['stored_ratio']:.1f}" if results else None, citation=citation(method),
+        auto_class=auto,
+        repo_or_path=str(repo_or_path),
+        training_setup=(results or {}).get("training_setup"),
+        curve=curve,
+        steps_to_reach="not reached" if reach is None else reach,
+        stored_ratio=f"{results['stored_ratio']:.1f}" if results else None,
+        citation=citation(method),
     )
 
 
@@ -159,19 +219,36 @@ def distilled_card(student, teacher_ref, args, repo_or_path, metrics: dict | Non
         return learngene_card(student, repo_or_path, {"teacher": teacher, "training_setup": setup})
     model_class = type(student).__name__
     accuracy = metrics.get("eval_accuracy")
-    data = _data(os.path.basename(str(repo_or_path).rstrip("/")), ["distillation", "knowledge-distillation"], model_class,
-                 base_model=teacher["hub_id"], accuracy=accuracy, metric_name="accuracy", dataset=dataset)
-    loss = {"soft": f"soft KD (KL x T^2, {args.kd_normalization}) weighted {args.alpha}",
-            "hard": f"hard KD (cross-entropy on the teacher's argmax) weighted {args.alpha}",
-            "none": "cross-entropy only"}[args.distillation_type]
+    data = _data(
+        os.path.basename(str(repo_or_path).rstrip("/")),
+        ["distillation", "knowledge-distillation"],
+        model_class,
+        base_model=teacher["hub_id"],
+        accuracy=accuracy,
+        metric_name="accuracy",
+        dataset=dataset,
+    )
+    loss = {
+        "soft": f"soft KD (KL x T^2, {args.kd_normalization}) weighted {args.alpha}",
+        "hard": f"hard KD (cross-entropy on the teacher's argmax) weighted {args.alpha}",
+        "none": "cross-entropy only",
+    }[args.distillation_type]
     if args.distillation_type != "none" and args.alpha < 1:
         loss += f", plus cross-entropy on the labels weighted {1 - args.alpha:g}"
     return render_card(
-        "distilled", data, title=f"{model_class} distilled from {teacher['source']}", model_class=model_class,
-        params=fmt_params(sum(p.numel() for p in student.parameters())), teacher_link=link(teacher["source"]),
-        teacher_params=None, loss_description=loss, auto_class=_auto_class(model_class),
-        repo_or_path=str(repo_or_path), training_setup=setup,
-        metrics=[(k, f"{v:.4g}") for k, v in sorted(metrics.items())], citation=DISTILLATION_CITATION,
+        "distilled",
+        data,
+        title=f"{model_class} distilled from {teacher['source']}",
+        model_class=model_class,
+        params=fmt_params(sum(p.numel() for p in student.parameters())),
+        teacher_link=link(teacher["source"]),
+        teacher_params=None,
+        loss_description=loss,
+        auto_class=_auto_class(model_class),
+        repo_or_path=str(repo_or_path),
+        training_setup=setup,
+        metrics=[(k, f"{v:.4g}") for k, v in sorted(metrics.items())],
+        citation=DISTILLATION_CITATION,
     )
 
 
@@ -192,26 +269,47 @@ def pool_card(pool, repo_or_path, results: dict | None = None, config_links: dic
     scored = {r["id"]: r for r in results.get("configs", [])}
     config_links = config_links or {}
     sizes = [pool.config_num_parameters(c["id"]) for c in pool.stitch_configs]
-    configs = [{
-        "id": c["id"], "name": _pool_row_name(c, widths), "depth": c["depth"], "params": fmt_params(size),
-        "flops": fmt_flops(scored[c["id"]]["flops"]) if c["id"] in scored else "-",
-        "accuracy": f"{scored[c['id']]['accuracy']:.3f}" if c["id"] in scored else "-",
-        "link": config_links.get(c["id"]),
-    } for c, size in zip(pool.stitch_configs, sizes)]
+    configs = [
+        {
+            "id": c["id"],
+            "name": _pool_row_name(c, widths),
+            "depth": c["depth"],
+            "params": fmt_params(size),
+            "flops": fmt_flops(scored[c["id"]]["flops"]) if c["id"] in scored else "-",
+            "accuracy": f"{scored[c['id']]['accuracy']:.3f}" if c["id"] in scored else "-",
+            "link": config_links.get(c["id"]),
+        }
+        for c, size in zip(pool.stitch_configs, sizes)
+    ]
     best = max(scored.values(), key=lambda r: r["accuracy"]) if scored else None
-    data = _data(os.path.basename(str(repo_or_path).rstrip("/")), ["learngene", "learngene-pool", "model-stitching"],
-                 "ViTForImageClassification", base_model=hub_id(teacher_ref),
-                 accuracy=best["accuracy"] if best else None, metric_name="accuracy of the best network",
-                 dataset=results.get("dataset_id"))
+    data = _data(
+        os.path.basename(str(repo_or_path).rstrip("/")),
+        ["learngene", "learngene-pool", "model-stitching"],
+        "ViTForImageClassification",
+        base_model=hub_id(teacher_ref),
+        accuracy=best["accuracy"] if best else None,
+        metric_name="accuracy of the best network",
+        dataset=results.get("dataset_id"),
+    )
     return render_card(
-        "learngene_pool", data, title="Learngene Pool" + (f" ({results['dataset']})" if results.get("dataset") else ""),
-        num_instances=len(widths), pool_params=fmt_params(sum(p.numel() for p in pool.parameters())),
-        num_configs=len(sizes), min_params=fmt_params(min(sizes)), max_params=fmt_params(max(sizes)),
+        "learngene_pool",
+        data,
+        title="Learngene Pool" + (f" ({results['dataset']})" if results.get("dataset") else ""),
+        num_instances=len(widths),
+        pool_params=fmt_params(sum(p.numel() for p in pool.parameters())),
+        num_configs=len(sizes),
+        min_params=fmt_params(min(sizes)),
+        max_params=fmt_params(max(sizes)),
         teacher_link=link(teacher_ref),
-        instances=[{"width": w, "layers": c["num_hidden_layers"]} for w, c in zip(widths, pool.config.instance_configs)],
-        stitch_init=pool.config.stitch_init, stitch_directions=pool.config.stitch_directions,
-        repo_or_path=str(repo_or_path), training_setup=results.get("training_setup"),
-        configs=configs if scored or config_links else None, citation=citation("Learngene Pool"),
+        instances=[
+            {"width": w, "layers": c["num_hidden_layers"]} for w, c in zip(widths, pool.config.instance_configs)
+        ],
+        stitch_init=pool.config.stitch_init,
+        stitch_directions=pool.config.stitch_directions,
+        repo_or_path=str(repo_or_path),
+        training_setup=results.get("training_setup"),
+        configs=configs if scored or config_links else None,
+        citation=citation("Learngene Pool"),
     )
 
 
@@ -235,19 +333,36 @@ def stitched_card(model, repo_or_path, results: dict | None = None, pool_ref: st
             f"{origin.get('k')}..{model.config.instance_num_layers - 1} of instance {origin.get('end')}"
         )
     else:
-        description = (f"Instance {origin.get('front')} of a Learngene Pool: a {depth}-layer "
-                       f"`{type(model).__name__}` of width {model.config.hidden_size}")
+        description = (
+            f"Instance {origin.get('front')} of a Learngene Pool: a {depth}-layer "
+            f"`{type(model).__name__}` of width {model.config.hidden_size}"
+        )
     tags = ["learngene", "learngene-pool", "model-stitching"]
-    data = _data(os.path.basename(str(repo_or_path).rstrip("/")), tags, "ViTForImageClassification",
-                 base_model=hub_id(pool_ref), relation="finetune" if hub_id(pool_ref) else None,
-                 accuracy=row["accuracy"] if row else None, metric_name="accuracy", dataset=results.get("dataset_id"))
+    data = _data(
+        os.path.basename(str(repo_or_path).rstrip("/")),
+        tags,
+        "ViTForImageClassification",
+        base_model=hub_id(pool_ref),
+        relation="finetune" if hub_id(pool_ref) else None,
+        accuracy=row["accuracy"] if row else None,
+        metric_name="accuracy",
+        dataset=results.get("dataset_id"),
+    )
     return render_card(
-        "stitched", data, title=f"Learngene Pool network {origin.get('id', '')}".strip(), description=description,
+        "stitched",
+        data,
+        title=f"Learngene Pool network {origin.get('id', '')}".strip(),
+        description=description,
         params=fmt_params(sum(p.numel() for p in model.parameters())),
-        flops=fmt_flops(row["flops"]) if row else None, accuracy=f"{row['accuracy']:.3f}" if row else None,
-        needs_hf_methods=needs_hf_methods, teacher_link=link(teacher_ref), pool_link=link(pool_ref) or "a Learngene Pool",
+        flops=fmt_flops(row["flops"]) if row else None,
+        accuracy=f"{row['accuracy']:.3f}" if row else None,
+        needs_hf_methods=needs_hf_methods,
+        teacher_link=link(teacher_ref),
+        pool_link=link(pool_ref) or "a Learngene Pool",
         pool_params=fmt_params(results["pool"]["params"]) if results.get("pool") else None,
-        config_id=origin.get("id"), repo_or_path=str(repo_or_path), training_setup=results.get("training_setup"),
+        config_id=origin.get("id"),
+        repo_or_path=str(repo_or_path),
+        training_setup=results.get("training_setup"),
         citation=citation("Learngene Pool"),
     )
 
@@ -256,42 +371,91 @@ def gtl_card(gene, repo_or_path, results: dict | None = None):
     """Card of a GTL learngene: budget, lineage, and (from a recipe run) the downstream comparison."""
     results = results or {}
     base_class = gene.config.base_model_class
-    lineage = [{"id": r.get("id"), "generation": r.get("generation"),
-                "fitness": f"{r['fitness']:.3f}" if r.get("fitness") is not None else "-"} for r in gene.config.lineage or []]
-    downstream = [{"architecture": r["architecture"], "init": r["init"],
-                   "accuracy": f"{r['mean']:.3f} ± {r['std']:.3f}"} for r in results.get("downstream", [])]
+    lineage = [
+        {
+            "id": r.get("id"),
+            "generation": r.get("generation"),
+            "fitness": f"{r['fitness']:.3f}" if r.get("fitness") is not None else "-",
+        }
+        for r in gene.config.lineage or []
+    ]
+    downstream = [
+        {"architecture": r["architecture"], "init": r["init"], "accuracy": f"{r['mean']:.3f} ± {r['std']:.3f}"}
+        for r in results.get("downstream", [])
+    ]
     best = next((r["mean"] for r in results.get("downstream", []) if r["init"] == "learngene"), None)
-    data = _data(os.path.basename(str(repo_or_path).rstrip("/")), ["learngene", "gtl", "genetic-transfer-learning"],
-                 base_class, accuracy=best, metric_name="held-out task accuracy of descendants",
-                 dataset=results.get("dataset_id"))
+    data = _data(
+        os.path.basename(str(repo_or_path).rstrip("/")),
+        ["learngene", "gtl", "genetic-transfer-learning"],
+        base_class,
+        accuracy=best,
+        metric_name="held-out task accuracy of descendants",
+        dataset=results.get("dataset_id"),
+    )
     base = gene.config.base_config or {}
     wider = {"hidden_sizes": [2 * w for w in base["hidden_sizes"]]} if base.get("hidden_sizes") else {}
     return render_card(
-        "gtl", data, title="GTL learngene" + (f" ({results['dataset']})" if results.get("dataset") else ""),
-        granularity=gene.config.granularity, base_model_class=base_class,
-        gene_params=fmt_params(gene.num_gene_parameters), stored_fraction=f"{gene.stored_fraction:.1%}",
-        gene_fraction=gene.config.gene_fraction, repo_or_path=str(repo_or_path), wider_example=repr(wider),
-        lineage=lineage, downstream=downstream, training_setup=results.get("training_setup"), citation=citation("GTL"),
+        "gtl",
+        data,
+        title="GTL learngene" + (f" ({results['dataset']})" if results.get("dataset") else ""),
+        granularity=gene.config.granularity,
+        base_model_class=base_class,
+        gene_params=fmt_params(gene.num_gene_parameters),
+        stored_fraction=f"{gene.stored_fraction:.1%}",
+        gene_fraction=gene.config.gene_fraction,
+        repo_or_path=str(repo_or_path),
+        wider_example=repr(wider),
+        lineage=lineage,
+        downstream=downstream,
+        training_setup=results.get("training_setup"),
+        citation=citation("GTL"),
     )
 
 
-def run_model_card(model, repo_or_path, *, method: str, title: str, description: str, tags=(),
-                   ancestor: str | None = None, ancestor_role: str = "teacher", relation: str | None = None,
-                   training_setup: str | None = None, metrics: dict | None = None, dataset: str | None = None,
-                   auto_class: str | None = None, pipeline_tag: str | None = None):
+def run_model_card(
+    model,
+    repo_or_path,
+    *,
+    method: str,
+    title: str,
+    description: str,
+    tags=(),
+    ancestor: str | None = None,
+    ancestor_role: str = "teacher",
+    relation: str | None = None,
+    training_setup: str | None = None,
+    metrics: dict | None = None,
+    dataset: str | None = None,
+    auto_class: str | None = None,
+    pipeline_tag: str | None = None,
+):
     """Card of a model a recipe trained that has no card of its own kind (a teacher, a student, a pre-trained base):
     what it is (`title`, `description`), where it came from (`ancestor`, e.g. the teacher, whose Hub id becomes
     `base_model`), how to load it, the run's `training_setup` and `metrics`, and `method`'s citation."""
     model_class = type(model).__name__
     needs_hf_methods = type(model).__module__.startswith("hf_methods")
-    data = _data(os.path.basename(str(repo_or_path).rstrip("/")), [method.lower().replace(" ", "-"), *tags],
-                 model_class, base_model=hub_id(ancestor), relation=relation, dataset=dataset)
+    data = _data(
+        os.path.basename(str(repo_or_path).rstrip("/")),
+        [method.lower().replace(" ", "-"), *tags],
+        model_class,
+        base_model=hub_id(ancestor),
+        relation=relation,
+        dataset=dataset,
+    )
     if pipeline_tag is not None:
         data.pipeline_tag = pipeline_tag
     metrics = [(k, f"{v:.4g}") for k, v in (metrics or {}).items() if isinstance(v, (int, float))]
     return render_card(
-        "run_model", data, title=title, description=description, ancestor_link=link(ancestor),
-        ancestor_role=ancestor_role, needs_hf_methods=needs_hf_methods,
-        auto_class=auto_class or _auto_class(model_class), repo_or_path=str(repo_or_path),
-        training_setup=training_setup, metrics=metrics, citation=citation(method),
+        "run_model",
+        data,
+        title=title,
+        description=description,
+        ancestor_link=link(ancestor),
+        ancestor_role=ancestor_role,
+        needs_hf_methods=needs_hf_methods,
+        auto_class=auto_class or _auto_class(model_class),
+        repo_or_path=str(repo_or_path),
+        training_setup=training_setup,
+        metrics=metrics,
+        citation=citation(method),
     )

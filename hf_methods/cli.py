@@ -6,12 +6,18 @@ import sys
 
 # The library's own commands; every method adds its command by registering itself (`hf_methods.registry`).
 BUILTIN_COMMANDS = {
-    "push": ("hf_methods.cli:push_main",
-             "push a run's models with their cards: hf-methods push OUTPUT_DIR --repo-id ORG/NAME [--private]"),
-    "pareto": ("hf_methods.pareto:pareto_main",
-               "merge run reports into one size/accuracy report: hf-methods pareto REPORT... --output-dir DIR"),
-    "choose": ("hf_methods.pareto:choose_main",
-               "best model under a budget: hf-methods choose REPORT... --budget-params 2M [--budget-flops 1G]"),
+    "push": (
+        "hf_methods.cli:push_main",
+        "push a run's models with their cards: hf-methods push OUTPUT_DIR --repo-id ORG/NAME [--private]",
+    ),
+    "pareto": (
+        "hf_methods.pareto:pareto_main",
+        "merge run reports into one size/accuracy report: hf-methods pareto REPORT... --output-dir DIR",
+    ),
+    "choose": (
+        "hf_methods.pareto:choose_main",
+        "best model under a budget: hf-methods choose REPORT... --budget-params 2M [--budget-flops 1G]",
+    ),
 }
 
 

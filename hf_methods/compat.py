@@ -189,8 +189,16 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, *, vocab_size: in
     return ForCausalLMLoss(logits, labels, vocab_size=vocab_size, num_items_in_batch=num_items_in_batch)
 
 
-CACHE_METHODS = ("get_seq_length", "reset", "reorder_cache", "crop", "batch_repeat_interleave", "batch_select_indices",
-                 "is_compileable", "is_croppable")
+CACHE_METHODS = (
+    "get_seq_length",
+    "reset",
+    "reorder_cache",
+    "crop",
+    "batch_repeat_interleave",
+    "batch_select_indices",
+    "is_compileable",
+    "is_croppable",
+)
 """The `transformers.cache_utils.Cache` API that `ProxyTunedCache` implements over its three caches (generation,
 beam search and assisted decoding call these)."""
 
@@ -214,8 +222,12 @@ def optional_repo_file(repo_or_folder: str, filename: str) -> str | None:
     from transformers.utils.hub import cached_file
 
     try:
-        return cached_file(str(repo_or_folder), filename, _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False)
+        return cached_file(
+            str(repo_or_folder),
+            filename,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
     except (OSError, ValueError):  # not a repo id, no such repo, offline
         return None
 

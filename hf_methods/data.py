@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features
 
 
-def digits(image_size: int = 16, test_fraction: float = 0.2, seed: int = 0,
-           max_train_samples: int | None = None) -> DatasetDict:
+def digits(
+    image_size: int = 16, test_fraction: float = 0.2, seed: int = 0, max_train_samples: int | None = None
+) -> DatasetDict:
     """Train/test splits of the digits images as `pixel_values` (1 x image_size x image_size, standardized)
     and `labels`, stratified by class and reproducible from `seed`."""
     from sklearn.datasets import load_digits
@@ -55,9 +56,17 @@ def accuracy(eval_pred) -> dict[str, float]:
 DIGIT = 8  # scikit-learn's digits are 8x8
 
 
-def digit_canvases(num_train: int, num_test: int, canvas_size: int = 16, min_digits: int = 1, max_digits: int = 3,
-                   layout: str = "grid", test_fraction: float = 0.25, pixel_threshold: float = 4.0,
-                   seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+def digit_canvases(
+    num_train: int,
+    num_test: int,
+    canvas_size: int = 16,
+    min_digits: int = 1,
+    max_digits: int = 3,
+    layout: str = "grid",
+    test_fraction: float = 0.25,
+    pixel_threshold: float = 4.0,
+    seed: int = 0,
+) -> dict[str, dict[str, np.ndarray]]:
     """Canvases of scikit-learn digits pasted without overlap, as numpy arrays per split ("train", "test").
 
     Each canvas holds `min_digits`..`max_digits` digits. `layout="grid"`: in distinct cells of the 8x8 grid (the
@@ -83,11 +92,18 @@ def digit_canvases(num_train: int, num_test: int, canvas_size: int = 16, min_dig
     cells = (canvas_size // DIGIT) ** 2
     if not 1 <= min_digits <= max_digits or (grid and max_digits > cells):
         bound = f" <= {cells} (cells of the canvas)" if grid else ""
-        raise ValueError(f"need 1 <= min_digits <= max_digits{bound}, got min_digits={min_digits}, "
-                         f"max_digits={max_digits}.")
+        raise ValueError(
+            f"need 1 <= min_digits <= max_digits{bound}, got min_digits={min_digits}, max_digits={max_digits}."
+        )
     raw = load_digits()
-    pools = dict(zip(("train", "test"), train_test_split(np.arange(len(raw.target)), test_size=test_fraction,
-                                                         random_state=seed, stratify=raw.target)))
+    pools = dict(
+        zip(
+            ("train", "test"),
+            train_test_split(
+                np.arange(len(raw.target)), test_size=test_fraction, random_state=seed, stratify=raw.target
+            ),
+        )
+    )
     side = canvas_size // DIGIT
     splits = {}
     for stream, (name, count) in enumerate((("train", num_train), ("test", num_test))):
@@ -101,8 +117,10 @@ def digit_canvases(num_train: int, num_test: int, canvas_size: int = 16, min_dig
             k = int(rng.integers(min_digits, max_digits + 1))
             if grid:
                 chosen = rng.choice(pool, size=k)
-                placed = [(src, *(DIGIT * v for v in divmod(int(cell), side)))
-                          for cell, src in zip(rng.choice(side * side, size=k, replace=False), chosen)]
+                placed = [
+                    (src, *(DIGIT * v for v in divmod(int(cell), side)))
+                    for cell, src in zip(rng.choice(side * side, size=k, replace=False), chosen)
+                ]
             else:
                 placed = []
                 for _ in range(k):
@@ -115,10 +133,17 @@ def digit_canvases(num_train: int, num_test: int, canvas_size: int = 16, min_dig
                     placed.append((int(rng.choice(pool)), y, x))
             for j, (src, y, x) in enumerate(placed):
                 digit = raw.images[src]
-                pixels[i, 0, y:y + DIGIT, x:x + DIGIT] = digit / 16.0
-                segmentation[i, y:y + DIGIT, x:x + DIGIT] = np.where(digit > pixel_threshold, raw.target[src] + 1, 0)
+                pixels[i, 0, y : y + DIGIT, x : x + DIGIT] = digit / 16.0
+                segmentation[i, y : y + DIGIT, x : x + DIGIT] = np.where(
+                    digit > pixel_threshold, raw.target[src] + 1, 0
+                )
                 sources[i, j], positions[i, j] = src, (y, x)
         classes = np.where(sources >= 0, raw.target[np.maximum(sources, 0)], -1)
-        splits[name] = {"pixel_values": (pixels - 0.5) / 0.5, "sources": sources, "classes": classes,
-                        "positions": positions, "segmentation": segmentation}
+        splits[name] = {
+            "pixel_values": (pixels - 0.5) / 0.5,
+            "sources": sources,
+            "classes": classes,
+            "positions": positions,
+            "segmentation": segmentation,
+        }
     return splits

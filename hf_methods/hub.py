@@ -44,8 +44,15 @@ def _api(token=None):
     return HfApi(token=token, library_name=LIBRARY_NAME, library_version=__version__)
 
 
-def push_folder(folder: str | Path, repo_id: str, *, private: bool | None = None, revision: str | None = None,
-                commit_message: str | None = None, token: str | None = None):
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+):
     """Upload a saved model folder (weights, config, README.md card) to `repo_id` in one commit.
 
     Creates the repo (and the branch `revision`) when missing. Pickles (`*.bin`, `*.pt`, `*.pth`) and private
@@ -62,7 +69,9 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool | None = None
         if revision is not None:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         return api.upload_folder(
-            folder_path=str(folder), repo_id=repo_id, revision=revision,
+            folder_path=str(folder),
+            repo_id=repo_id,
+            revision=revision,
             commit_message=commit_message or f"Upload {folder.name} with hf-methods",
             ignore_patterns=["_*", "checkpoint-*", "*.bin", "*.pt", "*.pth", ".*"],
         )
@@ -99,8 +108,14 @@ def push_saved_model(folder: str | Path, repo_id: str, card: ModelCard | None = 
         return push_folder(copy, repo_id, **push_kwargs)
 
 
-def push_run(out_dir: str | Path, repo_id: str, *, private: bool | None = None, revision: str | None = None,
-             token: str | None = None) -> dict[str, str]:
+def push_run(
+    out_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+) -> dict[str, str]:
     """Push what an `hf-methods` run wrote to `out_dir`, laid out by its method (`report.json`'s "method", see
     `hf_methods.registry.Method.push`): e.g. a learngene to `repo_id` and each descendant to `<repo_id>-depth-<D>`.
     A teacher the run trained goes to `<repo_id>-teacher` first, so the cards' ancestry links point at it.
@@ -120,8 +135,10 @@ def push_run(out_dir: str | Path, repo_id: str, *, private: bool | None = None, 
     method = registry.methods().get(name)
     if method is None or method.push is None:
         known = sorted(m.name for m in registry.methods().values() if m.push)
-        raise ValueError(f"{out_dir} is a run of {name!r}, which `hf-methods push` cannot lay out; it pushes runs "
-                         f"of {known}. Push its models one by one with `model.push_to_hub(...)`.")
+        raise ValueError(
+            f"{out_dir} is a run of {name!r}, which `hf-methods push` cannot lay out; it pushes runs "
+            f"of {known}. Push its models one by one with `model.push_to_hub(...)`."
+        )
     kw = dict(private=private, revision=revision, token=token)
     pushed = {}
     teacher = results.get("teacher")

@@ -39,24 +39,43 @@ def loading_problems(info: dict, *, allow_mismatched: bool = False) -> dict[str,
     return {k: sorted(map(str, info[k])) for k in kinds if info.get(k)}
 
 
-def push_with_card(model, repo_id: str, card=None, *, commit_message: str | None = None, private: bool | None = None,
-                   token: str | None = None, revision: str | None = None):
+def push_with_card(
+    model,
+    repo_id: str,
+    card=None,
+    *,
+    commit_message: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+):
     """Save `model` with `card` as README.md and push both in one commit (see `hf_methods.hub.push_model`)."""
     from .hub import push_model
 
-    return push_model(model, repo_id, card, private=private, revision=revision, commit_message=commit_message,
-                      token=token)
+    return push_model(
+        model, repo_id, card, private=private, revision=revision, commit_message=commit_message, token=token
+    )
 
 
 def with_card_push(model, make_card):
     """Give one stock model object a `push_to_hub` that writes `make_card(model, repo_id)` instead of transformers'
     generic card (an expanded descendant, an exported network). Once saved and reloaded it is a plain model again."""
 
-    def push_to_hub(self, repo_id: str, *, card=None, commit_message: str | None = None, private: bool | None = None,
-                    token: str | None = None, revision: str | None = None, **_):
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        card=None,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        **_,
+    ):
         card = card if card is not None else make_card(self, repo_id)
-        return push_with_card(self, repo_id, card, commit_message=commit_message, private=private, token=token,
-                              revision=revision)
+        return push_with_card(
+            self, repo_id, card, commit_message=commit_message, private=private, token=token, revision=revision
+        )
 
     model.push_to_hub = types.MethodType(push_to_hub, model)
     return model
@@ -97,15 +116,20 @@ class HfMethodsModel:
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         want_info = kwargs.pop("output_loading_info", False)
         try:
-            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
-                                                  **kwargs)
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
         except SafetensorError as err:
-            raise OSError(f"the weights file of {cls.method_name} model {pretrained_model_name_or_path!r} is truncated "
-                          f"or corrupt ({err}); download or save it again.") from err
+            raise OSError(
+                f"the weights file of {cls.method_name} model {pretrained_model_name_or_path!r} is truncated "
+                f"or corrupt ({err}); download or save it again."
+            ) from err
         problems = loading_problems(info, allow_mismatched=kwargs.get("ignore_mismatched_sizes", False))
         if problems:
-            raise ValueError(f"{cls.method_name} checkpoint {pretrained_model_name_or_path!r} does not match "
-                             f"{cls.__name__}: {problems}")
+            raise ValueError(
+                f"{cls.method_name} checkpoint {pretrained_model_name_or_path!r} does not match "
+                f"{cls.__name__}: {problems}"
+            )
         model.check_loaded(pretrained_model_name_or_path)
         return (model, info) if want_info else model
 
@@ -116,14 +140,25 @@ class HfMethodsModel:
         """The hf-methods card of this model (None: transformers' own card)."""
         return None
 
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                    token: str | None = None, revision: str | None = None, card=None, results: dict | None = None,
-                    **kwargs):
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        card=None,
+        results: dict | None = None,
+        **kwargs,
+    ):
         """Push weights, config and this model's hf-methods card in one commit (`card=` overrides it; `results`, a
         recipe's report, adds the run's figures)."""
         card = card if card is not None else self.model_card(repo_id, results)
         if card is None:
-            return super().push_to_hub(repo_id, commit_message=commit_message, private=private, token=token,
-                                       revision=revision, **kwargs)
-        return push_with_card(self, repo_id, card, commit_message=commit_message, private=private, token=token,
-                              revision=revision)
+            return super().push_to_hub(
+                repo_id, commit_message=commit_message, private=private, token=token, revision=revision, **kwargs
+            )
+        return push_with_card(
+            self, repo_id, card, commit_message=commit_message, private=private, token=token, revision=revision
+        )

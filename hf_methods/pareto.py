@@ -100,8 +100,9 @@ def pareto_front(entries, cost: str = "params") -> list[dict]:
     return sorted(front, key=lambda e: (e[cost], -e["accuracy"], e["name"], e["method"]))
 
 
-def choose(entries, budget_params: int | None = None, budget_flops: int | None = None,
-           method: str | None = None) -> dict:
+def choose(
+    entries, budget_params: int | None = None, budget_flops: int | None = None, method: str | None = None
+) -> dict:
     """The most accurate entry within every given budget (ties: fewer params, fewer flops, then name).
 
     `method` (case-insensitive) restricts the choice to one family. Raises ValueError when no budget is given or
@@ -119,7 +120,8 @@ def choose(entries, budget_params: int | None = None, budget_flops: int | None =
             methods = ", ".join(sorted({e["method"] for e in entries})) or "none"
             raise ValueError(f"no entry of method {method!r}; available methods: {methods}")
     fits = [
-        e for e in pool
+        e
+        for e in pool
         if (budget_params is None or e["params"] <= budget_params)
         and (budget_flops is None or e["flops"] <= budget_flops)
     ]
@@ -261,11 +263,26 @@ def _plot(entries: list[dict], title: str, handle) -> None:
     for ax, cost, xlabel in ((axes[0], "params", "parameters"), (axes[1], "flops", "FLOPs per sample")):
         for i, method in enumerate(methods):
             rows = [e for e in entries if e["method"] == method]
-            ax.scatter([e[cost] for e in rows], [e["accuracy"] for e in rows], color=colors[i],
-                       marker=markers[i % len(markers)], s=40, label=method, zorder=3)
+            ax.scatter(
+                [e[cost] for e in rows],
+                [e["accuracy"] for e in rows],
+                color=colors[i],
+                marker=markers[i % len(markers)],
+                s=40,
+                label=method,
+                zorder=3,
+            )
         front = pareto_front(entries, cost)
-        ax.step([e[cost] for e in front], [e["accuracy"] for e in front], where="post", color="black",
-                linewidth=1, alpha=0.7, label="Pareto front", zorder=2)
+        ax.step(
+            [e[cost] for e in front],
+            [e["accuracy"] for e in front],
+            where="post",
+            color="black",
+            linewidth=1,
+            alpha=0.7,
+            label="Pareto front",
+            zorder=2,
+        )
         for e in front:
             ax.annotate(e["name"], (e[cost], e["accuracy"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
         ax.set_xscale("log")
@@ -302,8 +319,10 @@ def write_pareto_report(entries, out_dir: str | Path, title: str = "Model choice
     lines = [
         f"# {title}",
         "",
-        (f"{len(entries)} models from {len(methods)} method{'s' if len(methods) != 1 else ''}; "
-         f"{len(on_params)} on the accuracy-vs-parameters front, {len(on_flops)} on the accuracy-vs-FLOPs front."),
+        (
+            f"{len(entries)} models from {len(methods)} method{'s' if len(methods) != 1 else ''}; "
+            f"{len(on_params)} on the accuracy-vs-parameters front, {len(on_flops)} on the accuracy-vs-FLOPs front."
+        ),
         "",
         "| method | name | params | FLOPs | accuracy | stored params | Pareto front |",
         "|---|---|---|---|---|---|---|",
@@ -318,10 +337,13 @@ def write_pareto_report(entries, out_dir: str | Path, title: str = "Model choice
     best = [min((e for e in entries if e["method"] == m), key=_rank_key) for m in methods]
     lines += [
         "",
-        "Best per method: " + "; ".join(
+        "Best per method: "
+        + "; ".join(
             f"**{b['method']}** {b['name']} (accuracy {b['accuracy']:.3f}, {fmt_params(b['params'])} params, "
-            f"{fmt_flops(b['flops'])})" for b in best
-        ) + ".",
+            f"{fmt_flops(b['flops'])})"
+            for b in best
+        )
+        + ".",
         "",
         "Pareto front: no other model is at least as accurate for at most the same cost (one of them strictly).",
         "",
@@ -346,8 +368,10 @@ def _budget_arg(text: str) -> int:
 
 
 def _describe(entry: dict) -> str:
-    text = (f"{entry['method']} {entry['name']}: {fmt_params(entry['params'])} params ({entry['params']}), "
-            f"{fmt_flops(entry['flops'])} ({entry['flops']}), accuracy {entry['accuracy']:.4f}")
+    text = (
+        f"{entry['method']} {entry['name']}: {fmt_params(entry['params'])} params ({entry['params']}), "
+        f"{fmt_flops(entry['flops'])} ({entry['flops']}), accuracy {entry['accuracy']:.4f}"
+    )
     return text + (f", path {entry['path']}" if entry.get("path") else "")
 
 
@@ -355,8 +379,9 @@ def choose_main(argv) -> None:
     """`hf-methods choose REPORT ... --budget-params N --budget-flops N [--method NAME] [--json]`."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="hf-methods choose",
-                                     description="the most accurate model within a parameter and/or FLOPs budget")
+    parser = argparse.ArgumentParser(
+        prog="hf-methods choose", description="the most accurate model within a parameter and/or FLOPs budget"
+    )
     parser.add_argument("reports", nargs="+", help="pareto.json or recipe report.json files (merged)")
     parser.add_argument("--budget-params", type=_budget_arg, help="max parameters, e.g. 5e6, 5M, 250K")
     parser.add_argument("--budget-flops", type=_budget_arg, help="max FLOPs per sample, e.g. 1.5G, 300M")
@@ -376,8 +401,9 @@ def pareto_main(argv) -> None:
     """`hf-methods pareto REPORT ... --output-dir DIR [--title T]`: merge reports into one Pareto report."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="hf-methods pareto",
-                                     description="merge model reports into one accuracy-vs-cost Pareto report")
+    parser = argparse.ArgumentParser(
+        prog="hf-methods pareto", description="merge model reports into one accuracy-vs-cost Pareto report"
+    )
     parser.add_argument("reports", nargs="+", help="pareto.json or recipe report.json files (merged)")
     parser.add_argument("--output-dir", required=True, help="folder for pareto.md, pareto.json, pareto.png")
     parser.add_argument("--title", default="Model choice", help="report title")
@@ -389,6 +415,9 @@ def pareto_main(argv) -> None:
         parser.exit(2, f"hf-methods pareto: error: {err}\n")
     front = pareto_front(entries, "params")
     best = min(entries, key=_rank_key)
-    print(f"wrote {paths.markdown} ({len(entries)} models, {len({e['method'] for e in entries})} methods, "
-          f"{len(front)} on the params front; most accurate: {best['method']} {best['name']} "
-          f"{best['accuracy']:.4f})", flush=True)
+    print(
+        f"wrote {paths.markdown} ({len(entries)} models, {len({e['method'] for e in entries})} methods, "
+        f"{len(front)} on the params front; most accurate: {best['method']} {best['name']} "
+        f"{best['accuracy']:.4f})",
+        flush=True,
+    )

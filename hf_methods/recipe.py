@@ -59,8 +59,11 @@ RENAMED_FIELDS: dict[str, str] = {
 
 def _renamed(names, known: set[str], renamed: Mapping[str, str]) -> list[str]:
     """One message per old field name among `names` whose new name these dataclasses have."""
-    return [f"`{old}` was renamed to `{renamed[old]}`" for old in names
-            if old in renamed and old not in known and renamed[old] in known]
+    return [
+        f"`{old}` was renamed to `{renamed[old]}`"
+        for old in names
+        if old in renamed and old not in known and renamed[old] in known
+    ]
 
 
 def _flag_names(argv: list[str]) -> list[str]:
@@ -68,8 +71,9 @@ def _flag_names(argv: list[str]) -> list[str]:
     return [arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")]
 
 
-def parse_recipe(dataclass_types, argv=None, default_config: str | Path | None = None,
-                 renamed: Mapping[str, str] | None = None):
+def parse_recipe(
+    dataclass_types, argv=None, default_config: str | Path | None = None, renamed: Mapping[str, str] | None = None
+):
     """Parse `--config recipe.yaml` (or `default_config`) as defaults, then the remaining `--field value` flags.
 
     An unknown key in the YAML is an error that names it, like an unknown flag. A field renamed since (`renamed`,
@@ -117,19 +121,25 @@ class RecipeArguments:
 
     output_dir: str = field(default="outputs/run", metadata={"help": "Where models, cards and the report go."})
     seed: int = field(default=0, metadata={"help": "Seed of the data, initializations and training."})
-    num_threads: int | None = field(default=None, metadata={
-        "help": "torch CPU threads per process (intra-op); empty keeps torch's default."})
+    num_threads: int | None = field(
+        default=None, metadata={"help": "torch CPU threads per process (intra-op); empty keeps torch's default."}
+    )
     batch_size: int = field(default=32, metadata={"help": "Per-device batch size of every stage."})
-    push_to_hub: bool = field(default=False, metadata={
-        "help": "Push the run's models with their cards at the end (as `hf-methods push` lays them out)."})
-    hub_model_id: str | None = field(default=None, metadata={
-        "help": "Repo of the run's main model (org/name); the run's other models go to <id>-<suffix>."})
+    push_to_hub: bool = field(
+        default=False,
+        metadata={"help": "Push the run's models with their cards at the end (as `hf-methods push` lays them out)."},
+    )
+    hub_model_id: str | None = field(
+        default=None,
+        metadata={"help": "Repo of the run's main model (org/name); the run's other models go to <id>-<suffix>."},
+    )
     hub_private: bool | None = field(default=None, metadata={"help": "Create the repos private."})
 
     def __post_init__(self):
         if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"num_threads must be a positive integer or empty (torch's default), got "
-                             f"{self.num_threads}.")
+            raise ValueError(
+                f"num_threads must be a positive integer or empty (torch's default), got {self.num_threads}."
+            )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}.")
         if self.push_to_hub and not self.hub_model_id:
@@ -142,24 +152,39 @@ class RecipeArguments:
 class TeacherRecipe(RecipeArguments):
     """The data and teacher fields of the recipes that start from a ViT teacher on digits (`get_teacher`)."""
 
-    teacher: str | None = field(default=None, metadata={
-        "help": "Path or Hub id of a trained ViTForImageClassification teacher; empty trains one."})
+    teacher: str | None = field(
+        default=None,
+        metadata={"help": "Path or Hub id of a trained ViTForImageClassification teacher; empty trains one."},
+    )
     image_size: int = field(default=16, metadata={"help": "Digits are upsampled from 8x8 to this size."})
     patch_size: int = field(default=4, metadata={"help": "ViT patch size."})
-    hidden_size: int = field(default=64, metadata={
-        "help": "Width of the teacher trained when `teacher` is empty (learngenes and descendants inherit it)."})
+    hidden_size: int = field(
+        default=64,
+        metadata={
+            "help": "Width of the teacher trained when `teacher` is empty (learngenes and descendants inherit it)."
+        },
+    )
     num_attention_heads: int = field(default=4, metadata={"help": "Attention heads of that teacher."})
     intermediate_size: int = field(default=128, metadata={"help": "MLP width of that teacher."})
-    teacher_num_layers: int = field(default=12, metadata={
-        "help": "Depth of the teacher trained when `teacher` is empty."})
+    teacher_num_layers: int = field(
+        default=12, metadata={"help": "Depth of the teacher trained when `teacher` is empty."}
+    )
     teacher_epochs: float = field(default=10, metadata={"help": "Epochs to train the teacher."})
     teacher_learning_rate: float = field(default=1e-3, metadata={"help": "Teacher learning rate (AdamW)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (quick runs)."})
 
 
 # --- training arguments -----------------------------------------------------------------------------------------------
-def training_args(recipe: RecipeArguments, output_dir, *, learning_rate: float, num_train_epochs: float | None = None,
-                  max_steps: int | None = None, cls=TrainingArguments, **overrides):
+def training_args(
+    recipe: RecipeArguments,
+    output_dir,
+    *,
+    learning_rate: float,
+    num_train_epochs: float | None = None,
+    max_steps: int | None = None,
+    cls=TrainingArguments,
+    **overrides,
+):
     """The `TrainingArguments` (or `cls`, a subclass such as a trainer's config) of one recipe stage.
 
     Defaults every recipe shares: the recipe's batch size and seed, AdamW with weight decay 0.05, cosine schedule
@@ -169,10 +194,21 @@ def training_args(recipe: RecipeArguments, output_dir, *, learning_rate: float, 
     if num_train_epochs is None and max_steps is None:
         raise TypeError("training_args needs num_train_epochs or max_steps.")
     kwargs = dict(
-        output_dir=str(output_dir), learning_rate=learning_rate, per_device_train_batch_size=recipe.batch_size,
-        per_device_eval_batch_size=256, weight_decay=0.05, warmup_steps=0.1, lr_scheduler_type="cosine",
-        eval_strategy="epoch", save_strategy="no", logging_strategy="no", report_to="none", seed=recipe.seed,
-        dataloader_num_workers=0, disable_tqdm=False, use_cpu=CPU,
+        output_dir=str(output_dir),
+        learning_rate=learning_rate,
+        per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=256,
+        weight_decay=0.05,
+        warmup_steps=0.1,
+        lr_scheduler_type="cosine",
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        seed=recipe.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        use_cpu=CPU,
     )
     if num_train_epochs is not None:
         kwargs["num_train_epochs"] = num_train_epochs
@@ -302,8 +338,14 @@ def train_and_evaluate(model, args, data, trainer_cls=None, **trainer_kwargs):
     from .data import accuracy
 
     trainer_cls = trainer_cls or transformers.Trainer
-    trainer = trainer_cls(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"],
-                          compute_metrics=accuracy, **trainer_kwargs)
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        eval_dataset=data["test"],
+        compute_metrics=accuracy,
+        **trainer_kwargs,
+    )
     initial = trainer.evaluate()["eval_accuracy"]
     trainer.train()
     return trainer, initial
@@ -325,14 +367,21 @@ def get_teacher(run: Run, data) -> tuple:
         return teacher, recipe.teacher, acc["eval_accuracy"]
     run.stage(f"training a {recipe.teacher_num_layers}-layer ViT teacher")
     config = ViTConfig(
-        image_size=recipe.image_size, patch_size=recipe.patch_size, num_channels=1,
-        hidden_size=recipe.hidden_size, num_hidden_layers=recipe.teacher_num_layers,
-        num_attention_heads=recipe.num_attention_heads, intermediate_size=recipe.intermediate_size,
-        num_labels=10, id2label={i: str(i) for i in range(10)}, label2id={str(i): i for i in range(10)},
+        image_size=recipe.image_size,
+        patch_size=recipe.patch_size,
+        num_channels=1,
+        hidden_size=recipe.hidden_size,
+        num_hidden_layers=recipe.teacher_num_layers,
+        num_attention_heads=recipe.num_attention_heads,
+        intermediate_size=recipe.intermediate_size,
+        num_labels=10,
+        id2label={i: str(i) for i in range(10)},
+        label2id={str(i): i for i in range(10)},
     )
     teacher = ViTForImageClassification(config)
-    args = training_args(recipe, run.work, learning_rate=recipe.teacher_learning_rate,
-                         num_train_epochs=recipe.teacher_epochs)
+    args = training_args(
+        recipe, run.work, learning_rate=recipe.teacher_learning_rate, num_train_epochs=recipe.teacher_epochs
+    )
     trainer, _ = train_and_evaluate(teacher, args, data)
     run.save_model(teacher, "teacher")
     return teacher, "a ViT trained by this recipe", accuracy_curve(trainer, 0.0)[-1]["accuracy"]

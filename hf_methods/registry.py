@@ -42,8 +42,15 @@ _COMMANDS: dict[str, Method] = {}
 _EXPORTS: dict[str, object] = {}
 
 
-def register_method(name: str, *, command: str | None = None, recipe: str | None = None, summary: str = "",
-                    citation: str = "", push: str | None = None) -> Method:
+def register_method(
+    name: str,
+    *,
+    command: str | None = None,
+    recipe: str | None = None,
+    summary: str = "",
+    citation: str = "",
+    push: str | None = None,
+) -> Method:
     """Declare a method (see `Method`). Declaring the same name again with different fields is an error: two
     folders would be fighting over one method."""
     method = Method(name=name, command=command, recipe=recipe, summary=summary, citation=citation, push=push)
@@ -60,8 +67,9 @@ def register_method(name: str, *, command: str | None = None, recipe: str | None
     return method
 
 
-def register_models(config_cls: type, model_cls: type, *, auto: tuple[str, ...] = ("AutoModel",),
-                    export: bool = True) -> None:
+def register_models(
+    config_cls: type, model_cls: type, *, auto: tuple[str, ...] = ("AutoModel",), export: bool = True
+) -> None:
     """Register a config and model class with `AutoConfig` and the Auto classes named in `auto` (default
     `AutoModel`; add e.g. "AutoModelForImageClassification"; a config that serves several tasks names only the task
     classes), and export both from `hf_methods`."""

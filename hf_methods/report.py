@@ -11,8 +11,16 @@ from pathlib import Path
 
 from .pareto import _atomic_write, fmt_params
 
-__all__ = ["fmt_params", "learngene_figure", "learngene_markdown", "steps_to_reach", "write_figure_atomic",
-           "write_folder_atomic", "write_report", "write_text_atomic"]
+__all__ = [
+    "fmt_params",
+    "learngene_figure",
+    "learngene_markdown",
+    "steps_to_reach",
+    "write_figure_atomic",
+    "write_folder_atomic",
+    "write_report",
+    "write_text_atomic",
+]
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -71,8 +79,6 @@ def steps_to_reach(curve: list[dict], target: float) -> int | None:
     return None
 
 
-
-
 def write_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
     """Write report.md, report.json and report.png of a learngene run into `out_dir`; returns (markdown, png)."""
     out_dir = Path(out_dir)
@@ -96,14 +102,23 @@ def learngene_figure(results: dict):
     for color, row in zip(colors, rows):
         for kind, style in (("learngene", "-"), ("scratch", "--")):
             curve = row[kind]["curve"]
-            ax_curve.plot([p["step"] for p in curve], [p["accuracy"] for p in curve], style, color=color,
-                          marker="o", ms=3, label=f"depth {row['depth']} {kind}")
-    ax_curve.set(xlabel="fine-tuning step", ylabel="test accuracy",
-                 title="Accuracy while fine-tuning (— learngene, -- scratch)")
+            ax_curve.plot(
+                [p["step"] for p in curve],
+                [p["accuracy"] for p in curve],
+                style,
+                color=color,
+                marker="o",
+                ms=3,
+                label=f"depth {row['depth']} {kind}",
+            )
+    ax_curve.set(
+        xlabel="fine-tuning step", ylabel="test accuracy", title="Accuracy while fine-tuning (— learngene, -- scratch)"
+    )
     ax_curve.legend(fontsize=7, ncol=2)
     params = [row["params"] for row in rows]
-    ax_size.plot(params, [row["learngene"]["final_accuracy"] for row in rows], "o-",
-                 label=f"{results['method']} learngene init")
+    ax_size.plot(
+        params, [row["learngene"]["final_accuracy"] for row in rows], "o-", label=f"{results['method']} learngene init"
+    )
     ax_size.plot(params, [row["scratch"]["final_accuracy"] for row in rows], "s--", label="scratch, same budget")
     for row in rows:
         ax_size.annotate(f"L{row['depth']}", (row["params"], row["learngene"]["final_accuracy"]), fontsize=8)

@@ -44,23 +44,37 @@ class LearngeneRecipe(TeacherRecipe):
 
     method: str = field(default="tleg", metadata={"help": "The learngene method: 'tleg' or 'sws'."})
     output_dir: str = field(default="outputs/tleg-digits", metadata={"help": "Where models, cards and the report go."})
-    aux_num_layers: int | None = field(default=12, metadata={
-        "help": "Depth L of the auxiliary network (TLEG; SWS derives it from stage_sizes)."})
-    stage_sizes: list[int] = field(default_factory=lambda: [3, 3, 4, 3, 3], metadata={
-        "help": "SWS: layers per stage of the auxiliary network (paper: 3 3 4 3 3)."})
+    aux_num_layers: int | None = field(
+        default=12, metadata={"help": "Depth L of the auxiliary network (TLEG; SWS derives it from stage_sizes)."}
+    )
+    stage_sizes: list[int] = field(
+        default_factory=lambda: [3, 3, 4, 3, 3],
+        metadata={"help": "SWS: layers per stage of the auxiliary network (paper: 3 3 4 3 3)."},
+    )
     distill_epochs: float = field(default=10, metadata={"help": "Epochs to distill the auxiliary network."})
     distill_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the distillation."})
-    alpha: float = field(default=1.0, metadata={"help": "Weight of the distillation part in [0, 1]: (1 - alpha) * CE + alpha * KD (TLEG's README: 1.0, KD only)."})
+    alpha: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the distillation part in [0, 1]: (1 - alpha) * CE + alpha * KD (TLEG's README: 1.0, "
+            "KD only)."
+        },
+    )
     temperature: float = field(default=1.0, metadata={"help": "KD temperature (TLEG: 1.0)."})
     kd_normalization: str = field(default="numel", metadata={"help": "'numel' (DeiT/TLEG) or 'batchmean'."})
     depths: list[int] = field(default_factory=lambda: [2, 4, 6, 8, 12], metadata={"help": "Descendant depths."})
-    finetune_epochs: float = field(default=3, metadata={
-        "help": "Fine-tuning epochs, for learngene-initialized and scratch models alike."})
+    finetune_epochs: float = field(
+        default=3, metadata={"help": "Fine-tuning epochs, for learngene-initialized and scratch models alike."}
+    )
     finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Fine-tuning learning rate."})
     push_to_hub: bool = field(default=False, metadata={"help": "Push the learngene and every descendant at the end."})
-    hub_model_id: str | None = field(default=None, metadata={
-        "help": "Repo of the learngene (org/name); descendants go to <id>-depth-<D>, a trained teacher to "
-                "<id>-teacher."})
+    hub_model_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Repo of the learngene (org/name); descendants go to <id>-depth-<D>, a trained teacher to "
+            "<id>-teacher."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -90,12 +104,19 @@ def run(recipe: LearngeneRecipe) -> dict:
         gene_config = config_cls.from_base(teacher, aux_num_layers=recipe.aux_num_layers)
     learngene = model_cls(gene_config)
     distill_args = training_args(
-        recipe, run.work, learning_rate=recipe.distill_learning_rate, num_train_epochs=recipe.distill_epochs,
-        cls=DistillationConfig, distillation_type="soft", alpha=recipe.alpha,
-        temperature=recipe.temperature, kd_normalization=recipe.kd_normalization,
+        recipe,
+        run.work,
+        learning_rate=recipe.distill_learning_rate,
+        num_train_epochs=recipe.distill_epochs,
+        cls=DistillationConfig,
+        distillation_type="soft",
+        alpha=recipe.alpha,
+        temperature=recipe.temperature,
+        kd_normalization=recipe.kd_normalization,
     )
-    trainer, _ = train_and_evaluate(learngene, distill_args, data, trainer_cls=DistillationTrainer,
-                                    teacher_model=teacher)
+    trainer, _ = train_and_evaluate(
+        learngene, distill_args, data, trainer_cls=DistillationTrainer, teacher_model=teacher
+    )
     aux_acc = accuracy_curve(trainer, 0.0)[-1]["accuracy"]
 
     # 3-4. expand to each depth and fine-tune, against scratch with the same budget
@@ -106,8 +127,9 @@ def run(recipe: LearngeneRecipe) -> dict:
         transformers.set_seed(recipe.seed)
         model = learngene.expand(depth)
         expansion = model.expansion_report.summary()
-        ft_args = training_args(recipe, run.work, learning_rate=recipe.finetune_learning_rate,
-                                num_train_epochs=recipe.finetune_epochs)
+        ft_args = training_args(
+            recipe, run.work, learning_rate=recipe.finetune_learning_rate, num_train_epochs=recipe.finetune_epochs
+        )
         trainer, initial = train_and_evaluate(model, ft_args, data)
         lg_curve = accuracy_curve(trainer, initial)
         run.stage(f"depth {depth}: training a scratch model with the same budget")
@@ -115,17 +137,19 @@ def run(recipe: LearngeneRecipe) -> dict:
         scratch = ViTForImageClassification(learngene.config.stock_config(depth))
         trainer, initial = train_and_evaluate(scratch, ft_args, data)
         sc_curve = accuracy_curve(trainer, initial)
-        rows.append({
-            "depth": depth,
-            "params": num_parameters(model),
-            "flops": count_flops(model, {k: v.to(model.device) for k, v in sample.items()}),
-            "expansion": expansion,
-            "layers_source": model.config.learngene_ancestry.get("layers_source"),
-            "learngene": {"curve": lg_curve, "final_accuracy": lg_curve[-1]["accuracy"]},
-            "scratch": {"curve": sc_curve, "final_accuracy": sc_curve[-1]["accuracy"]},
-            "steps_to_reach_scratch": steps_to_reach(lg_curve, sc_curve[-1]["accuracy"]),
-            "_model": model,
-        })
+        rows.append(
+            {
+                "depth": depth,
+                "params": num_parameters(model),
+                "flops": count_flops(model, {k: v.to(model.device) for k, v in sample.items()}),
+                "expansion": expansion,
+                "layers_source": model.config.learngene_ancestry.get("layers_source"),
+                "learngene": {"curve": lg_curve, "final_accuracy": lg_curve[-1]["accuracy"]},
+                "scratch": {"curve": sc_curve, "final_accuracy": sc_curve[-1]["accuracy"]},
+                "steps_to_reach_scratch": steps_to_reach(lg_curve, sc_curve[-1]["accuracy"]),
+                "_model": model,
+            }
+        )
 
     # 5. the report
     total = sum(r["params"] for r in rows)
@@ -133,20 +157,37 @@ def run(recipe: LearngeneRecipe) -> dict:
     choices = []
     for r in rows:
         common = {"name": f"depth {r['depth']}", "params": r["params"], "flops": r["flops"]}
-        choices.append({"method": method, **common, "accuracy": r["learngene"]["final_accuracy"],
-                        "stored_params": gene_params, "path": f"descendants/depth-{r['depth']}"})
-        choices.append({"method": "scratch", **common, "accuracy": r["scratch"]["final_accuracy"],
-                        "stored_params": r["params"]})
+        choices.append(
+            {
+                "method": method,
+                **common,
+                "accuracy": r["learngene"]["final_accuracy"],
+                "stored_params": gene_params,
+                "path": f"descendants/depth-{r['depth']}",
+            }
+        )
+        choices.append(
+            {"method": "scratch", **common, "accuracy": r["scratch"]["final_accuracy"], "stored_params": r["params"]}
+        )
     results = {
         "method": method,
         "dataset": f"scikit-learn digits ({recipe.image_size}x{recipe.image_size})",
         "dataset_id": "sklearn-digits",
         "training_setup": _training_setup(recipe, teacher_source),
         "recipe": dataclasses.asdict(recipe),
-        "teacher": {"source": teacher_source, "hub_id": hub_id(recipe.teacher), "params": num_parameters(teacher),
-                    "num_layers": teacher.config.num_hidden_layers, "accuracy": teacher_acc},
-        "learngene": {"params": learngene.learngene_num_parameters(), "layer_params": learngene.layer_num_parameters(),
-                      "aux_num_layers": recipe.aux_num_layers, "aux_accuracy": aux_acc},
+        "teacher": {
+            "source": teacher_source,
+            "hub_id": hub_id(recipe.teacher),
+            "params": num_parameters(teacher),
+            "num_layers": teacher.config.num_hidden_layers,
+            "accuracy": teacher_acc,
+        },
+        "learngene": {
+            "params": learngene.learngene_num_parameters(),
+            "layer_params": learngene.layer_num_parameters(),
+            "aux_num_layers": recipe.aux_num_layers,
+            "aux_accuracy": aux_acc,
+        },
         "descendants_total_params": total,
         "stored_ratio": total / gene_params,
         "descendants": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
@@ -201,14 +242,24 @@ def push_learngene_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs)
     with cards whose ancestry links point at those repos."""
     links = {row["depth"]: f"{repo_id}-depth-{row['depth']}" for row in results["descendants"]}
     learngene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
-    push_model(learngene, repo_id, learngene_card(learngene, repo_id, results, links),
-               commit_message="Upload the learngene", **hub_kwargs)
+    push_model(
+        learngene,
+        repo_id,
+        learngene_card(learngene, repo_id, results, links),
+        commit_message="Upload the learngene",
+        **hub_kwargs,
+    )
     pushed = {"learngene": repo_id}
     for depth, target in links.items():
         folder = out_dir / "descendants" / f"depth-{depth}"
         config = transformers.AutoConfig.from_pretrained(folder)
         model = getattr(transformers, config.architectures[0]).from_pretrained(folder)
-        push_model(model, target, descendant_card(model, target, results, learngene_ref=repo_id),
-                   commit_message=f"Upload the depth-{depth} descendant", **hub_kwargs)
+        push_model(
+            model,
+            target,
+            descendant_card(model, target, results, learngene_ref=repo_id),
+            commit_message=f"Upload the depth-{depth} descendant",
+            **hub_kwargs,
+        )
         pushed[f"depth-{depth}"] = target
     return pushed

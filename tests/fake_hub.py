@@ -31,7 +31,7 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -57,7 +57,7 @@ class Commit:
     message: str
     files: dict[str, bytes]
     lfs: frozenset[str] = frozenset()  # paths stored as LFS objects
-    date: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    date: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
 
 @dataclass
@@ -231,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             return json.loads(self.body or b"{}")
         except ValueError:
-            raise error(400, "Malformed JSON body")
+            raise error(400, "Malformed JSON body") from None
 
     def _repo(self, ns: str, name: str) -> Repo:
         repo = self.hub.repos.get(f"{ns}/{name}")
@@ -278,8 +278,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def route_whoami(self) -> dict:
         role = {"displayName": "fake", "role": "write"}
-        return {"type": "user", "id": "0" * 24, "name": USER, "fullname": "Test User", "orgs": [],
-                "auth": {"type": "access_token", "accessToken": role}}
+        return {
+            "type": "user",
+            "id": "0" * 24,
+            "name": USER,
+            "fullname": "Test User",
+            "orgs": [],
+            "auth": {"type": "access_token", "accessToken": role},
+        }
 
     def route_validate_yaml(self) -> dict:
         return {"errors": [], "warnings": []}
@@ -296,10 +302,22 @@ class _Handler(BaseHTTPRequestHandler):
                 lfs = entry["lfs"]
                 sibling["lfs"] = {"size": lfs["size"], "sha256": lfs["oid"], "pointerSize": lfs["pointerSize"]}
         first = repo.branches["main"][0]
-        return {"_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id,
-                "modelId": repo.repo_id, "author": ns, "sha": commit.oid, "lastModified": commit.date,
-                "createdAt": first.date, "private": repo.private, "disabled": False, "gated": False,
-                "downloads": 0, "likes": 0, "tags": [], "siblings": siblings}
+        return {
+            "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24],
+            "id": repo.repo_id,
+            "modelId": repo.repo_id,
+            "author": ns,
+            "sha": commit.oid,
+            "lastModified": commit.date,
+            "createdAt": first.date,
+            "private": repo.private,
+            "disabled": False,
+            "gated": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
+            "siblings": siblings,
+        }
 
     def route_tree(self, ns, name, rev, path="") -> list:
         commit = self._commit(self._repo(ns, name), rev)
@@ -311,7 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
         recursive = self.query.get("recursive", "false").lower() == "true"
 
         def wanted(p):
-            return p.startswith(prefix) and (recursive or "/" not in p[len(prefix):])
+            return p.startswith(prefix) and (recursive or "/" not in p[len(prefix) :])
 
         entries = [self._folder_entry(p) for p in sorted(folders) if wanted(p)]
         return entries + [self._entry(commit, p) for p in sorted(commit.files) if wanted(p)]
@@ -338,8 +356,9 @@ class _Handler(BaseHTTPRequestHandler):
                 content = commit.files[f["path"]]
                 lfs_remote = f["path"] in commit.lfs
                 remote = hashlib.sha256(content).hexdigest() if lfs_remote else git_blob_oid(content)
-            files.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
-                          "oid": remote})
+            files.append(
+                {"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": remote}
+            )
         return {"files": files, "commitOid": commit.oid}
 
     def route_create_branch(self, ns, name, branch) -> dict:
@@ -364,8 +383,9 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             upload = {"href": f"{self.hub.endpoint}/_lfs_upload/{oid}?size={size}", "header": {}}
             verify = {"href": f"{self.hub.endpoint}/{ns}/{name}.git/info/lfs/objects/verify", "header": {}}
-            objects.append({"oid": oid, "size": size, "authenticated": True,
-                            "actions": {"upload": upload, "verify": verify}})
+            objects.append(
+                {"oid": oid, "size": size, "authenticated": True, "actions": {"upload": upload, "verify": verify}}
+            )
         raise Reply(200, {"transfer": "basic", "objects": objects}, {"Content-Type": "application/vnd.git-lfs+json"})
 
     def route_lfs_put(self, oid) -> bytes:
@@ -426,8 +446,11 @@ class _Handler(BaseHTTPRequestHandler):
         message = "\n\n".join(filter(None, (header.get("summary"), header.get("description"))))
         commit = self.hub._new_commit(head, message, files, lfs)
         repo.branches[rev].append(commit)
-        return {"commitUrl": f"{self.hub.endpoint}/{repo.repo_id}/commit/{commit.oid}", "commitOid": commit.oid,
-                "pullRequestUrl": None}
+        return {
+            "commitUrl": f"{self.hub.endpoint}/{repo.repo_id}/commit/{commit.oid}",
+            "commitOid": commit.oid,
+            "pullRequestUrl": None,
+        }
 
     def route_resolve(self, ns, name, rev, path) -> bytes:
         commit = self._commit(self._repo(ns, name), rev)

@@ -28,19 +28,31 @@ from hf_methods import compat
 
 
 def _vit_config(**kw):
-    return ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=8, num_hidden_layers=1,
-                     num_attention_heads=2, intermediate_size=8, num_labels=3, **kw)
+    return ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=8,
+        num_labels=3,
+        **kw,
+    )
 
 
 def _gpt2():
-    return GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_positions=16,
-                                      bos_token_id=0, eos_token_id=0))
+    return GPT2LMHeadModel(
+        GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11, n_positions=16, bos_token_id=0, eos_token_id=0)
+    )
 
 
-# --- CACHE_NAME --------------------------------------------------------------------------------------------------------
+# --- CACHE_NAME -------------------------------------------------------------------------------------------------------
 def test_cache_name_is_the_output_field_and_the_forward_keyword():
     fields = {f.name for f in dataclasses.fields(CausalLMOutputWithPast)}
-    assert compat.CACHE_NAME in fields, f"compat.CACHE_NAME={compat.CACHE_NAME!r} is not a field of CausalLMOutputWithPast"
+    assert compat.CACHE_NAME in fields, (
+        f"compat.CACHE_NAME={compat.CACHE_NAME!r} is not a field of CausalLMOutputWithPast"
+    )
     model = _gpt2().eval()
     out = model(input_ids=torch.tensor([[1, 2, 3]]), use_cache=True)
     cache = compat.output_cache(out)
@@ -76,12 +88,13 @@ def test_untrack_prepared_model_removes_an_inference_model_from_the_accelerator(
     prepared = accelerator.prepare_model(model, evaluation_mode=True)
     assert prepared in accelerator._models, (
         "compat.untrack_prepared_model: accelerate no longer tracks models prepared with evaluation_mode=True in "
-        "Accelerator._models; the shim (and its call in FrozenModelsTrainer._prepare_frozen) can go.")
+        "Accelerator._models; the shim (and its call in FrozenModelsTrainer._prepare_frozen) can go."
+    )
     compat.untrack_prepared_model(accelerator, prepared)
     assert prepared not in accelerator._models
 
 
-# --- Trainer hooks -----------------------------------------------------------------------------------------------------
+# --- Trainer hooks ----------------------------------------------------------------------------------------------------
 def test_trainer_hooks_exist_with_the_parameters_we_override():
     for name, params in compat.TRAINER_HOOKS.items():
         assert hasattr(Trainer, name), f"compat.TRAINER_HOOKS: Trainer.{name} is gone"
@@ -127,8 +140,9 @@ def test_trainer_calls_the_hooks_we_override(tmp_path):
             super()._set_signature_columns_if_needed()
             compat.add_signature_columns(self, ["keep_me"])
 
-    data = Dataset.from_dict({"x": [[0.0, 1.0], [1.0, 0.0]] * 4, "labels": [0, 1] * 4, "keep_me": list(range(8)),
-                              "drop_me": list(range(8))})
+    data = Dataset.from_dict(
+        {"x": [[0.0, 1.0], [1.0, 0.0]] * 4, "labels": [0, 1] * 4, "keep_me": list(range(8)), "drop_me": list(range(8))}
+    )
     seen_columns = []
 
     def collate(rows):
@@ -136,9 +150,19 @@ def test_trainer_calls_the_hooks_we_override(tmp_path):
         return {"x": torch.tensor([r["x"] for r in rows]), "labels": torch.tensor([r["labels"] for r in rows])}
 
     def run(**kw):
-        args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4,
-                                 save_strategy="steps", save_steps=1, eval_strategy="steps", eval_steps=1,
-                                 load_best_model_at_end=True, report_to="none", disable_tqdm=True, use_cpu=True)
+        args = TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=2,
+            per_device_train_batch_size=4,
+            save_strategy="steps",
+            save_steps=1,
+            eval_strategy="steps",
+            eval_steps=1,
+            load_best_model_at_end=True,
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=True,
+        )
         trainer = Recording(model=_Tiny(), args=args, train_dataset=data, eval_dataset=data, data_collator=collate)
         assert hasattr(trainer, "model_accepts_loss_kwargs"), "compat.TRAINER_HOOKS: Trainer.model_accepts_loss_kwargs"
         trainer.train(**kw)
@@ -148,7 +172,8 @@ def test_trainer_calls_the_hooks_we_override(tmp_path):
     for name in compat.TRAINER_HOOKS:
         assert name in calls, f"compat.TRAINER_HOOKS: Trainer no longer calls {name} (overrides would be ignored)"
     assert all("keep_me" in cols and "drop_me" not in cols for cols in seen_columns), (
-        "compat.add_signature_columns: Trainer._signature_columns no longer decides which columns are kept")
+        "compat.add_signature_columns: Trainer._signature_columns no longer decides which columns are kept"
+    )
 
 
 def test_resume_still_skips_key_renaming_so_the_reload_workaround_is_needed(tmp_path):
@@ -162,16 +187,20 @@ def test_resume_still_skips_key_renaming_so_the_reload_workaround_is_needed(tmp_
     torch.manual_seed(1)
     fresh = ViTForImageClassification(_vit_config())
     assert compat.checkpoint_keys_need_reload(_saved_keys(str(tmp_path / "ckpt")), fresh), (
-        "compat.checkpoint_keys_need_reload: ViT checkpoints now keep the model's own key names")
-    trainer = Trainer(model=fresh, args=TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none",
-                                                          use_cpu=True))
+        "compat.checkpoint_keys_need_reload: ViT checkpoints now keep the model's own key names"
+    )
+    trainer = Trainer(
+        model=fresh, args=TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True)
+    )
     trainer._load_from_checkpoint(str(tmp_path / "ckpt"))
     loaded_all = all(torch.equal(v, saved.state_dict()[k]) for k, v in fresh.state_dict().items())
-    assert not loaded_all, ("compat.checkpoint_keys_need_reload: transformers#43701 is fixed in this release (resume "
-                            "loads renamed checkpoints); remove the reload workaround.")
+    assert not loaded_all, (
+        "compat.checkpoint_keys_need_reload: transformers#43701 is fixed in this release (resume "
+        "loads renamed checkpoints); remove the reload workaround."
+    )
 
 
-# --- modeling internals ------------------------------------------------------------------------------------------------
+# --- modeling internals -----------------------------------------------------------------------------------------------
 class _CountingConfig(PreTrainedConfig):
     model_type = "hf_methods_compat_test"
     hidden_size: int = 4
@@ -210,14 +239,18 @@ def test_gradient_checkpointing_layer_recomputes_in_backward():
 
     for name, params in compat.MODEL_HOOKS.items():
         got = compat.parameter_names(getattr(PreTrainedModel, name))
-        assert got[:len(params)] == params, f"compat.MODEL_HOOKS: PreTrainedModel.{name} now takes {got}"
+        assert got[: len(params)] == params, f"compat.MODEL_HOOKS: PreTrainedModel.{name} now takes {got}"
     model = HookedModel(_CountingConfig())
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    assert hooked == [True], "compat.MODEL_HOOKS: gradient_checkpointing_enable no longer calls _set_gradient_checkpointing"
+    assert hooked == [True], (
+        "compat.MODEL_HOOKS: gradient_checkpointing_enable no longer calls _set_gradient_checkpointing"
+    )
     model.train()
     model(torch.randn(2, 4, requires_grad=True)).sum().backward()
-    assert len(calls) == 2, ("compat.gradient_checkpointing_layer: GradientCheckpointingLayer no longer recomputes its "
-                             f"forward under gradient checkpointing ({len(calls)} forward calls)")
+    assert len(calls) == 2, (
+        "compat.gradient_checkpointing_layer: GradientCheckpointingLayer no longer recomputes its "
+        f"forward under gradient checkpointing ({len(calls)} forward calls)"
+    )
 
 
 def test_build_from_config_and_attention_implementation():
@@ -250,7 +283,8 @@ def test_vit_building_blocks_are_the_stock_vit_modules():
     assert {embeddings_cls, layer_cls} <= kinds, "compat.vit_building_blocks: ViT is no longer built from these"
     out = layer_cls(config)(torch.randn(2, 5, 8), None)
     assert torch.is_tensor(out) and out.shape == (2, 5, 8), (
-        "compat.vit_building_blocks: ViTLayer(hidden, None) no longer returns the hidden states tensor")
+        "compat.vit_building_blocks: ViTLayer(hidden, None) no longer returns the hidden states tensor"
+    )
 
 
 def test_auto_class_names_and_causal_lm_loss():
@@ -260,24 +294,41 @@ def test_auto_class_names_and_causal_lm_loss():
     assert compat.auto_class_name_for("NoSuchModel") is None
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    llama = LlamaForCausalLM(LlamaConfig(num_hidden_layers=1, hidden_size=8, num_attention_heads=2,
-                                         num_key_value_heads=2, intermediate_size=8, vocab_size=11))
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            num_hidden_layers=1,
+            hidden_size=8,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=8,
+            vocab_size=11,
+        )
+    )
     assert compat.uses_causal_lm_loss(llama), "compat.uses_causal_lm_loss: LOSS_MAPPING / loss_type changed"
     logits, labels = torch.randn(2, 5, 11), torch.randint(0, 11, (2, 5))
     labels[0, 2] = -100
-    expected = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1),
-                                           ignore_index=-100)
-    torch.testing.assert_close(compat.causal_lm_loss(logits, labels, vocab_size=11), expected,
-                               msg="compat.causal_lm_loss: no longer the shifted mean cross-entropy")
+    expected = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(
+        compat.causal_lm_loss(logits, labels, vocab_size=11),
+        expected,
+        msg="compat.causal_lm_loss: no longer the shifted mean cross-entropy",
+    )
 
 
 def test_auxiliary_head_runs_inside_the_stock_forward():
     from transformers import ConvNextConfig, UperNetConfig, UperNetForSemanticSegmentation
 
-    backbone = ConvNextConfig(num_channels=3, hidden_sizes=[8, 8, 8, 8], depths=[1, 1, 1, 1],
-                              out_features=["stage1", "stage2", "stage3", "stage4"])
-    model = UperNetForSemanticSegmentation(UperNetConfig(backbone_config=backbone, hidden_size=8,
-                                                         auxiliary_channels=8, num_labels=3, use_auxiliary_head=True))
+    backbone = ConvNextConfig(
+        num_channels=3,
+        hidden_sizes=[8, 8, 8, 8],
+        depths=[1, 1, 1, 1],
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    model = UperNetForSemanticSegmentation(
+        UperNetConfig(
+            backbone_config=backbone, hidden_size=8, auxiliary_channels=8, num_labels=3, use_auxiliary_head=True
+        )
+    )
     head = compat.auxiliary_head(model)
     assert head is not None, "compat.auxiliary_head: UperNet has no `auxiliary_head` module any more"
     seen = []

@@ -52,7 +52,8 @@ def test_every_dependency_has_a_floor_and_a_ceiling_and_the_floor_job_pins_the_f
         assert lower and upper, f"pyproject.toml: {req} needs both a floor (>=) and a ceiling (<)"
         assert name in pins, f".ci/constraints-floor.txt does not pin {req.name} (its floor {lower})"
         assert Version(pins[name]) == Version(lower), (
-            f"{req.name}: pyproject's floor is {lower} but the floor job pins {pins[name]}; make them equal")
+            f"{req.name}: pyproject's floor is {lower} but the floor job pins {pins[name]}; make them equal"
+        )
     assert set(pins) <= {_norm(r.name) for r in _requirements()}, "the floor file pins a package pyproject lacks"
 
 
@@ -64,4 +65,5 @@ def test_installed_versions_are_inside_the_claimed_ranges(req):
         pytest.skip(f"{req.name} is not installed (an extra this run did not install)")
     # a local build tag such as torch's "+cpu" is not part of the release
     assert req.specifier.contains(Version(installed).base_version, prereleases=True), (
-        f"{req.name} {installed} is installed, outside pyproject's {req.specifier}")
+        f"{req.name} {installed} is installed, outside pyproject's {req.specifier}"
+    )

@@ -81,8 +81,14 @@ def test_create_upload_list_download(fake_hub, tmp_path):
 
 
 def test_transformers_push_to_hub_and_from_pretrained(fake_hub):
-    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     model = BertModel(config)
     model.push_to_hub("tester/tiny")
     assert {"config.json", "model.safetensors", "README.md"} <= set(fake_hub.files("tester/tiny"))
@@ -182,17 +188,23 @@ def test_failed_commit_applies_nothing_and_retry_succeeds(fake_hub, tmp_path):
 def test_tree_paths_info_and_deletions(fake_hub):
     api = HfApi()
     api.create_repo("tester/tree")
-    api.create_commit("tester/tree", commit_message="files", operations=[
-        CommitOperationAdd(path_in_repo=p, path_or_fileobj=p.encode()) for p in ("a/b.txt", "a/c/d.txt", "top.txt")
-    ])
+    api.create_commit(
+        "tester/tree",
+        commit_message="files",
+        operations=[
+            CommitOperationAdd(path_in_repo=p, path_or_fileobj=p.encode()) for p in ("a/b.txt", "a/c/d.txt", "top.txt")
+        ],
+    )
     listing = {(type(e).__name__, e.path) for e in api.list_repo_tree("tester/tree", path_in_repo="a")}
     assert listing == {("RepoFile", "a/b.txt"), ("RepoFolder", "a/c")}
     infos = api.get_paths_info("tester/tree", ["a", "top.txt", "missing.txt"])
     assert [(type(e).__name__, e.path) for e in infos] == [("RepoFolder", "a"), ("RepoFile", "top.txt")]
 
-    api.create_commit("tester/tree", commit_message="prune", operations=[
-        CommitOperationDelete(path_in_repo="a/c/"), CommitOperationDelete(path_in_repo="top.txt")
-    ])
+    api.create_commit(
+        "tester/tree",
+        commit_message="prune",
+        operations=[CommitOperationDelete(path_in_repo="a/c/"), CommitOperationDelete(path_in_repo="top.txt")],
+    )
     assert set(fake_hub.files("tester/tree")) == {".gitattributes", "a/b.txt"}
     with pytest.raises(EntryNotFoundError):
         api.delete_file("gone.txt", repo_id="tester/tree")

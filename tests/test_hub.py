@@ -48,10 +48,22 @@ def assert_same_weights(a, b):
 
 
 def run_without_hf_methods(hub, tmp_path, code):
-    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_test_token", "HF_HUB_OFFLINE": "0",
-           "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "subprocess_home")}
-    return subprocess.run([sys.executable, "-c", BLOCK_HF_METHODS + textwrap.dedent(code)], capture_output=True,
-                          text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.endpoint,
+        "HF_TOKEN": "hf_test_token",
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HOME": str(tmp_path / "subprocess_home"),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_HF_METHODS + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_learngene_push_and_load_bit_exact_with_our_card(fake_hub):
@@ -80,7 +92,10 @@ def test_descendant_records_the_hub_learngene_and_loads_without_hf_methods(fake_
     assert card.data.base_model == "tester/gene" and card.data.to_dict()["base_model_relation"] == "finetune"
     assert_same_weights(T.AutoModelForImageClassification.from_pretrained("tester/desc-3"), desc)
 
-    proc = run_without_hf_methods(fake_hub, tmp_path, """
+    proc = run_without_hf_methods(
+        fake_hub,
+        tmp_path,
+        """
         import torch, transformers
         try:
             import hf_methods
@@ -89,7 +104,8 @@ def test_descendant_records_the_hub_learngene_and_loads_without_hf_methods(fake_
             pass
         model = transformers.AutoModelForImageClassification.from_pretrained("tester/desc-3")
         print(type(model).__name__, model.config.num_hidden_layers, float(model.classifier.weight.sum()))
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     name, depth, checksum = proc.stdout.split()
     assert (name, int(depth)) == ("ViTForImageClassification", 3)
@@ -98,14 +114,18 @@ def test_descendant_records_the_hub_learngene_and_loads_without_hf_methods(fake_
 
 def test_learngene_without_hf_methods_says_pip_install(fake_hub, tmp_path):
     learngene().push_to_hub("tester/gene-noinstall")
-    proc = run_without_hf_methods(fake_hub, tmp_path, """
+    proc = run_without_hf_methods(
+        fake_hub,
+        tmp_path,
+        """
         import transformers
         for trust in (True, None):
             try:
                 transformers.AutoModel.from_pretrained("tester/gene-noinstall", trust_remote_code=trust)
             except Exception as err:
                 print("RESULT", type(err).__name__, "|", str(err).replace(chr(10), " "))
-    """)
+    """,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     trusted, untrusted = [line.split("RESULT ", 1)[1] for line in proc.stdout.splitlines() if "RESULT " in line]
     assert trusted.startswith("ImportError") and "pip install hf-methods" in trusted
@@ -160,15 +180,26 @@ def test_failed_commit_leaves_the_local_folder_untouched_and_a_retry_succeeds(fa
 
 
 def test_distillation_trainer_pushes_the_student_only(fake_hub, tmp_path):
-    wide = T.ViTForImageClassification(T.ViTConfig(**{**vit_config().to_dict(), "hidden_size": 48, "intermediate_size": 96}))
+    wide = T.ViTForImageClassification(
+        T.ViTConfig(**{**vit_config().to_dict(), "hidden_size": 48, "intermediate_size": 96})
+    )
     wide.push_to_hub("tester/teacher")
     student = T.ViTForImageClassification(vit_config())
     rows = [{"pixel_values": torch.randn(1, 16, 16), "labels": torch.tensor(i % 10)} for i in range(8)]
-    args = DistillationConfig(output_dir=str(tmp_path / "student"), max_steps=2, per_device_train_batch_size=4,
-                              report_to="none", use_cpu=True, push_to_hub=True, hub_model_id="tester/student",
-                              save_strategy="no", alpha=0.7)
-    trainer = DistillationTrainer(model=student, args=args, train_dataset=rows, eval_dataset=rows,
-                                  teacher_model="tester/teacher")
+    args = DistillationConfig(
+        output_dir=str(tmp_path / "student"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        report_to="none",
+        use_cpu=True,
+        push_to_hub=True,
+        hub_model_id="tester/student",
+        save_strategy="no",
+        alpha=0.7,
+    )
+    trainer = DistillationTrainer(
+        model=student, args=args, train_dataset=rows, eval_dataset=rows, teacher_model="tester/teacher"
+    )
     trainer.train()
     trainer.evaluate()
     trainer.push_to_hub()

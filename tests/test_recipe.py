@@ -13,7 +13,6 @@ from transformers import TrainingArguments
 
 from hf_methods.data import digit_canvases
 from hf_methods.recipe import CPU, RENAMED_FIELDS, RecipeArguments, Run, parse_recipe, training_args
-from hf_methods.trainers import DistillationConfig
 from hf_methods.recipes.l2d.pipeline import DEFAULT_RECIPE as L2D_YAML
 from hf_methods.recipes.l2d.pipeline import L2DRecipe
 from hf_methods.recipes.learngene_pipeline import LearngeneRecipe
@@ -23,12 +22,15 @@ from hf_methods.recipes.rdd.pipeline import DEFAULT_RECIPE as RDD_YAML
 from hf_methods.recipes.rdd.pipeline import RDDRecipe
 from hf_methods.recipes.sws.pipeline import DEFAULT_RECIPE as SWS_YAML
 from hf_methods.recipes.tleg.pipeline import DEFAULT_RECIPE as TLEG_YAML
+from hf_methods.trainers import DistillationConfig
 
-RECIPES = [(LearngeneRecipe, TLEG_YAML, "distillation_alpha", "alpha", 1.0),
-           (LearngeneRecipe, SWS_YAML, "distillation_alpha", "alpha", 1.0),
-           (PoolRecipe, POOL_YAML, "distillation_alpha", "alpha", 0.9),
-           (L2DRecipe, L2D_YAML, "softmax_temperature", "temperature", 1.0),
-           (RDDRecipe, RDD_YAML, "kd_weight", "lambda_logits", 1.0)]
+RECIPES = [
+    (LearngeneRecipe, TLEG_YAML, "distillation_alpha", "alpha", 1.0),
+    (LearngeneRecipe, SWS_YAML, "distillation_alpha", "alpha", 1.0),
+    (PoolRecipe, POOL_YAML, "distillation_alpha", "alpha", 0.9),
+    (L2DRecipe, L2D_YAML, "softmax_temperature", "temperature", 1.0),
+    (RDDRecipe, RDD_YAML, "kd_weight", "lambda_logits", 1.0),
+]
 
 
 @pytest.mark.parametrize("cls, yaml_path, old, new, value", RECIPES)
@@ -79,13 +81,22 @@ def test_recipe_arguments_defaults_redeclared_and_validated():
     recipe = ToyRecipe()
     assert (recipe.output_dir, recipe.num_threads, recipe.seed, recipe.batch_size) == ("outputs/toy", 1, 0, 32)
     assert [f.name for f in dataclasses.fields(ToyRecipe)][:7] == [
-        "output_dir", "seed", "num_threads", "batch_size", "push_to_hub", "hub_model_id", "hub_private"]
+        "output_dir",
+        "seed",
+        "num_threads",
+        "batch_size",
+        "push_to_hub",
+        "hub_model_id",
+        "hub_private",
+    ]
     assert RecipeArguments().num_threads is None
-    for kwargs, match in (({"num_threads": 0}, "^num_threads must be a positive integer"),
-                          ({"batch_size": 0}, "^batch_size must be"),
-                          ({"push_to_hub": True}, "^push_to_hub needs hub_model_id"),
-                          ({"hub_model_id": "no-org"}, "^hub_model_id must look like 'org/name'"),
-                          ({"epochs": 0}, "^epochs must be positive")):
+    for kwargs, match in (
+        ({"num_threads": 0}, "^num_threads must be a positive integer"),
+        ({"batch_size": 0}, "^batch_size must be"),
+        ({"push_to_hub": True}, "^push_to_hub needs hub_model_id"),
+        ({"hub_model_id": "no-org"}, "^hub_model_id must look like 'org/name'"),
+        ({"epochs": 0}, "^epochs must be positive"),
+    ):
         with pytest.raises(ValueError, match=match) as err:
             ToyRecipe(**kwargs)
         assert "\n" not in str(err.value)
@@ -108,13 +119,27 @@ def test_training_args_shared_defaults_and_overrides(tmp_path):
     recipe = ToyRecipe(batch_size=8, seed=5)
     args = training_args(recipe, tmp_path, learning_rate=1e-3, num_train_epochs=2)
     expected = TrainingArguments(
-        output_dir=str(tmp_path), num_train_epochs=2, learning_rate=1e-3, per_device_train_batch_size=8,
-        per_device_eval_batch_size=256, weight_decay=0.05, warmup_steps=0.1, lr_scheduler_type="cosine",
-        eval_strategy="epoch", save_strategy="no", logging_strategy="no", report_to="none", seed=5,
-        dataloader_num_workers=0, disable_tqdm=False, use_cpu=CPU)
+        output_dir=str(tmp_path),
+        num_train_epochs=2,
+        learning_rate=1e-3,
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=256,
+        weight_decay=0.05,
+        warmup_steps=0.1,
+        lr_scheduler_type="cosine",
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        seed=5,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        use_cpu=CPU,
+    )
     assert args.to_dict() == expected.to_dict()
-    steps = training_args(recipe, tmp_path, learning_rate=3e-3, max_steps=7, cls=DistillationConfig, alpha=0.5,
-                          eval_strategy="no")
+    steps = training_args(
+        recipe, tmp_path, learning_rate=3e-3, max_steps=7, cls=DistillationConfig, alpha=0.5, eval_strategy="no"
+    )
     assert type(steps) is DistillationConfig and steps.max_steps == 7 and steps.alpha == 0.5
     assert steps.eval_strategy == "no" and steps.num_train_epochs == TrainingArguments("x").num_train_epochs
     with pytest.raises(TypeError, match="num_train_epochs or max_steps"):
@@ -168,8 +193,10 @@ def test_every_recipe_prints_its_help(command, capsys):
         main([command, "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    assert all(f"--{name}" in text for name in ("output_dir", "seed", "num_threads", "batch_size", "push_to_hub",
-                                                  "hub_model_id", "hub_private"))
+    assert all(
+        f"--{name}" in text
+        for name in ("output_dir", "seed", "num_threads", "batch_size", "push_to_hub", "hub_model_id", "hub_private")
+    )
 
 
 def test_digit_canvases_layouts():
@@ -184,7 +211,7 @@ def test_digit_canvases_layouts():
         # every digit lies inside the canvas and the foreground labels are its class + 1
         for i in range(5):
             for (y, x), c in zip(train["positions"][i][placed[i]], train["classes"][i][placed[i]]):
-                window = train["segmentation"][i, y:y + 8, x:x + 8]
+                window = train["segmentation"][i, y : y + 8, x : x + 8]
                 assert set(np.unique(window)) <= {0, c + 1}
         used = {name: set(s["sources"][s["sources"] >= 0].tolist()) for name, s in splits.items()}
         assert used["train"] and used["test"] and not used["train"] & used["test"]

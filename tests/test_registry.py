@@ -27,7 +27,7 @@ TOY = {
         register_method("Toy", command="toy", recipe="toy_method.pipeline", summary="the toy method end to end",
                         push="toy_method.pipeline:push_toy_run", citation="@misc{toy, title={Toy}}")
         ''',
-    "modeling_toy.py": '''
+    "modeling_toy.py": """
         import torch
         from transformers import PreTrainedConfig, PreTrainedModel
 
@@ -59,8 +59,8 @@ TOY = {
                 data = _data("toy", ["toy"], type(self).__name__)
                 return render_card("stitched", data, title="Toy", cls_name=type(self).__name__,
                                    repo_or_path=repo_or_path, citation=citation("Toy"))
-        ''',
-    "pipeline.py": '''
+        """,
+    "pipeline.py": """
         import json
         from pathlib import Path
 
@@ -78,7 +78,7 @@ TOY = {
             model = ToyForImageClassification.from_pretrained(out_dir / "model")
             model.push_to_hub(repo_id, **hub_kwargs)
             return {"model": repo_id}
-        ''',
+        """,
 }
 
 
@@ -114,8 +114,9 @@ def test_a_conflicting_declaration_is_refused():
         registry.register_method("Other", command="other")
 
 
-def test_a_new_method_registers_itself_and_is_found_by_automodel_the_cli_cards_and_push(toy_method, tmp_path,
-                                                                                     fake_hub, capsys):
+def test_a_new_method_registers_itself_and_is_found_by_automodel_the_cli_cards_and_push(
+    toy_method, tmp_path, fake_hub, capsys
+):
     config = transformers.AutoConfig.for_model("hf_methods_toy")
     model = transformers.AutoModelForImageClassification.from_config(config)
     assert type(model).__name__ == "ToyForImageClassification"

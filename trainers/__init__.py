@@ -16,14 +16,21 @@ from .multilabel_kd_trainer import (
     labelwise_embedding_distillation,
     multilabel_logit_distillation,
 )
-from .rdd_config import RDDConfig
-from .rdd_trainer import RDDTrainer, difficulty_weights, ohem_hard_mask, pixel_kd_loss, rdd_task_loss, segmentation_forward
 from .pool_distillation_config import PoolDistillationConfig
 from .pool_distillation_trainer import (
     LearngenePoolDistillationTrainer,
     load_feature_projectors,
     matched_layers,
     pool_distillation_loss,
+)
+from .rdd_config import RDDConfig
+from .rdd_trainer import (
+    RDDTrainer,
+    difficulty_weights,
+    ohem_hard_mask,
+    pixel_kd_loss,
+    rdd_task_loss,
+    segmentation_forward,
 )
 
 __all__ = [

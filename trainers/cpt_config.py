@@ -51,23 +51,27 @@ class ConsistentProxyTuningConfig(FrozenModelsConfig):
 
     alpha_train: float = field(
         default=1.0,
-        metadata={"help": "Weight of z_proxy - z_small in the training loss CE(z_large + alpha_train * (z_proxy - "
-                  "z_small), y); consistent with inference when equal to alpha_test."},
+        metadata={
+            "help": "Weight of z_proxy - z_small in the training loss CE(z_large + alpha_train * (z_proxy - "
+            "z_small), y); consistent with inference when equal to alpha_test."
+        },
     )
     alpha_test: float = field(
         default=1.0, metadata={"help": "Weight of z_proxy - z_small at inference (and in evaluation)."}
     )
     plain_proxy_tuning: bool = field(
         default=False,
-        metadata={"help": "Baseline Proxy-tuning: train the proxy alone with CE(z_proxy, y); the large and small "
-                  "models are only used to evaluate the combination."},
+        metadata={
+            "help": "Baseline Proxy-tuning: train the proxy alone with CE(z_proxy, y); the large and small "
+            "models are only used to evaluate the combination."
+        },
     )
     large_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Hub id or folder of the frozen large model, when no `large_model` is given."}
     )
     small_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Hub id or folder of the frozen small base model, when no `small_model` is "
-                                "given."}
+        default=None,
+        metadata={"help": "Hub id or folder of the frozen small base model, when no `small_model` is given."},
     )
     large_model_init_kwargs: dict | str | None = field(
         default=None, metadata={"help": "Keyword arguments for the large model's `from_pretrained` (dict or JSON)."}
@@ -94,11 +98,17 @@ class ConsistentProxyTuningConfig(FrozenModelsConfig):
         self.alpha_test = check_alpha(self.alpha_test, "alpha_test")
         if not isinstance(self.plain_proxy_tuning, bool):
             raise ValueError(f"`plain_proxy_tuning` must be True or False, got {self.plain_proxy_tuning!r}.")
-        for name in ("large_model_name_or_path", "small_model_name_or_path", "large_logits_column",
-                     "small_logits_column"):
+        for name in (
+            "large_model_name_or_path",
+            "small_model_name_or_path",
+            "large_logits_column",
+            "small_logits_column",
+        ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ValueError(f"`{name}` must be a non-empty string or None, got {value!r}.")
         if self.large_logits_column is not None and self.large_logits_column == self.small_logits_column:
-            raise ValueError(f"`large_logits_column` and `small_logits_column` are both {self.large_logits_column!r}; "
-                             "the two models' logits need their own columns.")
+            raise ValueError(
+                f"`large_logits_column` and `small_logits_column` are both {self.large_logits_column!r}; "
+                "the two models' logits need their own columns."
+            )

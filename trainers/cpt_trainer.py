@@ -19,7 +19,6 @@ from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
 from ..compat import add_signature_columns, auto_class_name_for
-
 from ..models.proxy_tuned.modeling_proxy_tuned import (
     ProxyTunedForCausalLM,
     ProxyTunedForSequenceClassification,
@@ -104,8 +103,14 @@ def _model_batch(rows: dict, names: list[str], pad_id: int) -> tuple[dict, list[
     return batch, lengths
 
 
-def cache_logits(dataset, model: nn.Module, column: str, batch_size: int = 8, dtype: str = "float32",
-                 input_columns: list[str] | None = None):
+def cache_logits(
+    dataset,
+    model: nn.Module,
+    column: str,
+    batch_size: int = 8,
+    dtype: str = "float32",
+    input_columns: list[str] | None = None,
+):
     """`dataset` with a new column `column` holding `model`'s logits for every example, computed once (eval mode,
     no gradients), for `large_logits_column` / `small_logits_column` of `ConsistentProxyTuningConfig`.
 
@@ -127,8 +132,10 @@ def cache_logits(dataset, model: nn.Module, column: str, batch_size: int = 8, dt
         accepted = set(inspect.signature(model.forward).parameters)
         input_columns = [c for c in dataset.column_names if c in accepted and c not in _LABEL_COLUMNS]
     if not input_columns:
-        raise ValueError(f"none of the dataset's columns {dataset.column_names} is an input of "
-                         f"{type(model).__name__}.forward; pass input_columns=.")
+        raise ValueError(
+            f"none of the dataset's columns {dataset.column_names} is an input of "
+            f"{type(model).__name__}.forward; pass input_columns=."
+        )
     device = next(model.parameters()).device
     pad_id = getattr(getattr(model, "config", None), "pad_token_id", None)
     # A classifier that finds its last token through pad_token_id cannot run padded rows without one: run them alone.
@@ -154,9 +161,14 @@ def cache_logits(dataset, model: nn.Module, column: str, batch_size: int = 8, dt
         return {column: out}
 
     try:
-        return dataset.map(add_column, batched=True, batch_size=batch_size, load_from_cache_file=False,
-                           new_fingerprint=f"{dataset._fingerprint}-cached-logits-{column}",
-                           desc=f"caching {column}")
+        return dataset.map(
+            add_column,
+            batched=True,
+            batch_size=batch_size,
+            load_from_cache_file=False,
+            new_fingerprint=f"{dataset._fingerprint}-cached-logits-{column}",
+            desc=f"caching {column}",
+        )
     finally:
         model.train(was_training)
 
@@ -248,21 +260,28 @@ class ConsistentProxyTuningTrainer(FrozenModelsTrainer):
         self.small_ref = small if isinstance(small, str) else getattr(small, "name_or_path", None) or None
         if not args.plain_proxy_tuning:
             if large is None and args.large_logits_column is None:
-                raise ValueError("CPT needs the frozen large model: pass `large_model=`, set `large_model_name_or_path`"
-                                 ", or give cached logits with `large_logits_column` (see cache_logits).")
+                raise ValueError(
+                    "CPT needs the frozen large model: pass `large_model=`, set `large_model_name_or_path`"
+                    ", or give cached logits with `large_logits_column` (see cache_logits)."
+                )
             if small is None and args.small_logits_column is None:
-                raise ValueError("CPT needs the frozen small base model: pass `small_model=`, set "
-                                 "`small_model_name_or_path`, or give cached logits with `small_logits_column`.")
+                raise ValueError(
+                    "CPT needs the frozen small base model: pass `small_model=`, set "
+                    "`small_model_name_or_path`, or give cached logits with `small_logits_column`."
+                )
         if isinstance(small, str):
             small = _load_frozen(small, model, args.small_model_init_kwargs, args.small_dtype)
         if model is None and model_init is None:
             if not isinstance(small, nn.Module):
-                raise ValueError("pass the proxy as `model=` (a copy of the small model, see proxy_from_small), or give "
-                                 "the small model so the trainer can copy it.")
+                raise ValueError(
+                    "pass the proxy as `model=` (a copy of the small model, see proxy_from_small), or give "
+                    "the small model so the trainer can copy it."
+                )
             model = proxy_from_small(small)
         if isinstance(large, str):
-            large = _load_frozen(large, model if model is not None else small, args.large_model_init_kwargs,
-                                 args.large_dtype)
+            large = _load_frozen(
+                large, model if model is not None else small, args.large_model_init_kwargs, args.large_dtype
+            )
         super().__init__(
             model=model,
             args=args,
@@ -316,11 +335,17 @@ class ConsistentProxyTuningTrainer(FrozenModelsTrainer):
         args = self.args
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
-        cached = {which: inputs.pop(getattr(args, f"{which}_logits_column"), None)
-                  if getattr(args, f"{which}_logits_column") else None for which in ("large", "small")}
+        cached = {
+            which: inputs.pop(getattr(args, f"{which}_logits_column"), None)
+            if getattr(args, f"{which}_logits_column")
+            else None
+            for which in ("large", "small")
+        }
         if labels is None:
-            raise ValueError("ConsistentProxyTuningTrainer trains on labels, and this batch has none; add `labels` "
-                             "(causal LMs: usually a copy of input_ids, -100 where no loss is wanted).")
+            raise ValueError(
+                "ConsistentProxyTuningTrainer trains on labels, and this batch has none; add `labels` "
+                "(causal LMs: usually a copy of input_ids, -100 where no loss is wanted)."
+            )
         z_proxy = _logits(model(**inputs))
         training = model.training
         # Evaluation scores the deployed combination (alpha_test); plain training is the proxy alone.
@@ -343,8 +368,14 @@ class ConsistentProxyTuningTrainer(FrozenModelsTrainer):
         if torch.is_tensor(num_items_in_batch) and num_items_in_batch.numel() > 1:
             num_items_in_batch = num_items_in_batch.reshape(-1)[0]  # DataParallel hands one copy per GPU
         loss, logits = proxy_tuning_loss(
-            z_proxy, labels, z_large, z_small, alpha=args.alpha_train if training else args.alpha_test, plain=plain,
-            shift_labels=self.shift_labels, num_items_in_batch=num_items_in_batch,
+            z_proxy,
+            labels,
+            z_large,
+            z_small,
+            alpha=args.alpha_train if training else args.alpha_test,
+            plain=plain,
+            shift_labels=self.shift_labels,
+            num_items_in_batch=num_items_in_batch,
             label_smoothing=args.label_smoothing_factor,
         )
         loss = self._scale_and_record(model, loss, {}, num_items_in_batch)
@@ -359,12 +390,16 @@ class ConsistentProxyTuningTrainer(FrozenModelsTrainer):
         folder: their `name_or_path`, or `large_model_name_or_path` / `small_model_name_or_path`)."""
         large, small = self.large_model, self.small_model
         if large is None or small is None:
-            raise ValueError("proxy_tuned_model() needs the large and small models themselves, not only cached logits: "
-                             "pass large_model= and small_model= to the trainer.")
+            raise ValueError(
+                "proxy_tuned_model() needs the large and small models themselves, not only cached logits: "
+                "pass large_model= and small_model= to the trainer."
+            )
         proxy = self.accelerator.unwrap_model(self.model)
         cls = ProxyTunedForCausalLM if self.shift_labels else ProxyTunedForSequenceClassification
         return cls.from_models(
-            self.accelerator.unwrap_model(large), self.accelerator.unwrap_model(small), proxy,
+            self.accelerator.unwrap_model(large),
+            self.accelerator.unwrap_model(small),
+            proxy,
             alpha_test=self.args.alpha_test,
             large_model_name_or_path=self.args.large_model_name_or_path or self.large_ref,
             small_model_name_or_path=self.args.small_model_name_or_path or self.small_ref,
@@ -377,39 +412,70 @@ class ConsistentProxyTuningTrainer(FrozenModelsTrainer):
             return
         metrics = next((e for e in reversed(self.state.log_history) if any(k.startswith("eval_") for k in e)), {})
         repo = self.hub_model_id if self.args.push_to_hub and self.hub_model_id else model_name or self.args.output_dir
-        card = proxy_card(self.accelerator.unwrap_model(self.model), self.large_ref, self.small_ref, self.args, repo,
-                          metrics, dataset=dataset_name)
+        card = proxy_card(
+            self.accelerator.unwrap_model(self.model),
+            self.large_ref,
+            self.small_ref,
+            self.args,
+            repo,
+            metrics,
+            dataset=dataset_name,
+        )
         card.save(os.path.join(self.args.output_dir, "README.md"))
 
 
-def proxy_card(proxy, large_ref, small_ref, args: ConsistentProxyTuningConfig, repo_or_path, metrics=None,
-               dataset=None):
+def proxy_card(
+    proxy, large_ref, small_ref, args: ConsistentProxyTuningConfig, repo_or_path, metrics=None, dataset=None
+):
     """Card of a proxy trained by `ConsistentProxyTuningTrainer`: a plain transformers model meant to be combined."""
-    from ..cards import _auto_class, _data, hub_id, link
-    from ..cards import render_card
+    from ..cards import _auto_class, _data, hub_id, link, render_card
     from ..models.proxy_tuned.modeling_proxy_tuned import CITATION
     from ..report import fmt_params
 
     model_class = type(proxy).__name__
-    objective = ("Proxy-tuning (the proxy trained alone, CE(z_proxy, y))" if args.plain_proxy_tuning else
-                 f"Consistent Proxy Tuning, CE(z_large + {args.alpha_train:g} * (z_proxy - z_small), y)")
-    setup = (f"`ConsistentProxyTuningTrainer`: {objective}; deploy with alpha_test={args.alpha_test:g}. "
-             f"{args.num_train_epochs:g} epochs (max_steps {args.max_steps}), learning rate {args.learning_rate}, batch "
-             f"{args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} accumulation steps.")
-    data = _data(os.path.basename(str(repo_or_path).rstrip("/")), ["proxy-tuning", "consistent-proxy-tuning"],
-                 model_class, base_model=hub_id(small_ref), relation="finetune" if hub_id(small_ref) else None,
-                 dataset=dataset)
+    objective = (
+        "Proxy-tuning (the proxy trained alone, CE(z_proxy, y))"
+        if args.plain_proxy_tuning
+        else f"Consistent Proxy Tuning, CE(z_large + {args.alpha_train:g} * (z_proxy - z_small), y)"
+    )
+    setup = (
+        f"`ConsistentProxyTuningTrainer`: {objective}; deploy with alpha_test={args.alpha_test:g}. "
+        f"{args.num_train_epochs:g} epochs (max_steps {args.max_steps}), learning rate {args.learning_rate}, batch "
+        f"{args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} accumulation steps."
+    )
+    data = _data(
+        os.path.basename(str(repo_or_path).rstrip("/")),
+        ["proxy-tuning", "consistent-proxy-tuning"],
+        model_class,
+        base_model=hub_id(small_ref),
+        relation="finetune" if hub_id(small_ref) else None,
+        dataset=dataset,
+    )
     metrics = [(k, f"{v:.4g}") for k, v in sorted((metrics or {}).items()) if isinstance(v, (int, float))]
     return render_card(
-        "proxy_tuned", data, title=f"{model_class} proxy for {large_ref or 'a large model'}", proxy_only=True,
-        cls_name=model_class, proxy_class=model_class, auto_class=_auto_class(model_class), alpha_test=args.alpha_test,
-        large_link=link(large_ref) or "a large model", small_link=link(small_ref) or "its small base model",
-        large_params=None, small_params=None, params=fmt_params(sum(p.numel() for p in proxy.parameters())),
-        repo_or_path=str(repo_or_path), training_setup=setup, metrics=metrics, citation=CITATION,
+        "proxy_tuned",
+        data,
+        title=f"{model_class} proxy for {large_ref or 'a large model'}",
+        proxy_only=True,
+        cls_name=model_class,
+        proxy_class=model_class,
+        auto_class=_auto_class(model_class),
+        alpha_test=args.alpha_test,
+        large_link=link(large_ref) or "a large model",
+        small_link=link(small_ref) or "its small base model",
+        large_params=None,
+        small_params=None,
+        params=fmt_params(sum(p.numel() for p in proxy.parameters())),
+        repo_or_path=str(repo_or_path),
+        training_setup=setup,
+        metrics=metrics,
+        citation=CITATION,
     )
 
 
-def _load_frozen(name_or_path: str, reference: nn.Module | None, init_kwargs: dict | None, dtype: str) -> PreTrainedModel:
+def _load_frozen(
+    name_or_path: str, reference: nn.Module | None, init_kwargs: dict | None, dtype: str
+) -> PreTrainedModel:
     """Load a large or small model by name with the Auto class that lists the proxy's class (or, without a proxy,
     the class its config names)."""
     kwargs = frozen_init_kwargs(init_kwargs, dtype)
@@ -420,5 +486,7 @@ def _load_frozen(name_or_path: str, reference: nn.Module | None, init_kwargs: di
     architectures = getattr(AutoConfig.from_pretrained(name_or_path), "architectures", None) or []
     cls = getattr(transformers, architectures[0], None) if architectures else None
     if cls is None:
-        raise ValueError(f"cannot tell which class loads {name_or_path!r}; pass it loaded (large_model= / small_model=).")
+        raise ValueError(
+            f"cannot tell which class loads {name_or_path!r}; pass it loaded (large_model= / small_model=)."
+        )
     return detach_from_checkpoint(cls.from_pretrained(name_or_path, **kwargs))

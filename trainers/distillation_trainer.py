@@ -98,9 +98,7 @@ def distillation_loss(
     zero = s.new_zeros(())
     ce = zero
     if labels is not None:
-        ce = F.cross_entropy(
-            s, labels, ignore_index=ignore_index, reduction="sum", label_smoothing=label_smoothing
-        ) / n
+        ce = F.cross_entropy(s, labels, ignore_index=ignore_index, reduction="sum", label_smoothing=label_smoothing) / n
     kd = zero
     if alpha > 0:
         s_valid, t_valid = s[valid], t.reshape(-1, num_classes)[valid]
@@ -175,6 +173,7 @@ class DistillationTrainer(FrozenTeacherTrainer):
 
         metrics = next((e for e in reversed(self.state.log_history) if any(k.startswith("eval_") for k in e)), {})
         repo = self.hub_model_id if self.args.push_to_hub and self.hub_model_id else model_name or self.args.output_dir
-        card = distilled_card(self.accelerator.unwrap_model(self.model), self.teacher_ref, self.args, repo,
-                              metrics, dataset=dataset_name)
+        card = distilled_card(
+            self.accelerator.unwrap_model(self.model), self.teacher_ref, self.args, repo, metrics, dataset=dataset_name
+        )
         card.save(os.path.join(self.args.output_dir, "README.md"))

@@ -365,16 +365,31 @@ class FrozenTeacherTrainer(FrozenModelsTrainer):
         repo = self.hub_model_id if args.push_to_hub and self.hub_model_id else model_name or args.output_dir
         teacher = str(self.teacher_ref) if self.teacher_ref else "a teacher model"
         loss = self._card_loss_description()
-        setup = (f"{loss}; {args.num_train_epochs:g} epochs, learning rate {args.learning_rate}, batch "
-                 f"{args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} accumulation "
-                 "steps.")
+        setup = (
+            f"{loss}; {args.num_train_epochs:g} epochs, learning rate {args.learning_rate}, batch "
+            f"{args.per_device_train_batch_size} per device x {args.gradient_accumulation_steps} accumulation "
+            "steps."
+        )
         model_class = type(student).__name__
-        data = _data(os.path.basename(str(repo).rstrip("/")), list(self.card_tags), model_class,
-                     base_model=hub_id(self.teacher_ref), dataset=dataset_name)
+        data = _data(
+            os.path.basename(str(repo).rstrip("/")),
+            list(self.card_tags),
+            model_class,
+            base_model=hub_id(self.teacher_ref),
+            dataset=dataset_name,
+        )
         card = render_card(
-            "distilled", data, title=f"{model_class} distilled from {teacher}", model_class=model_class,
-            params=fmt_params(params), teacher_link=link(teacher), teacher_params=None, loss_description=loss,
-            auto_class=_auto_class(model_class), repo_or_path=str(repo), training_setup=setup,
+            "distilled",
+            data,
+            title=f"{model_class} distilled from {teacher}",
+            model_class=model_class,
+            params=fmt_params(params),
+            teacher_link=link(teacher),
+            teacher_params=None,
+            loss_description=loss,
+            auto_class=_auto_class(model_class),
+            repo_or_path=str(repo),
+            training_setup=setup,
             metrics=[(k, f"{v:.4g}") for k, v in sorted(metrics.items())],
             citation=citation(self.card_method) if self.card_method else DISTILLATION_CITATION,
         )
@@ -409,8 +424,9 @@ class StudentSideModule:
         if module is None:
             return
         ref = next(model.parameters())
-        model.add_module(self.side_module_name,
-                         module.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None))
+        model.add_module(
+            self.side_module_name, module.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
+        )
 
     def call_model_init(self, trial=None):
         model = super().call_model_init(trial)

@@ -59,7 +59,7 @@ class FrozenModelsConfig(TrainingArguments):
             if kwargs is not None and not isinstance(kwargs, dict):
                 raise ValueError(
                     f"`{name}_model_init_kwargs` must be a dict or a JSON object string such as "
-                    f"'{{\"dtype\": \"bfloat16\"}}', got {kwargs!r}."
+                    f'\'{{"dtype": "bfloat16"}}\', got {kwargs!r}.'
                 )
 
 

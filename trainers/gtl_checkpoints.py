@@ -133,27 +133,50 @@ class EvolutionFolder:
         """Whether the folder holds a run (any checkpoint or individual; or only those past generation 0)."""
         first = 1 if beyond_generation_zero else 0
         checkpoints = [c for c in self.checkpoints() if int(c.name.split("-")[-1]) >= first]
-        individuals = [p for p in (self.path / "individuals").glob("g*-i*")
-                       if (generation := _generation_of(p.name)) is not None and generation >= first]
+        individuals = [
+            p
+            for p in (self.path / "individuals").glob("g*-i*")
+            if (generation := _generation_of(p.name)) is not None and generation >= first
+        ]
         return bool(checkpoints or individuals)
 
-    def write_checkpoint(self, state: EvolutionState, *, fingerprint: dict, generations: int, granularity: str,
-                         gene_fraction: float, keep_individuals: bool = False) -> None:
+    def write_checkpoint(
+        self,
+        state: EvolutionState,
+        *,
+        fingerprint: dict,
+        generations: int,
+        granularity: str,
+        gene_fraction: float,
+        keep_individuals: bool = False,
+    ) -> None:
         """Write `generation-XXX` for `state` (atomically), then prune what is no longer needed: checkpoints older
         than the previous one, and (unless `keep_individuals`) the individuals of generations before the previous one,
         which other processes may still be reading."""
         g = state.generation
 
         def write(folder: Path):
-            _write_json(folder / "state.json", {
-                "format": STATE_FORMAT, "generation": g, "generations": generations, "granularity": granularity,
-                "gene_fraction": gene_fraction, "fingerprint": fingerprint, "population": state.population,
-                "records": state.records, "history": state.history,
-            })
-            save_file({f"{i}/{name}": t for i, m in enumerate(state.masks) for name, t in m.state_dict().items()},
-                      str(folder / "masks.safetensors"))
-            parent_masks = {f"{ident}/{name}": t for ident, m in state.parent_masks.items()
-                            for name, t in m.state_dict().items()}
+            _write_json(
+                folder / "state.json",
+                {
+                    "format": STATE_FORMAT,
+                    "generation": g,
+                    "generations": generations,
+                    "granularity": granularity,
+                    "gene_fraction": gene_fraction,
+                    "fingerprint": fingerprint,
+                    "population": state.population,
+                    "records": state.records,
+                    "history": state.history,
+                },
+            )
+            save_file(
+                {f"{i}/{name}": t for i, m in enumerate(state.masks) for name, t in m.state_dict().items()},
+                str(folder / "masks.safetensors"),
+            )
+            parent_masks = {
+                f"{ident}/{name}": t for ident, m in state.parent_masks.items() for name, t in m.state_dict().items()
+            }
             save_file(parent_masks or {"_empty": torch.zeros(0)}, str(folder / "parent_masks.safetensors"))
             save_file({"evolution": state.rng.get_state()}, str(folder / "rng.safetensors"))
             (folder / "parents").mkdir()
@@ -189,12 +212,15 @@ class EvolutionFolder:
         if saved.get("format") != STATE_FORMAT:
             raise ValueError(f"{folder} has state format {saved.get('format')}, this version reads {STATE_FORMAT}.")
         if saved["fingerprint"] != fingerprint:
-            diffs = [f"{k}: checkpoint {saved['fingerprint'].get(k)!r}, now {fingerprint.get(k)!r}"
-                     for k in sorted(set(saved["fingerprint"]) | set(fingerprint))
-                     if saved["fingerprint"].get(k) != fingerprint.get(k)]
+            diffs = [
+                f"{k}: checkpoint {saved['fingerprint'].get(k)!r}, now {fingerprint.get(k)!r}"
+                for k in sorted(set(saved["fingerprint"]) | set(fingerprint))
+                if saved["fingerprint"].get(k) != fingerprint.get(k)
+            ]
             raise ValueError(
                 f"Cannot resume the GTL run in {self.path}: its settings differ from this run's ("
-                + "; ".join(diffs) + "). Use the same settings (only `generations` may grow), or another output_dir "
+                + "; ".join(diffs)
+                + "). Use the same settings (only `generations` may grow), or another output_dir "
                 "to start afresh."
             )
         granularity, fraction = saved["granularity"], saved["gene_fraction"]
@@ -212,8 +238,11 @@ class EvolutionFolder:
         rng = torch.Generator()
         rng.set_state(load_file(str(folder / "rng.safetensors"))["evolution"])
         return EvolutionState(
-            generation=saved["generation"], population=saved["population"],
+            generation=saved["generation"],
+            population=saved["population"],
             masks=[population_masks[str(i)] for i in range(len(saved["population"]))],
             parent_masks=masks_by_prefix(load_file(str(folder / "parent_masks.safetensors"))),
-            records=saved["records"], history=saved["history"], rng=rng,
+            records=saved["records"],
+            history=saved["history"],
+            rng=rng,
         )

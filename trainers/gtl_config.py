@@ -90,8 +90,10 @@ class GTLEvolutionConfig(TrainingArguments):
     population_size: int = field(default=8, metadata={"help": "Individuals per generation."})
     tournament_size: int = field(
         default=2,
-        metadata={"help": "Individuals per tournament, in [1, population_size]; the fittest of each group wins (ties: "
-                  "lower index). GRL uses 3."},
+        metadata={
+            "help": "Individuals per tournament, in [1, population_size]; the fittest of each group wins (ties: "
+            "lower index). GRL uses 3."
+        },
     )
     generations: int = field(default=5, metadata={"help": "Generations to run (raise it to continue a finished run)."})
     gene_fraction: float = field(
@@ -99,18 +101,24 @@ class GTLEvolutionConfig(TrainingArguments):
     )
     granularity: Literal["channel", "kernel", "layer"] = field(
         default="channel",
-        metadata={"help": "What a gene selects: 'channel' (output channels, the paper's), 'kernel' (k x k kernels) or "
-                  "'layer' (whole convolutions)."},
+        metadata={
+            "help": "What a gene selects: 'channel' (output channels, the paper's), 'kernel' (k x k kernels) or "
+            "'layer' (whole convolutions)."
+        },
     )
     mutation_rate: float = field(
         default=0.1,
-        metadata={"help": "Probability in [0, 1] that each unit of a winner's gene is swapped for an outside unit when "
-                  "passed to a child (budget kept)."},
+        metadata={
+            "help": "Probability in [0, 1] that each unit of a winner's gene is swapped for an outside unit when "
+            "passed to a child (budget kept)."
+        },
     )
     task_type: Literal["n_way_k_shot", "class_subset"] = field(
         default="n_way_k_shot",
-        metadata={"help": "'n_way_k_shot': k_shot support + query_shots query examples of n_way classes; "
-                  "'class_subset': all examples of n_way classes, query_shots per class for the query set."},
+        metadata={
+            "help": "'n_way_k_shot': k_shot support + query_shots query examples of n_way classes; "
+            "'class_subset': all examples of n_way classes, query_shots per class for the query set."
+        },
     )
     n_way: int = field(default=5, metadata={"help": "Classes per task (>= 2)."})
     k_shot: int = field(default=10, metadata={"help": "Support (training) examples per class ('n_way_k_shot')."})
@@ -124,13 +132,17 @@ class GTLEvolutionConfig(TrainingArguments):
     )
     save_individuals: bool = field(
         default=False,
-        metadata={"help": "Keep every individual's trained weights (default: a generation's are deleted once the next "
-                  "one has finished)."},
+        metadata={
+            "help": "Keep every individual's trained weights (default: a generation's are deleted once the next "
+            "one has finished)."
+        },
     )
     sync_timeout: float = field(
         default=3600.0,
-        metadata={"help": "Multi-process: seconds to wait without any new result from the other processes before "
-                  "stopping with an error (must exceed one individual's training time)."},
+        metadata={
+            "help": "Multi-process: seconds to wait without any new result from the other processes before "
+            "stopping with an error (must exceed one individual's training time)."
+        },
     )
 
     def __post_init__(self):

@@ -68,9 +68,26 @@ logger = logging.getLogger(__name__)
 
 # Settings that must not change when a run is resumed (`generations` may grow: it continues a finished run).
 _FINGERPRINT_FIELDS = (
-    "seed", "population_size", "tournament_size", "gene_fraction", "granularity", "mutation_rate", "task_type",
-    "n_way", "k_shot", "query_shots", "base_classes", "fitness", "learning_rate", "max_steps", "num_train_epochs",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "lr_scheduler_type", "warmup_steps",
+    "seed",
+    "population_size",
+    "tournament_size",
+    "gene_fraction",
+    "granularity",
+    "mutation_rate",
+    "task_type",
+    "n_way",
+    "k_shot",
+    "query_shots",
+    "base_classes",
+    "fitness",
+    "learning_rate",
+    "max_steps",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "lr_scheduler_type",
+    "warmup_steps",
     "optim",
 )
 
@@ -99,7 +116,7 @@ def tournament_selection(
     if not 1 <= tournament_size <= n:
         raise ValueError(f"tournament_size must be in [1, {n}] (the population size), got {tournament_size}.")
     order = torch.randperm(n, generator=generator).tolist()
-    groups = [order[start:start + tournament_size] for start in range(0, n, tournament_size)]
+    groups = [order[start : start + tournament_size] for start in range(0, n, tournament_size)]
     winners = [max(group, key=lambda i: (_fitness_key(fitnesses[i]), -i)) for group in groups]
     return groups, winners
 
@@ -183,8 +200,9 @@ class GTLEvolution:
     def _run(self, resume: bool) -> GTLModel:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             raise RuntimeError(
-                "torch.distributed is initialized in this process, but GTL evolution processes train different networks "
-                "and must not share a process group: do not create an Accelerator / process group before run()."
+                "torch.distributed is initialized in this process, but GTL evolution processes train different "
+                "networks and must not share a process group: do not create an Accelerator / process group before "
+                "run()."
             )
         args = self.args
         if self.world_size == 1:  # temporary folders of a killed run (nobody else is writing)
@@ -210,8 +228,11 @@ class GTLEvolution:
             )
         mine = [i for i in range(args.population_size) if i % self.world_size == self.rank]
         bar = tqdm(
-            total=len(mine) * (args.generations - state.generation), desc="GTL evolution", unit="individual",
-            disable=bool(args.disable_tqdm) or self.rank != 0, dynamic_ncols=True,
+            total=len(mine) * (args.generations - state.generation),
+            desc="GTL evolution",
+            unit="individual",
+            disable=bool(args.disable_tqdm) or self.rank != 0,
+            dynamic_ncols=True,
         )
         try:
             while state.generation < args.generations:
@@ -227,8 +248,10 @@ class GTLEvolution:
                 state = self._advance(state, results)
                 self.history = [dict(entry) for entry in state.history]
                 entry = state.history[-1]
-                line = (f"generation {g} ({g + 1}/{args.generations}): best {entry['best']:.4g} mean "
-                        f"{entry['mean']:.4g} (gene {entry['best_id']})")
+                line = (
+                    f"generation {g} ({g + 1}/{args.generations}): best {entry['best']:.4g} mean "
+                    f"{entry['mean']:.4g} (gene {entry['best_id']})"
+                )
                 if self.rank == 0:
                     if bar.disable:
                         logger.info(line)
@@ -277,8 +300,10 @@ class GTLEvolution:
     def _initial_state(self) -> EvolutionState:
         args = self.args
         rng = torch.Generator().manual_seed(derive_seed(args.seed, "evolution"))
-        masks = [sample_mask(self._layers, args.gene_fraction, args.granularity, generator=rng)
-                 for _ in range(args.population_size)]
+        masks = [
+            sample_mask(self._layers, args.gene_fraction, args.granularity, generator=rng)
+            for _ in range(args.population_size)
+        ]
         population = [{"id": individual_id(0, i), "index": i, "parent": None} for i in range(args.population_size)]
         return EvolutionState(0, population, masks, {}, [], [], rng)
 
@@ -290,8 +315,13 @@ class GTLEvolution:
             output_dir=str(self.folder.scratch_dir(self.rank)),
             seed=derive_seed(args.seed, "train", g, i),
             data_seed=None if args.data_seed is None else derive_seed(args.data_seed, "data", g, i),
-            save_strategy="no", eval_strategy="no", load_best_model_at_end=False, report_to="none",
-            disable_tqdm=True, push_to_hub=False, resume_from_checkpoint=None,
+            save_strategy="no",
+            eval_strategy="no",
+            load_best_model_at_end=False,
+            report_to="none",
+            disable_tqdm=True,
+            push_to_hub=False,
+            resume_from_checkpoint=None,
         )
         return TrainingArguments(**values)
 
@@ -303,7 +333,9 @@ class GTLEvolution:
     def _train_individual(self, state: EvolutionState, i: int, parents: dict) -> None:
         args, g = self.args, state.generation
         me = state.population[i]
-        support, query, classes = self.sampler.sample(torch.Generator().manual_seed(derive_seed(args.seed, "task", g, i)))
+        support, query, classes = self.sampler.sample(
+            torch.Generator().manual_seed(derive_seed(args.seed, "task", g, i))
+        )
         parent = me["parent"]
         gene_parameters = 0
         if parent is not None and parent not in parents:
@@ -313,19 +345,28 @@ class GTLEvolution:
             gene = GTLModel.from_network(parents[parent], state.masks[i], lineage=self._ancestry(state, parent))
             network = gene.inherit(network)
             gene_parameters = gene.num_gene_parameters
-        trainer = Trainer(model=network, args=self._individual_args(g, i), train_dataset=support,
-                          callbacks=list(self.callbacks))
+        trainer = Trainer(
+            model=network, args=self._individual_args(g, i), train_dataset=support, callbacks=list(self.callbacks)
+        )
         for callback in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(callback)
         train_output = trainer.train()
         accuracy, loss = self._evaluate(network, query, trainer.args.per_device_eval_batch_size)
         network.to("cpu")
         result = {
-            "id": me["id"], "generation": g, "index": i, "parent": parent,
+            "id": me["id"],
+            "generation": g,
+            "index": i,
+            "parent": parent,
             "fitness": accuracy if args.fitness == "query_accuracy" else -loss,
-            "query_accuracy": accuracy, "query_loss": loss, "train_loss": train_output.training_loss,
-            "classes": classes, "support_size": len(support), "query_size": len(query),
-            "gene_parameters": gene_parameters, "fingerprint": self._fingerprint_hash(),
+            "query_accuracy": accuracy,
+            "query_loss": loss,
+            "train_loss": train_output.training_loss,
+            "classes": classes,
+            "support_size": len(support),
+            "query_size": len(query),
+            "gene_parameters": gene_parameters,
+            "fingerprint": self._fingerprint_hash(),
         }
         self.folder.write_result(g, i, network, result)
         del trainer
@@ -338,7 +379,7 @@ class GTLEvolution:
         device = next(model.parameters()).device
         correct, loss, count = 0, 0.0, 0
         for start in range(0, len(query), batch_size):
-            batch = query[start:start + batch_size]
+            batch = query[start : start + batch_size]
             labels = batch["labels"].to(device)
             logits = model(pixel_values=batch["pixel_values"].to(device)).logits.float()
             loss += F.cross_entropy(logits, labels, reduction="sum").item()
@@ -352,8 +393,13 @@ class GTLEvolution:
         """Every result of generation `g`, waiting for the other processes' (no new result for `sync_timeout`
         seconds is an error)."""
         n = self.args.population_size
-        wait_for_all(n, lambda i: self.folder.has_result(g, i), generation=g, world_size=self.world_size,
-                     timeout=self.args.sync_timeout)
+        wait_for_all(
+            n,
+            lambda i: self.folder.has_result(g, i),
+            generation=g,
+            world_size=self.world_size,
+            timeout=self.args.sync_timeout,
+        )
         results = []
         for i in range(n):
             result = self.folder.read_result(g, i)
@@ -375,15 +421,22 @@ class GTLEvolution:
         keys = ("id", "generation", "index", "parent", "fitness", "query_accuracy", "query_loss", "classes")
         records = [*state.records, [{k: r[k] for k in keys} for r in results]]
         finite = [f for f in fitnesses if f is not None and math.isfinite(f)]
-        history = [*state.history, {
-            "generation": g, "fitnesses": fitnesses, "best": fitnesses[best],
-            "mean": sum(finite) / len(finite) if finite else math.nan, "best_id": results[best]["id"],
-            "winners": [results[w]["id"] for w in winners],
-        }]
+        history = [
+            *state.history,
+            {
+                "generation": g,
+                "fitnesses": fitnesses,
+                "best": fitnesses[best],
+                "mean": sum(finite) / len(finite) if finite else math.nan,
+                "best_id": results[best]["id"],
+                "winners": [results[w]["id"] for w in winners],
+            },
+        ]
         parent_of = [winners[j % len(winners)] for j in range(args.population_size)]
         masks = [mutate_mask(state.masks[p], self._layers, args.mutation_rate, generator=state.rng) for p in parent_of]
-        population = [{"id": individual_id(g + 1, j), "index": j, "parent": results[p]["id"]}
-                      for j, p in enumerate(parent_of)]
+        population = [
+            {"id": individual_id(g + 1, j), "index": j, "parent": results[p]["id"]} for j, p in enumerate(parent_of)
+        ]
         kept = sorted({*winners, best})
         parent_masks = {results[w]["id"]: state.masks[w] for w in kept}
         return EvolutionState(g + 1, population, masks, parent_masks, records, history, state.rng)
@@ -407,7 +460,10 @@ class GTLEvolution:
     # ------------------------------------------------------------------ checkpoints
     def _write_checkpoint(self, state: EvolutionState) -> None:
         self.folder.write_checkpoint(
-            state, fingerprint=self._fingerprint, generations=self.args.generations,
-            granularity=self.args.granularity, gene_fraction=self.args.gene_fraction,
+            state,
+            fingerprint=self._fingerprint,
+            generations=self.args.generations,
+            granularity=self.args.granularity,
+            gene_fraction=self.args.gene_fraction,
             keep_individuals=self.args.save_individuals,
         )

@@ -27,10 +27,27 @@ _RANK_VARS = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 _WORLD_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 _LOCAL_RANK_VARS = ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
 PROCESS_GROUP_VARS = (
-    *_RANK_VARS, *_WORLD_VARS, *_LOCAL_RANK_VARS, "LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE",
-    "MV2_COMM_WORLD_LOCAL_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME",
-    "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS",
-    "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_ERROR_FILE", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP",
+    *_RANK_VARS,
+    *_WORLD_VARS,
+    *_LOCAL_RANK_VARS,
+    "LOCAL_WORLD_SIZE",
+    "MPI_LOCALNRANKS",
+    "OMPI_COMM_WORLD_LOCAL_SIZE",
+    "MV2_COMM_WORLD_LOCAL_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "ROLE_NAME",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "TORCHELASTIC_RESTART_COUNT",
+    "TORCHELASTIC_MAX_RESTARTS",
+    "TORCHELASTIC_USE_AGENT_STORE",
+    "TORCHELASTIC_ERROR_FILE",
+    "ACCELERATE_USE_DEEPSPEED",
+    "ACCELERATE_USE_FSDP",
 )
 # Where the identity read from the launcher is kept once the launcher's variables are gone.
 IDENTITY_VARS = ("HF_METHODS_GTL_RANK", "HF_METHODS_GTL_WORLD_SIZE", "HF_METHODS_GTL_LOCAL_RANK")
@@ -148,8 +165,9 @@ def wait_for_all(
             return
         missing = sorted(set(range(count)) - set(done))
         if world_size == 1:
-            raise RuntimeError(f"Results of generation {generation} individuals {missing} are missing after training "
-                               "them.")
+            raise RuntimeError(
+                f"Results of generation {generation} individuals {missing} are missing after training them."
+            )
         if len(done) > seen:
             seen, last_progress = len(done), time.monotonic()
         elif time.monotonic() - last_progress > timeout:

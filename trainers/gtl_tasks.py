@@ -50,10 +50,14 @@ class TaskSampler:
                 "drawn by integer class label."
             )
         if n_way < 2 or k_shot < 1 or query_shots < 1:
-            raise ValueError(f"need n_way >= 2, k_shot >= 1 and query_shots >= 1, got {n_way}, {k_shot}, {query_shots}.")
+            raise ValueError(
+                f"need n_way >= 2, k_shot >= 1 and query_shots >= 1, got {n_way}, {k_shot}, {query_shots}."
+            )
         labels = np.asarray(dataset.with_format("numpy", columns=[label_column])[label_column])
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"`{label_column}` must hold one integer class label per example, got dtype {labels.dtype}.")
+            raise ValueError(
+                f"`{label_column}` must hold one integer class label per example, got dtype {labels.dtype}."
+            )
         present = sorted(int(c) for c in np.unique(labels))
         if base_classes is None:
             base_classes = present
@@ -76,8 +80,11 @@ class TaskSampler:
         need = query_shots + (k_shot if task_type == "n_way_k_shot" else 1)
         short = {c: len(idx) for c, idx in self.indices.items() if len(idx) < need}
         if short:
-            what = (f"k_shot + query_shots = {k_shot} + {query_shots}" if task_type == "n_way_k_shot"
-                    else f"query_shots + 1 = {query_shots} + 1 (at least one support example)")
+            what = (
+                f"k_shot + query_shots = {k_shot} + {query_shots}"
+                if task_type == "n_way_k_shot"
+                else f"query_shots + 1 = {query_shots} + 1 (at least one support example)"
+            )
             raise ValueError(
                 f"Every base class needs {need} examples ({what}), but class(es) {short} (label: count) have fewer. "
                 "Lower k_shot / query_shots, or leave those classes out of base_classes."
@@ -101,9 +108,9 @@ class TaskSampler:
             idx = self.indices[c]
             idx = idx[torch.randperm(len(idx), generator=generator).numpy()]
             if self.task_type == "n_way_k_shot":
-                s, q = idx[: self.k_shot], idx[self.k_shot: self.k_shot + self.query_shots]
+                s, q = idx[: self.k_shot], idx[self.k_shot : self.k_shot + self.query_shots]
             else:
-                q, s = idx[: self.query_shots], idx[self.query_shots:]
+                q, s = idx[: self.query_shots], idx[self.query_shots :]
             support += [(int(i), new_label) for i in s]
             query += [(int(i), new_label) for i in q]
         return self._subset(support, classes), self._subset(query, classes), classes

@@ -71,21 +71,27 @@ class MultiLabelKDConfig(FrozenTeacherConfig):
 
     distillation_type: Literal["soft", "none"] = field(
         default="soft",
-        metadata={"help": "'soft': distill from the teacher (multilabel_kd_type says how); 'none': lambda_bce * BCE "
-                  "only, no teacher. 'hard' is not defined for multi-label students."},
+        metadata={
+            "help": "'soft': distill from the teacher (multilabel_kd_type says how); 'none': lambda_bce * BCE "
+            "only, no teacher. 'hard' is not defined for multi-label students."
+        },
     )
     temperature: float = field(
         default=1.0, metadata={"help": "Temperature of the softmax-KD baseline (> 0); 'l2d' has none (keep 1.0)."}
     )
     kd_normalization: Literal["numel", "batchmean"] = field(
         default="batchmean",
-        metadata={"help": "Softmax baseline only: divide the summed KL by the items ('batchmean', like MLD's sum over "
-                  "classes / N) or by items x classes ('numel')."},
+        metadata={
+            "help": "Softmax baseline only: divide the summed KL by the items ('batchmean', like MLD's sum over "
+            "classes / N) or by items x classes ('numel')."
+        },
     )
     multilabel_kd_type: Literal["l2d", "softmax"] = field(
         default="l2d",
-        metadata={"help": "'l2d': per-label Bernoulli KL (MLD) + label-wise embedding distillation; 'softmax': the "
-                  "naive softmax-KD baseline over classes."},
+        metadata={
+            "help": "'l2d': per-label Bernoulli KL (MLD) + label-wise embedding distillation; 'softmax': the "
+            "naive softmax-KD baseline over classes."
+        },
     )
     lambda_bce: float = field(default=1.0, metadata={"help": "Weight of the BCE on the labels (official: 1)."})
     lambda_logits: float = field(default=10.0, metadata={"help": "Weight of the logit KD term (official MLD: 10)."})
@@ -98,8 +104,10 @@ class MultiLabelKDConfig(FrozenTeacherConfig):
     )
     embedding_projection: Literal["linear", "none"] = field(
         default="linear",
-        metadata={"help": "If embedding widths differ: 'linear' learns Linear(d_student -> d_teacher) (not in the "
-                  "official code); 'none' compares the width-free distance matrices directly."},
+        metadata={
+            "help": "If embedding widths differ: 'linear' learns Linear(d_student -> d_teacher) (not in the "
+            "official code); 'none' compares the width-free distance matrices directly."
+        },
     )
 
     def __post_init__(self):
@@ -113,18 +121,24 @@ class MultiLabelKDConfig(FrozenTeacherConfig):
                 "`distillation_type`='hard' is not defined for multi-label students (there is no single argmax "
                 "class); use 'soft' (with multilabel_kd_type 'l2d' or 'softmax') or 'none'."
             )
-        check_choices(self, {
-            "distillation_type": DISTILLATION_TYPES,
-            "kd_normalization": ("numel", "batchmean"),
-            "multilabel_kd_type": MULTILABEL_KD_TYPES,
-            "bce_reduction": BCE_REDUCTIONS,
-            "embedding_projection": EMBEDDING_PROJECTIONS,
-        })
+        check_choices(
+            self,
+            {
+                "distillation_type": DISTILLATION_TYPES,
+                "kd_normalization": ("numel", "batchmean"),
+                "multilabel_kd_type": MULTILABEL_KD_TYPES,
+                "bce_reduction": BCE_REDUCTIONS,
+                "embedding_projection": EMBEDDING_PROJECTIONS,
+            },
+        )
         check_temperature(self.temperature)
         for name in _LAMBDAS:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    math.isfinite(value) and value >= 0):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value >= 0)
+            ):
                 raise ValueError(f"`{name}` must be a finite number >= 0 (a loss weight), got {value!r}.")
         if self.multilabel_kd_type == "l2d" and self.temperature != 1.0:
             raise ValueError(

@@ -39,6 +39,7 @@ PROJECTION_NAME = "l2d_embedding_projection"  # submodule name on the student
 PROJECTION_FILE = "l2d_embedding_projection.safetensors"
 EPS = 1e-8
 
+
 def _count(n, fallback: int):
     """The divisor: `n` when given (a count over a whole accumulated batch), else `fallback`, never below 1."""
     if n is None:
@@ -61,8 +62,10 @@ def multilabel_logit_distillation(
     Computed in float32; >= 0, and 0 exactly when the sigmoids agree.
     """
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"Student logits have shape {tuple(student_logits.shape)} but teacher logits "
-                         f"{tuple(teacher_logits.shape)}; teacher and student must share the inputs and label set.")
+        raise ValueError(
+            f"Student logits have shape {tuple(student_logits.shape)} but teacher logits "
+            f"{tuple(teacher_logits.shape)}; teacher and student must share the inputs and label set."
+        )
     s, t = student_logits.float(), teacher_logits.float().to(student_logits.device)
     log_eps = math.log(eps)
     log_ps, log_qs = F.logsigmoid(s).clamp(min=log_eps), F.logsigmoid(-s).clamp(min=log_eps)
@@ -94,8 +97,10 @@ def grouped_huber_distance(student: torch.Tensor, teacher: torch.Tensor, rows: t
     """`sum_g huber_distance(student[g][rows[g]], teacher[g][rows[g]])` over the groups with >= 2 selected rows,
     all groups at once. `student` (G, n, D_s), `teacher` (G, n, D_t), `rows` (G, n) bool. Empty -> 0."""
     if student.shape[:2] != teacher.shape[:2] or rows.shape != student.shape[:2]:
-        raise ValueError(f"Student embeddings {tuple(student.shape)}, teacher embeddings {tuple(teacher.shape)} and "
-                         f"the row mask {tuple(rows.shape)} must agree in their first two dimensions.")
+        raise ValueError(
+            f"Student embeddings {tuple(student.shape)}, teacher embeddings {tuple(teacher.shape)} and "
+            f"the row mask {tuple(rows.shape)} must agree in their first two dimensions."
+        )
     rows = rows.to(device=student.device, dtype=torch.bool)
     counts = rows.sum(-1)
     eligible = counts >= 2
@@ -119,8 +124,10 @@ def huber_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     normalized distance is 1 on both sides), so only groups of 3 or more carry structure.
     """
     if student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]:
-        raise ValueError(f"huber_distance needs two (n, D) matrices with the same n, got {tuple(student.shape)} and "
-                         f"{tuple(teacher.shape)}.")
+        raise ValueError(
+            f"huber_distance needs two (n, D) matrices with the same n, got {tuple(student.shape)} and "
+            f"{tuple(teacher.shape)}."
+        )
     rows = torch.ones(1, student.shape[0], dtype=torch.bool, device=student.device)
     return grouped_huber_distance(student.unsqueeze(0), teacher.unsqueeze(0), rows)
 
@@ -146,12 +153,16 @@ def labelwise_embedding_distillation(
     computed (returned as 0).
     """
     if student_embeddings.dim() != 3 or teacher_embeddings.dim() != 3:
-        raise ValueError(f"label-wise embeddings must be (batch, classes, width), got {tuple(student_embeddings.shape)}"
-                         f" and {tuple(teacher_embeddings.shape)}.")
+        raise ValueError(
+            f"label-wise embeddings must be (batch, classes, width), got {tuple(student_embeddings.shape)}"
+            f" and {tuple(teacher_embeddings.shape)}."
+        )
     if student_embeddings.shape[:2] != teacher_embeddings.shape[:2] or labels.shape != student_embeddings.shape[:2]:
-        raise ValueError(f"Student embeddings {tuple(student_embeddings.shape)}, teacher embeddings "
-                         f"{tuple(teacher_embeddings.shape)} and labels {tuple(labels.shape)} must agree in (batch, "
-                         "classes).")
+        raise ValueError(
+            f"Student embeddings {tuple(student_embeddings.shape)}, teacher embeddings "
+            f"{tuple(teacher_embeddings.shape)} and labels {tuple(labels.shape)} must agree in (batch, "
+            "classes)."
+        )
     s = student_embeddings
     if projection is not None:
         weight = getattr(projection, "weight", None)
@@ -206,8 +217,13 @@ def l2d_loss(
     s = student_logits.float()
     batch, num_classes = s.shape
     use_teacher = teacher_logits is not None
-    use_le = (use_teacher and multilabel_kd_type == "l2d" and lambda_le > 0
-              and student_embeddings is not None and teacher_embeddings is not None)
+    use_le = (
+        use_teacher
+        and multilabel_kd_type == "l2d"
+        and lambda_le > 0
+        and student_embeddings is not None
+        and teacher_embeddings is not None
+    )
     if labels is None and (lambda_bce > 0 or use_le):
         raise ValueError(
             "The batch has no `labels`: the BCE term (lambda_bce > 0) and the label-wise embedding terms need "
@@ -216,8 +232,10 @@ def l2d_loss(
     if labels is not None:
         labels = labels.to(s.device).float()
         if labels.shape != s.shape:
-            raise ValueError(f"labels have shape {tuple(labels.shape)} but the logits {tuple(s.shape)}: give multi-hot "
-                             "float labels of shape (batch, num_classes).")
+            raise ValueError(
+                f"labels have shape {tuple(labels.shape)} but the logits {tuple(s.shape)}: give multi-hot "
+                "float labels of shape (batch, num_classes)."
+            )
     n = _count(num_items_in_batch, batch)
     zero = s.sum() * 0.0
     parts = {"bce": zero, "kd": zero, "cd": zero, "id": zero}
@@ -229,18 +247,35 @@ def l2d_loss(
             parts["kd"] = multilabel_logit_distillation(s, teacher_logits, n)
         else:
             if teacher_logits.shape != s.shape:
-                raise ValueError(f"Teacher logits have shape {tuple(teacher_logits.shape)} but student logits "
-                                 f"{tuple(s.shape)}; teacher and student must share the inputs and label set.")
+                raise ValueError(
+                    f"Teacher logits have shape {tuple(teacher_logits.shape)} but student logits "
+                    f"{tuple(s.shape)}; teacher and student must share the inputs and label set."
+                )
             if batch:
-                _, _, parts["kd"] = distillation_loss(s, teacher_logits, None, distillation_type="soft", alpha=1.0,
-                                                      temperature=temperature, kd_normalization=kd_normalization,
-                                                      num_items_in_batch=n)
+                _, _, parts["kd"] = distillation_loss(
+                    s,
+                    teacher_logits,
+                    None,
+                    distillation_type="soft",
+                    alpha=1.0,
+                    temperature=temperature,
+                    kd_normalization=kd_normalization,
+                    num_items_in_batch=n,
+                )
     if use_le:
         _, parts["cd"], parts["id"] = labelwise_embedding_distillation(
-            student_embeddings, teacher_embeddings, labels, lambda_cd=lambda_cd, lambda_id=lambda_id,
-            projection=projection)
-    loss = (lambda_bce * parts["bce"] + lambda_logits * parts["kd"]
-            + lambda_le * (lambda_cd * parts["cd"] + lambda_id * parts["id"]))
+            student_embeddings,
+            teacher_embeddings,
+            labels,
+            lambda_cd=lambda_cd,
+            lambda_id=lambda_id,
+            projection=projection,
+        )
+    loss = (
+        lambda_bce * parts["bce"]
+        + lambda_logits * parts["kd"]
+        + lambda_le * (lambda_cd * parts["cd"] + lambda_id * parts["id"])
+    )
     return loss, parts
 
 
@@ -331,8 +366,11 @@ class MultiLabelKDTrainer(StudentSideModule, FrozenTeacherTrainer):
 
     def _save_side_module(self, projection: nn.Module, output_dir: str) -> None:
         tensors = {k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()}
-        save_file(tensors, os.path.join(output_dir, PROJECTION_FILE),
-                  metadata={"in_features": str(projection.in_features), "out_features": str(projection.out_features)})
+        save_file(
+            tensors,
+            os.path.join(output_dir, PROJECTION_FILE),
+            metadata={"in_features": str(projection.in_features), "out_features": str(projection.out_features)},
+        )
 
     def _load_side_module(self, projection: nn.Module, folder: str) -> None:
         path = os.path.join(folder, PROJECTION_FILE)
@@ -340,16 +378,21 @@ class MultiLabelKDTrainer(StudentSideModule, FrozenTeacherTrainer):
             return
         state = load_file(path)
         if state["weight"].shape != projection.weight.shape:
-            raise ValueError(f"{path} maps width {state['weight'].shape[1]} -> {state['weight'].shape[0]}, but this "
-                             f"run needs {projection.in_features} -> {projection.out_features}; resume with the same "
-                             "teacher and student.")
+            raise ValueError(
+                f"{path} maps width {state['weight'].shape[1]} -> {state['weight'].shape[0]}, but this "
+                f"run needs {projection.in_features} -> {projection.out_features}; resume with the same "
+                "teacher and student."
+            )
         projection.load_state_dict(state)
 
     # --- the loss -----------------------------------------------------------------------------------------------------
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
         """Count images (rows of `labels`), not label entries: the N that the loss divides by."""
-        rows = [{"labels": b["labels"].new_zeros(b["labels"].shape[0])}
-                for b in batch_samples if torch.is_tensor(b.get("labels")) and b["labels"].dim() > 0]
+        rows = [
+            {"labels": b["labels"].new_zeros(b["labels"].shape[0])}
+            for b in batch_samples
+            if torch.is_tensor(b.get("labels")) and b["labels"].dim() > 0
+        ]
         if len(rows) != len(batch_samples):
             return None
         return super()._get_num_items_in_batch(rows, device)
@@ -372,8 +415,10 @@ class MultiLabelKDTrainer(StudentSideModule, FrozenTeacherTrainer):
         if wants_le and (student_embeddings is None or teacher_embeddings is None):
             if not self._said_logit_only:
                 missing = "student" if student_embeddings is None else "teacher"
-                logger.info(f"The {missing} returns no `label_embeddings`: L2D uses only its logit terms (BCE + MLD) "
-                            "for this run. Models such as LabelQueryForMultiLabelClassification return them.")
+                logger.info(
+                    f"The {missing} returns no `label_embeddings`: L2D uses only its logit terms (BCE + MLD) "
+                    "for this run. Models such as LabelQueryForMultiLabelClassification return them."
+                )
                 self._said_logit_only = True
         elif wants_le:
             width = student_embeddings.shape[-1] if projection is None else projection.out_features
@@ -421,8 +466,12 @@ class MultiLabelKDTrainer(StudentSideModule, FrozenTeacherTrainer):
         if args.distillation_type == "none":
             return f"no distillation: {bce} only"
         if args.multilabel_kd_type == "softmax":
-            return (f"`MultiLabelKDTrainer`, softmax-KD baseline: {bce} + {args.lambda_logits:g} x soft KD "
-                f"(KL x T^2, T={args.temperature:g}, {args.kd_normalization})")
-        return (f"`MultiLabelKDTrainer`, L2D: {bce} + {args.lambda_logits:g} x MLD (per-label Bernoulli KL) + "
-                f"{args.lambda_le:g} x ({args.lambda_cd:g} x class-aware + {args.lambda_id:g} x instance-aware "
-                "label-wise embedding distillation)")
+            return (
+                f"`MultiLabelKDTrainer`, softmax-KD baseline: {bce} + {args.lambda_logits:g} x soft KD "
+                f"(KL x T^2, T={args.temperature:g}, {args.kd_normalization})"
+            )
+        return (
+            f"`MultiLabelKDTrainer`, L2D: {bce} + {args.lambda_logits:g} x MLD (per-label Bernoulli KL) + "
+            f"{args.lambda_le:g} x ({args.lambda_cd:g} x class-aware + {args.lambda_id:g} x instance-aware "
+            "label-wise embedding distillation)"
+        )

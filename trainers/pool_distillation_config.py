@@ -39,19 +39,24 @@ class PoolDistillationConfig(FrozenTeacherConfig):
 
     alpha: float = field(
         default=0.9,
-        metadata={"help": "Weight of the distillation part in [0, 1]: loss = (1 - alpha) * CE + alpha * "
-                  "(log + rep + att). 0.9 here = the official alpha 0.1, which weighs the CE."},
+        metadata={
+            "help": "Weight of the distillation part in [0, 1]: loss = (1 - alpha) * CE + alpha * "
+            "(log + rep + att). 0.9 here = the official alpha 0.1, which weighs the CE."
+        },
     )
     temperature: float = field(default=1.0, metadata={"help": "Temperature of the soft logit term (> 0)."})
     feature_positions: Literal["[end]", "[mid,end]", "[front,end]"] = field(
         default="[front,end]",
-        metadata={"help": "Matched blocks: '[end]' (last), '[mid,end]' (2/3 and last) or '[front,end]' (1/3, 2/3, "
-                  "last)."},
+        metadata={
+            "help": "Matched blocks: '[end]' (last), '[mid,end]' (2/3 and last) or '[front,end]' (1/3, 2/3, last)."
+        },
     )
     feature_loss: Literal["all", "logits", "logits+rep"] = field(
         default="all",
-        metadata={"help": "'all': (1-alpha)*CE + alpha*(log+rep+att); 'logits': 0.5*CE + 0.5*log; "
-                  "'logits+rep': 0.5*CE + 0.5*(log+rep)."},
+        metadata={
+            "help": "'all': (1-alpha)*CE + alpha*(log+rep+att); 'logits': 0.5*CE + 0.5*log; "
+            "'logits+rep': 0.5*CE + 0.5*(log+rep)."
+        },
     )
 
     def __post_init__(self):

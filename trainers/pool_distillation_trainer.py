@@ -58,8 +58,10 @@ class FeatureProjectors(nn.Module):
     ):
         super().__init__()
         if len(student_layers) != len(teacher_layers):
-            raise ValueError(f"student_layers {list(student_layers)} and teacher_layers {list(teacher_layers)} "
-                             "must pair up (same length).")
+            raise ValueError(
+                f"student_layers {list(student_layers)} and teacher_layers {list(teacher_layers)} "
+                "must pair up (same length)."
+            )
         n = len(student_layers)
         self.hidden = nn.ModuleList(nn.Linear(teacher_dim, student_dim) for _ in range(n if hidden else 0))
         self.attention = nn.ModuleList(nn.Linear(teacher_dim, student_dim) for _ in range(n if attention else 0))
@@ -104,7 +106,9 @@ def load_feature_projectors(folder: str | os.PathLike) -> dict:
     }
     for kind in ("hidden", "attention"):
         count = len({k.split(".")[1] for k in state if k.startswith(kind + ".")})
-        result[kind] = [{"weight": state[f"{kind}.{k}.weight"], "bias": state[f"{kind}.{k}.bias"]} for k in range(count)]
+        result[kind] = [
+            {"weight": state[f"{kind}.{k}.weight"], "bias": state[f"{kind}.{k}.bias"]} for k in range(count)
+        ]
     return result
 
 
@@ -139,8 +143,10 @@ def _feature_term(
             )
         p = _project(projectors[k] if projectors is not None else None, t)
         if p.shape != s.shape:
-            raise ValueError(f"{name} pair {k}: projected teacher features {tuple(p.shape)} do not match the "
-                             f"student's {tuple(s.shape)}; give projectors mapping d_teacher -> d_student.")
+            raise ValueError(
+                f"{name} pair {k}: projected teacher features {tuple(p.shape)} do not match the "
+                f"student's {tuple(s.shape)}; give projectors mapping d_teacher -> d_student."
+            )
         err = (s.float() - p).pow(2)[valid].sum() / (n * (s[0].numel()))
         total = err if total is None else total + err
     return total
@@ -187,8 +193,10 @@ def pool_distillation_loss(
         )
     if teacher_logits is None or teacher_logits.shape != student_logits.shape:
         got = None if teacher_logits is None else tuple(teacher_logits.shape)
-        raise ValueError(f"Teacher logits have shape {got} but student logits have shape "
-                         f"{tuple(student_logits.shape)}; teacher and student must share inputs and label set.")
+        raise ValueError(
+            f"Teacher logits have shape {got} but student logits have shape "
+            f"{tuple(student_logits.shape)}; teacher and student must share inputs and label set."
+        )
     ce_weight = 1 - alpha if feature_loss == "all" else 0.5
     if labels is None and ce_weight > 0:
         raise ValueError(
@@ -197,11 +205,13 @@ def pool_distillation_loss(
         )
     use_rep, use_att = feature_loss in ("all", "logits+rep"), feature_loss == "all"
     if use_rep and not student_hidden:
-        raise ValueError(f"feature_loss={feature_loss!r} needs the matched hidden states (`student_hidden`, "
-                         "`teacher_hidden`).")
+        raise ValueError(
+            f"feature_loss={feature_loss!r} needs the matched hidden states (`student_hidden`, `teacher_hidden`)."
+        )
     if use_att and not student_attention:
-        raise ValueError("feature_loss='all' needs the matched attention outputs (`student_attention`, "
-                         "`teacher_attention`).")
+        raise ValueError(
+            "feature_loss='all' needs the matched attention outputs (`student_attention`, `teacher_attention`)."
+        )
 
     s, t = student_logits.float(), teacher_logits.float()
     batch, num_classes = s.shape
@@ -221,10 +231,13 @@ def pool_distillation_loss(
     T = temperature
     sce = -(F.softmax(t / T, dim=-1) * F.log_softmax(s / T, dim=-1))
     kd = sce[valid].sum() / (n * num_classes)
-    rep = _feature_term("hidden states", student_hidden, teacher_hidden, hidden_projectors, valid, n) if use_rep else zero
+    rep = (
+        _feature_term("hidden states", student_hidden, teacher_hidden, hidden_projectors, valid, n) if use_rep else zero
+    )
     att = (
         _feature_term("attention outputs", student_attention, teacher_attention, attention_projectors, valid, n)
-        if use_att else zero
+        if use_att
+        else zero
     )
     if feature_loss == "all":
         loss = (1 - alpha) * ce + alpha * (kd + rep + att)
@@ -265,6 +278,7 @@ def capture_features(model: nn.Module, layer_ids: Sequence[int], attention: bool
     def keep(store, i):
         def hook(_module, _args, output):
             store[i] = output[0] if isinstance(output, (tuple, list)) else output
+
         return hook
 
     handles = []
@@ -327,17 +341,24 @@ class LearngenePoolDistillationTrainer(StudentSideModule, FrozenTeacherTrainer):
     def _card_loss_description(self) -> str:
         args = self.args
         log = f"soft CE of the logits (T={args.temperature:g})"
-        terms = {"all": f"{log} + block-output MSE + attention-output MSE at {args.feature_positions}",
-                 "logits+rep": f"{log} + block-output MSE at {args.feature_positions}", "logits": log}[args.feature_loss]
-        weights = (f"{1 - args.alpha:g} x CE + {args.alpha:g} x" if args.feature_loss == "all" else "0.5 x CE + 0.5 x")
+        terms = {
+            "all": f"{log} + block-output MSE + attention-output MSE at {args.feature_positions}",
+            "logits+rep": f"{log} + block-output MSE at {args.feature_positions}",
+            "logits": log,
+        }[args.feature_loss]
+        weights = f"{1 - args.alpha:g} x CE + {args.alpha:g} x" if args.feature_loss == "all" else "0.5 x CE + 0.5 x"
         return f"`LearngenePoolDistillationTrainer` (Learngene Pool stage 1): {weights} ({terms})"
 
     def _new_side_module(self) -> nn.Module | None:
         if not getattr(self, "_student_layers", None):
             return None
         return FeatureProjectors(
-            *self._dims, self._student_layers, self._teacher_layers, self.args.feature_positions,
-            hidden=self._use_rep, attention=self._use_att,
+            *self._dims,
+            self._student_layers,
+            self._teacher_layers,
+            self.args.feature_positions,
+            hidden=self._use_rep,
+            attention=self._use_att,
         )
 
     @property

@@ -9,8 +9,25 @@ RDD_METHODS = ("rdd", "kd_only")
 STAGE1_WITHOUT_AUX_HEAD = ("error", "uniform_weights")
 # The 19 Cityscapes class weights of the official OHEM loss: an example for `class_weights`, never a default.
 CITYSCAPES_CLASS_WEIGHTS = [
-    0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
-    0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507,
+    0.8373,
+    0.918,
+    0.866,
+    1.0345,
+    1.0166,
+    0.9969,
+    0.9754,
+    1.0489,
+    0.8786,
+    1.0023,
+    0.9539,
+    0.9843,
+    1.1116,
+    0.9037,
+    1.0865,
+    1.0955,
+    1.0865,
+    1.1529,
+    1.0507,
 ]
 
 
@@ -71,8 +88,10 @@ class RDDConfig(FrozenTeacherConfig):
     )
     rdd_warmup_steps: int = field(
         default=4000,
-        metadata={"help": "Optimizer steps of stage 1 (teacher aux/main disagreement weights); stage 2 (XOR of "
-                  "OHEM masks) from then on. Official scripts: 4000 of 40000."},
+        metadata={
+            "help": "Optimizer steps of stage 1 (teacher aux/main disagreement weights); stage 2 (XOR of "
+            "OHEM masks) from then on. Official scripts: 4000 of 40000."
+        },
     )
     ohem_thresh: float = field(default=0.7, metadata={"help": "OHEM threshold on the true-class probability, [0, 1]."})
     min_kept: int = field(
@@ -82,8 +101,10 @@ class RDDConfig(FrozenTeacherConfig):
     aux_weight: float = field(default=0.4, metadata={"help": "Weight of the student's auxiliary-head CE (>= 0)."})
     class_weights: list[float] | None = field(
         default=None,
-        metadata={"help": "Per-class CE weights of stage 2 and kd_only (official: the 19 Cityscapes weights); "
-                  "empty means all 1."},
+        metadata={
+            "help": "Per-class CE weights of stage 2 and kd_only (official: the 19 Cityscapes weights); "
+            "empty means all 1."
+        },
     )
     lambda_logits: float = field(
         default=1.0, metadata={"help": "Weight of the pixel-wise logit KD term (>= 0): the paper's lambda_kd."}

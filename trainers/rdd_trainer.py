@@ -140,8 +140,9 @@ def pixel_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     s = s.permute(0, 2, 3, 1).reshape(-1, num_classes)
     t = teacher_logits.float().permute(0, 2, 3, 1).reshape(-1, num_classes)
     T = temperature
-    return F.kl_div(F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), log_target=True,
-                    reduction="batchmean") * (T * T)
+    return F.kl_div(
+        F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), log_target=True, reduction="batchmean"
+    ) * (T * T)
 
 
 def _weighted_ce(logits: torch.Tensor, targets: torch.Tensor, class_weights, ignore_index: int) -> torch.Tensor:
@@ -199,8 +200,10 @@ def rdd_task_loss(
     if class_weights is not None:
         class_weights = class_weights.to(device=student_logits.device, dtype=torch.float32)
         if class_weights.numel() != student_logits.shape[1]:
-            raise ValueError(f"`class_weights` has {class_weights.numel()} entries but the logits have "
-                             f"{student_logits.shape[1]} classes; give one weight per class.")
+            raise ValueError(
+                f"`class_weights` has {class_weights.numel()} entries but the logits have "
+                f"{student_logits.shape[1]} classes; give one weight per class."
+            )
     heads = [(student_logits, teacher_logits, 1.0)]
     if student_aux_logits is not None and aux_weight > 0:
         teacher_for_aux = teacher_aux_logits if teacher_aux_logits is not None else teacher_logits
@@ -209,8 +212,10 @@ def rdd_task_loss(
     stats: dict = {}
 
     if stage == 0:
-        loss = sum(weight * _weighted_ce(_resize(s.float(), size), labels, class_weights, ignore_index)
-                   for s, _, weight in heads)
+        loss = sum(
+            weight * _weighted_ce(_resize(s.float(), size), labels, class_weights, ignore_index)
+            for s, _, weight in heads
+        )
         return loss, stats
 
     if stage == 1:
@@ -218,8 +223,10 @@ def rdd_task_loss(
             w = torch.ones(labels.shape, device=labels.device)
         else:
             w = _resize(difficulty_weights(teacher_logits, teacher_aux_logits).unsqueeze(1), size).squeeze(1)
-        ce = sum(weight * F.cross_entropy(_resize(s.float(), size), labels, ignore_index=ignore_index,
-                                          reduction="none") for s, _, weight in heads)
+        ce = sum(
+            weight * F.cross_entropy(_resize(s.float(), size), labels, ignore_index=ignore_index, reduction="none")
+            for s, _, weight in heads
+        )
         stats["mean_weight"] = w[valid].mean().detach() if valid.any() else w.new_ones(())
         return (w.to(ce.device) * ce).mean(), stats
 
@@ -228,7 +235,8 @@ def rdd_task_loss(
         s = _resize(s.float(), size)
         with torch.no_grad():
             mask = ohem_hard_mask(s.detach(), labels, ohem_thresh, min_kept, ignore_index) ^ ohem_hard_mask(
-                t, labels, ohem_thresh, min_kept, ignore_index)
+                t, labels, ohem_thresh, min_kept, ignore_index
+            )
         if i == 0:
             stats["mask_fraction"] = mask.sum() / valid.sum().clamp(min=1)
         loss = loss + weight * _weighted_ce(s, labels.masked_fill(~mask, ignore_index), class_weights, ignore_index)
@@ -284,7 +292,9 @@ class RDDTrainer(FrozenTeacherTrainer):
                 )
             logger.warning(
                 "The RDD teacher (%s) has no auxiliary head: stage 1 (the first %d steps) uses weight 1 for every "
-                "pixel, i.e. plain CE + KD (stage1_without_aux_head='uniform_weights').", name, config.rdd_warmup_steps
+                "pixel, i.e. plain CE + KD (stage1_without_aux_head='uniform_weights').",
+                name,
+                config.rdd_warmup_steps,
             )
 
     def _load_teacher(self, name_or_path: str) -> PreTrainedModel:
@@ -293,11 +303,16 @@ class RDDTrainer(FrozenTeacherTrainer):
 
     def _card_loss_description(self) -> str:
         args = self.args
-        task = ("CE" if args.rdd_method == "kd_only" else
-                f"the RDD task CE ({args.rdd_warmup_steps} stage-1 steps weighted by the teacher's head agreement, then "
-                f"the pixels exactly one of teacher and student finds hard, OHEM tau {args.ohem_thresh:g})")
-        return (f"`RDDTrainer` ({args.rdd_method}): {task} + {args.aux_weight:g} x the auxiliary head's CE + "
-                f"{args.lambda_logits:g} x pixel-wise soft KD (KL x T^2, T={args.temperature:g})")
+        task = (
+            "CE"
+            if args.rdd_method == "kd_only"
+            else f"the RDD task CE ({args.rdd_warmup_steps} stage-1 steps weighted by the teacher's head agreement, "
+            f"then the pixels exactly one of teacher and student finds hard, OHEM tau {args.ohem_thresh:g})"
+        )
+        return (
+            f"`RDDTrainer` ({args.rdd_method}): {task} + {args.aux_weight:g} x the auxiliary head's CE + "
+            f"{args.lambda_logits:g} x pixel-wise soft KD (KL x T^2, T={args.temperature:g})"
+        )
 
     def rdd_stage(self) -> int:
         """0 for `rdd_method="kd_only"`, else 1 while `state.global_step < rdd_warmup_steps`, then 2."""
@@ -335,9 +350,12 @@ class RDDTrainer(FrozenTeacherTrainer):
             valid = int((labels != args.ignore_index).sum())
             if args.min_kept >= valid:
                 self._warn_once(
-                    "min_kept", "min_kept=%d >= the %d valid pixels of a batch: every valid pixel is hard for both "
+                    "min_kept",
+                    "min_kept=%d >= the %d valid pixels of a batch: every valid pixel is hard for both "
                     "teacher and student, so the stage-2 XOR mask is empty and only KD trains. Lower `min_kept` "
-                    "(official 100000 is ~4.8%% of 4x512x1024 pixels).", args.min_kept, valid,
+                    "(official 100000 is ~4.8%% of 4x512x1024 pixels).",
+                    args.min_kept,
+                    valid,
                 )
         task, stats = rdd_task_loss(
             student_logits,

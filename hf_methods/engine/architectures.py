@@ -73,7 +73,6 @@ def layer_list(model: nn.Module, spec: ArchitectureSpec) -> tuple[str, nn.Module
     raise RuntimeError(f"layer list {spec.layers!r} not found in {type(model).__name__}")  # pragma: no cover
 
 
-
 def canonical_key(model: nn.Module, key: str) -> str:
     """Name a tensor independently of the head class: "body:<name inside the base model>" or "head:<name>".
 
@@ -82,4 +81,4 @@ def canonical_key(model: nn.Module, key: str) -> str:
     if model.base_model is model:
         return "body:" + key
     prefix = model.base_model_prefix + "."
-    return "body:" + key[len(prefix):] if key.startswith(prefix) else "head:" + key
+    return "body:" + key[len(prefix) :] if key.startswith(prefix) else "head:" + key

@@ -33,7 +33,12 @@ logger = logging.getLogger(__name__)
 
 # Keys a saved PreTrainedConfig carries that are not dataclass fields.
 _CONFIG_BOOKKEEPING = {
-    "model_type", "transformers_version", "_name_or_path", "name_or_path", "output_attentions", "auto_map",
+    "model_type",
+    "transformers_version",
+    "_name_or_path",
+    "name_or_path",
+    "output_attentions",
+    "auto_map",
     "torch_dtype",
 }
 
@@ -310,8 +315,14 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
     teacher_inits: tuple[str, ...] = ("random",)
 
     @classmethod
-    def from_teacher(cls, teacher: PreTrainedModel, init: str | None = None, copy_non_layer: bool = True,
-                     model_class: str | None = None, **config_kwargs):
+    def from_teacher(
+        cls,
+        teacher: PreTrainedModel,
+        init: str | None = None,
+        copy_non_layer: bool = True,
+        model_class: str | None = None,
+        **config_kwargs,
+    ):
         """A learngene of `teacher`'s architecture and width, initialized from the teacher's weights.
 
         The config is `config_class.from_base(teacher, model_class, **config_kwargs)` (`aux_num_layers` defaults to
@@ -330,8 +341,9 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
         _, layers = layer_list(teacher, spec_for(teacher.config.model_type))
         return {"aux_num_layers": len(layers)}
 
-    def init_from_teacher(self, teacher: PreTrainedModel, init: str | None = None,
-                          copy_non_layer: bool = True) -> ExpansionReport:
+    def init_from_teacher(
+        self, teacher: PreTrainedModel, init: str | None = None, copy_non_layer: bool = True
+    ) -> ExpansionReport:
         """Overwrite this learngene's parameters, in place, from a pretrained stock `teacher` of the same
         architecture and width (any depth).
 
@@ -361,8 +373,9 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
             if init != "random" and name not in fitted:
                 raise RuntimeError(f"{type(self).__name__}.fit_gene gave no value for gene.{name}")
             if init != "random" and tuple(fitted[name][0].shape) != tuple(param.shape):
-                raise RuntimeError(f"gene.{name}: the fit gives shape {tuple(fitted[name][0].shape)}, "
-                                   f"expected {tuple(param.shape)}")
+                raise RuntimeError(
+                    f"gene.{name}: the fit gives shape {tuple(fitted[name][0].shape)}, expected {tuple(param.shape)}"
+                )
         report = ExpansionReport(self.method_name, self.config.aux_num_layers, type(self).__name__, origin="teacher")
         with torch.no_grad():
             self._copy_non_layer_from(teacher, report, copy_non_layer)
@@ -438,8 +451,10 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
                 report.add(row, param.shape, "new", f"not in the teacher ({type(teacher).__name__})")
             elif key.startswith("head:") and not same_labels:
                 labels = (getattr(teacher.config, "num_labels", None), getattr(self.base.config, "num_labels", None))
-                why = f"new head: {labels[0]} -> {labels[1]} labels" if labels[0] != labels[1] else (
-                    "new head: label names differ"
+                why = (
+                    f"new head: {labels[0]} -> {labels[1]} labels"
+                    if labels[0] != labels[1]
+                    else ("new head: label names differ")
                 )
                 report.add(row, param.shape, "new", why)
             elif tuple(value.shape) != tuple(param.shape):
@@ -494,15 +509,22 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
             logger.warning(
                 "expanding with num_attention_heads=%s while the learngene was trained with %s: the attention "
                 "weights are copied unchanged and regrouped into different heads.",
-                config_overrides["num_attention_heads"], heads,
+                config_overrides["num_attention_heads"],
+                heads,
             )
         cls = resolve_stock_class(model_class, self.config.base_model_class, self.base.config.model_type, "learngene")
         target = build_from_config(cls, self.config.stock_config(num_layers, **config_overrides))
         report = ExpansionReport(self.method_name, num_layers, cls.__name__)
         fill_stock_model(
-            target, self.base, self.spec, report,
-            lambda index: layer_parameters(index, num_layers), lambda index: describe_layer(index, num_layers),
-            layer_source="generated", origin="learngene", origin_class=self.config.base_model_class,
+            target,
+            self.base,
+            self.spec,
+            report,
+            lambda index: layer_parameters(index, num_layers),
+            lambda index: describe_layer(index, num_layers),
+            layer_source="generated",
+            origin="learngene",
+            origin_class=self.config.base_model_class,
         )
         target.config.learngene_ancestry = {
             "method": self.method_name,
@@ -546,8 +568,9 @@ def non_layer_parameters(model: PreTrainedModel, spec) -> dict[str, torch.Tensor
     }
 
 
-def fill_stock_model(target, source, spec, report, layer_parameters, describe_layer, *, layer_source, origin,
-                     origin_class) -> None:
+def fill_stock_model(
+    target, source, spec, report, layer_parameters, describe_layer, *, layer_source, origin, origin_class
+) -> None:
     """Set every parameter of the stock model `target`, in place, and account for it in `report`.
 
     Layer `index` of `target` gets `layer_parameters(index)` (recorded as `layer_source` with `describe_layer(index)`);

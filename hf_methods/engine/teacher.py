@@ -74,8 +74,9 @@ def teacher_layer_indices(teacher_num_layers: int, num_layers: int, strategy="ev
     return indices
 
 
-def select_teacher_layers(teacher: PreTrainedModel, num_layers: int, strategy="even", *, model_class=None,
-                          **config_overrides) -> PreTrainedModel:
+def select_teacher_layers(
+    teacher: PreTrainedModel, num_layers: int, strategy="even", *, model_class=None, **config_overrides
+) -> PreTrainedModel:
     """A stock model with `num_layers` layers initialized from a pretrained teacher's own layers: the baseline a
     learngene has to beat.
 
@@ -101,9 +102,15 @@ def select_teacher_layers(teacher: PreTrainedModel, num_layers: int, strategy="e
     name = strategy if isinstance(strategy, str) else "list"
     report = ExpansionReport(f"teacher layers ({name})", num_layers, cls.__name__, origin="teacher")
     fill_stock_model(
-        target, teacher, spec, report,
-        lambda i: dict(teacher_layers[indices[i]].named_parameters()), lambda i: f"teacher layer {indices[i]}",
-        layer_source="teacher", origin="teacher", origin_class=type(teacher).__name__,
+        target,
+        teacher,
+        spec,
+        report,
+        lambda i: dict(teacher_layers[indices[i]].named_parameters()),
+        lambda i: f"teacher layer {indices[i]}",
+        layer_source="teacher",
+        origin="teacher",
+        origin_class=type(teacher).__name__,
     )
     target.name_or_path = target.config.name_or_path = ""  # a new model, not the teacher's checkpoint (recorded below)
     target.config.layer_selection = {

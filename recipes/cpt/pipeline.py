@@ -52,17 +52,27 @@ class CPTRecipe(RecipeArguments):
 
     output_dir: str = field(default="outputs/cpt-facts", metadata={"help": "Where models and the report go."})
     seed: int = field(default=0, metadata={"help": "Seed of the fact tables, the data, initializations and training."})
-    num_threads: int | None = field(default=1, metadata={
-        "help": "torch CPU threads per process; these tiny models gain nothing from more (empty: torch's default)."})
-    hub_model_id: str | None = field(default=None, metadata={
-        "help": "Repo of the CPT proxy-tuned model (org/name); the plain one goes to <id>-plain, the large and small "
-                "models it refers to to <id>-large and <id>-small."})
+    num_threads: int | None = field(
+        default=1,
+        metadata={
+            "help": "torch CPU threads per process; these tiny models gain nothing from more (empty: torch's default)."
+        },
+    )
+    hub_model_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Repo of the CPT proxy-tuned model (org/name); the plain one goes to <id>-plain, the large and "
+            "small models it refers to to <id>-large and <id>-small."
+        },
+    )
     num_symbols: int = field(default=16, metadata={"help": "Symbols each function maps (2..36, one character each)."})
     lines_per_example: int = field(default=5, metadata={"help": "Facts per training sequence."})
-    functions: str = field(default="FGH", metadata={
-        "help": "Functions of the general pre-training corpus (capital letters)."})
-    function_weights: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2], metadata={
-        "help": "Frequency of each general function."})
+    functions: str = field(
+        default="FGH", metadata={"help": "Functions of the general pre-training corpus (capital letters)."}
+    )
+    function_weights: list[float] = field(
+        default_factory=lambda: [0.4, 0.4, 0.2], metadata={"help": "Frequency of each general function."}
+    )
     target_functions: str = field(default="H", metadata={"help": "Functions of the target task the proxy is tuned on."})
     general_examples: int = field(default=4000, metadata={"help": "Pre-training sequences (general corpus)."})
     target_train_examples: int = field(default=512, metadata={"help": "Target-task sequences the proxy is tuned on."})
@@ -75,16 +85,23 @@ class CPTRecipe(RecipeArguments):
     small_num_layers: int = field(default=1, metadata={"help": "Depth of the small base GPT-2."})
     small_num_heads: int = field(default=2, metadata={"help": "Attention heads of the small GPT-2."})
     small_steps: int = field(default=150, metadata={"help": "Pre-training steps of the small base model."})
-    pretrain_learning_rate: float = field(default=3e-3, metadata={
-        "help": "Pre-training learning rate (AdamW, cosine)."})
-    proxy_steps: int = field(default=200, metadata={
-        "help": "Tuning steps of the proxy, the same for CPT and plain Proxy-tuning."})
+    pretrain_learning_rate: float = field(
+        default=3e-3, metadata={"help": "Pre-training learning rate (AdamW, cosine)."}
+    )
+    proxy_steps: int = field(
+        default=200, metadata={"help": "Tuning steps of the proxy, the same for CPT and plain Proxy-tuning."}
+    )
     proxy_learning_rate: float = field(default=3e-3, metadata={"help": "Proxy tuning learning rate (AdamW, cosine)."})
     alpha_train: float = field(default=1.0, metadata={"help": "CPT's weight of z_proxy - z_small in training."})
-    alpha_test: float = field(default=1.0, metadata={
-        "help": "Weight of z_proxy - z_small at inference (both methods)."})
-    cache_large_logits: bool = field(default=True, metadata={
-        "help": "Query the large model once per target example (a cached-logits column) instead of every step."})
+    alpha_test: float = field(
+        default=1.0, metadata={"help": "Weight of z_proxy - z_small at inference (both methods)."}
+    )
+    cache_large_logits: bool = field(
+        default=True,
+        metadata={
+            "help": "Query the large model once per target example (a cached-logits column) instead of every step."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -94,13 +111,30 @@ class CPTRecipe(RecipeArguments):
             names = getattr(self, name)
             if not names or any(f not in _FUNCTIONS for f in names) or len(set(names)) != len(names):
                 raise ValueError(f"{name} must be distinct capital letters among {_FUNCTIONS!r}, got {names!r}.")
-        if len(self.function_weights) != len(self.functions) or any(w < 0 for w in self.function_weights) \
-                or sum(self.function_weights) <= 0:
-            raise ValueError(f"function_weights needs one non-negative weight per general function "
-                             f"({self.functions!r}), got {self.function_weights}.")
-        for name in ("lines_per_example", "general_examples", "target_train_examples", "eval_examples", "large_steps",
-                     "small_steps", "proxy_steps", "large_hidden_size", "small_hidden_size",
-                     "large_num_layers", "small_num_layers", "large_num_heads", "small_num_heads"):
+        if (
+            len(self.function_weights) != len(self.functions)
+            or any(w < 0 for w in self.function_weights)
+            or sum(self.function_weights) <= 0
+        ):
+            raise ValueError(
+                f"function_weights needs one non-negative weight per general function "
+                f"({self.functions!r}), got {self.function_weights}."
+            )
+        for name in (
+            "lines_per_example",
+            "general_examples",
+            "target_train_examples",
+            "eval_examples",
+            "large_steps",
+            "small_steps",
+            "proxy_steps",
+            "large_hidden_size",
+            "small_hidden_size",
+            "large_num_layers",
+            "small_num_layers",
+            "large_num_heads",
+            "small_num_heads",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         for size, heads in (("large_hidden_size", "large_num_heads"), ("small_hidden_size", "small_num_heads")):
@@ -111,7 +145,7 @@ class CPTRecipe(RecipeArguments):
 # --- data -----------------------------------------------------------------------------------------------------------
 def vocabulary(recipe: CPTRecipe) -> list[str]:
     names = sorted(set(recipe.functions) | set(recipe.target_functions))
-    return ["^", *_SYMBOLS[:recipe.num_symbols], *names, "=", ";"]
+    return ["^", *_SYMBOLS[: recipe.num_symbols], *names, "=", ";"]
 
 
 def fact_tables(recipe: CPTRecipe) -> dict[str, list[int]]:
@@ -121,8 +155,9 @@ def fact_tables(recipe: CPTRecipe) -> dict[str, list[int]]:
     return {f: rng.permutation(recipe.num_symbols).tolist() for f in names}
 
 
-def make_text(n: int, functions: str, weights: list[float] | None, tables: dict, recipe: CPTRecipe,
-              rng: np.random.Generator) -> list[str]:
+def make_text(
+    n: int, functions: str, weights: list[float] | None, tables: dict, recipe: CPTRecipe, rng: np.random.Generator
+) -> list[str]:
     """`n` sequences `^` + `lines_per_example` facts `fa=c;`."""
     probs = np.asarray(weights if weights is not None else [1.0] * len(functions), dtype=float)
     probs = probs / probs.sum()
@@ -152,9 +187,17 @@ def answer_positions(recipe: CPTRecipe) -> torch.Tensor:
 def gpt2(recipe: CPTRecipe, which: str, vocab_size: int) -> GPT2LMHeadModel:
     width = getattr(recipe, f"{which}_hidden_size")
     config = GPT2Config(
-        vocab_size=vocab_size, n_positions=1 + LINE * recipe.lines_per_example, n_embd=width,
-        n_layer=getattr(recipe, f"{which}_num_layers"), n_head=getattr(recipe, f"{which}_num_heads"),
-        n_inner=4 * width, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=None,
+        vocab_size=vocab_size,
+        n_positions=1 + LINE * recipe.lines_per_example,
+        n_embd=width,
+        n_layer=getattr(recipe, f"{which}_num_layers"),
+        n_head=getattr(recipe, f"{which}_num_heads"),
+        n_inner=4 * width,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=None,
         pad_token_id=None,
     )
     return GPT2LMHeadModel(config)
@@ -162,8 +205,17 @@ def gpt2(recipe: CPTRecipe, which: str, vocab_size: int) -> GPT2LMHeadModel:
 
 def _args(recipe: CPTRecipe, work: Path, steps: int, lr: float, **overrides):
     """Every stage: `steps` steps, no weight decay, 5% warmup, no evaluation, no progress bar."""
-    return training_args(recipe, work, learning_rate=lr, max_steps=steps, weight_decay=0.0, warmup_steps=0.05,
-                         eval_strategy="no", disable_tqdm=True, **overrides)
+    return training_args(
+        recipe,
+        work,
+        learning_rate=lr,
+        max_steps=steps,
+        weight_decay=0.0,
+        warmup_steps=0.05,
+        eval_strategy="no",
+        disable_tqdm=True,
+        **overrides,
+    )
 
 
 @torch.no_grad()
@@ -174,7 +226,7 @@ def score(model, data: Dataset, answers: torch.Tensor, batch_size: int = 256) ->
     total = answer_total = correct = 0.0
     tokens = answer_tokens = 0
     for start in range(0, len(data), batch_size):
-        ids = torch.tensor(data[start:start + batch_size]["input_ids"], device=device)
+        ids = torch.tensor(data[start : start + batch_size]["input_ids"], device=device)
         logits = model(input_ids=ids).logits.float()[:, :-1]
         targets = ids[:, 1:]
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
@@ -185,8 +237,11 @@ def score(model, data: Dataset, answers: torch.Tensor, batch_size: int = 256) ->
         answer_total += ce[:, cols].sum().item()
         answer_tokens += ce[:, cols].numel()
         correct += (logits[:, cols].argmax(-1) == targets[:, cols]).sum().item()
-    return {"loss": total / tokens, "answer_loss": answer_total / answer_tokens,
-            "answer_accuracy": correct / answer_tokens}
+    return {
+        "loss": total / tokens,
+        "answer_loss": answer_total / answer_tokens,
+        "answer_accuracy": correct / answer_tokens,
+    }
 
 
 def _quiet(trainer: Trainer) -> Trainer:
@@ -204,8 +259,10 @@ def run(recipe: CPTRecipe) -> dict:
     datasets.disable_progress_bars()
 
     # 1. data, deterministic from the seed
-    run.stage(f"making text: {recipe.general_examples} general sequences (functions {recipe.functions}), "
-              f"{recipe.target_train_examples} + {recipe.eval_examples} target sequences ({recipe.target_functions})")
+    run.stage(
+        f"making text: {recipe.general_examples} general sequences (functions {recipe.functions}), "
+        f"{recipe.target_train_examples} + {recipe.eval_examples} target sequences ({recipe.target_functions})"
+    )
     rng = np.random.default_rng(recipe.seed)
     vocab, tables = vocabulary(recipe), fact_tables(recipe)
     weights = recipe.function_weights
@@ -220,8 +277,10 @@ def run(recipe: CPTRecipe) -> dict:
     for which, steps in (("large", recipe.large_steps), ("small", recipe.small_steps)):
         transformers.set_seed(recipe.seed)
         model = gpt2(recipe, which, len(vocab))
-        run.stage(f"pre-training the {which} model ({fmt_params(num_parameters(model))} parameters, {steps} steps on "
-                  "the general corpus)")
+        run.stage(
+            f"pre-training the {which} model ({fmt_params(num_parameters(model))} parameters, {steps} steps on "
+            "the general corpus)"
+        )
         _pretrain(model, general, _args(recipe, run.work, steps, recipe.pretrain_learning_rate))
         folder = run.save_model(model, which, base_card(model, run.out / which, which, recipe))
         run.wait_for_everyone()
@@ -232,16 +291,34 @@ def run(recipe: CPTRecipe) -> dict:
     train = cache_logits(target, large, "large_logits", batch_size=256) if recipe.cache_large_logits else target
     tuned, proxies = {}, {}
     for name, plain in (("cpt", False), ("plain", True)):
-        label = "plain Proxy-tuning (the proxy alone)" if plain else (
-            f"CPT (alpha_train {recipe.alpha_train:g}" + (", large logits cached once)" if recipe.cache_large_logits
-                                                            else ")"))
+        label = (
+            "plain Proxy-tuning (the proxy alone)"
+            if plain
+            else (
+                f"CPT (alpha_train {recipe.alpha_train:g}"
+                + (", large logits cached once)" if recipe.cache_large_logits else ")")
+            )
+        )
         run.stage(f"tuning the proxy with {label}, {recipe.proxy_steps} steps")
         transformers.set_seed(recipe.seed)
-        args = _args(recipe, run.work, recipe.proxy_steps, recipe.proxy_learning_rate, cls=ConsistentProxyTuningConfig,
-                     alpha_train=recipe.alpha_train, alpha_test=recipe.alpha_test, plain_proxy_tuning=plain,
-                     large_logits_column="large_logits" if recipe.cache_large_logits and not plain else None)
-        trainer = ConsistentProxyTuningTrainer(model=proxy_from_small(small), args=args, large_model=large,
-                                               small_model=small, train_dataset=target if plain else train)
+        args = _args(
+            recipe,
+            run.work,
+            recipe.proxy_steps,
+            recipe.proxy_learning_rate,
+            cls=ConsistentProxyTuningConfig,
+            alpha_train=recipe.alpha_train,
+            alpha_test=recipe.alpha_test,
+            plain_proxy_tuning=plain,
+            large_logits_column="large_logits" if recipe.cache_large_logits and not plain else None,
+        )
+        trainer = ConsistentProxyTuningTrainer(
+            model=proxy_from_small(small),
+            args=args,
+            large_model=large,
+            small_model=small,
+            train_dataset=target if plain else train,
+        )
         _quiet(trainer).train()
         proxies[name] = trainer.model
         tuned[name] = trainer.proxy_tuned_model()
@@ -262,7 +339,7 @@ def run(recipe: CPTRecipe) -> dict:
     results = {
         "method": METHOD,
         "dataset": f"synthetic facts ({recipe.num_symbols} symbols): general {recipe.functions} -> target "
-                   f"{recipe.target_functions}",
+        f"{recipe.target_functions}",
         "training_setup": _training_setup(recipe),
         "recipe": dataclasses.asdict(recipe),
         "vocabulary": "".join(vocab),
@@ -295,13 +372,19 @@ def run(recipe: CPTRecipe) -> dict:
 def base_card(model, repo_or_path, which: str, recipe: CPTRecipe | dict):
     """Card of the large or small GPT-2 the recipe pre-trained (what the proxy-tuned models refer to)."""
     recipe = recipe if isinstance(recipe, dict) else dataclasses.asdict(recipe)
-    role = ("the large model (the black box the proxy steers)" if which == "large" else
-            "the small base model (the proxy starts as a copy of it; its logits are subtracted at inference)")
+    role = (
+        "the large model (the black box the proxy steers)"
+        if which == "large"
+        else "the small base model (the proxy starts as a copy of it; its logits are subtracted at inference)"
+    )
     return run_model_card(
-        model, repo_or_path, method=METHOD, title=f"CPT {which} model ({type(model).__name__}, synthetic facts)",
+        model,
+        repo_or_path,
+        method=METHOD,
+        title=f"CPT {which} model ({type(model).__name__}, synthetic facts)",
         description=f"A {recipe[f'{which}_num_layers']}-layer GPT-2 of width {recipe[f'{which}_hidden_size']} "
-                    f"({fmt_params(num_parameters(model))} parameters) pre-trained {recipe[f'{which}_steps']} steps on "
-                    f"made-up facts by the hf-methods CPT recipe: {role}.",
+        f"({fmt_params(num_parameters(model))} parameters) pre-trained {recipe[f'{which}_steps']} steps on "
+        f"made-up facts by the hf-methods CPT recipe: {role}.",
         tags=["proxy-tuning"],
     )
 
@@ -316,12 +399,19 @@ def _examples(tuned: dict, large, data: Dataset, vocab: list[str], recipe: CPTRe
     rows = []
     for i in range(count):
         ids = torch.tensor(data[i]["input_ids"][:4]).unsqueeze(0)  # ^fa=
-        row = {"prompt": "".join(vocab[t] for t in ids[0]),
-               "truth": "".join(vocab[t] for t in data[i]["input_ids"][4:6])}
+        row = {
+            "prompt": "".join(vocab[t] for t in ids[0]),
+            "truth": "".join(vocab[t] for t in data[i]["input_ids"][4:6]),
+        }
         for name, model in (("large", large), ("cpt", tuned["cpt"]), ("plain", tuned["plain"])):
-            out = model.generate(ids.to(model.device), max_new_tokens=2, do_sample=False,
-                                 attention_mask=torch.ones_like(ids).to(model.device), pad_token_id=0)
-            row[name] = "".join(vocab[t] for t in out[0, ids.shape[1]:].tolist())
+            out = model.generate(
+                ids.to(model.device),
+                max_new_tokens=2,
+                do_sample=False,
+                attention_mask=torch.ones_like(ids).to(model.device),
+                pad_token_id=0,
+            )
+            row[name] = "".join(vocab[t] for t in out[0, ids.shape[1] :].tolist())
         rows.append(row)
     return rows
 
@@ -386,10 +476,16 @@ def _markdown(results: dict) -> str:
         "Greedy continuations (prompt -> next two tokens; truth, large, plain, CPT):",
         "",
     ]
-    lines += [f"- `{e['prompt']}` -> truth `{e['truth']}`, large `{e['large']}`, plain `{e['plain']}`, CPT `{e['cpt']}`"
-              for e in results["examples"]]
-    lines += ["", "The proxy-tuned models are saved by reference in `proxy-tuned-cpt/` and `proxy-tuned-plain/` "
-              "(config + the proxy; the large and small models are loaded from `large/` and `small/`).", ""]
+    lines += [
+        f"- `{e['prompt']}` -> truth `{e['truth']}`, large `{e['large']}`, plain `{e['plain']}`, CPT `{e['cpt']}`"
+        for e in results["examples"]
+    ]
+    lines += [
+        "",
+        "The proxy-tuned models are saved by reference in `proxy-tuned-cpt/` and `proxy-tuned-plain/` "
+        "(config + the proxy; the large and small models are loaded from `large/` and `small/`).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -409,16 +505,24 @@ def push_cpt_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> di
     pushed = {}
     for which, target in refs.items():
         model = GPT2LMHeadModel.from_pretrained(out_dir / which)
-        push_saved_model(out_dir / which, target, base_card(model, target, which, results["recipe"]),
-                         commit_message=f"Upload the {which} model", **hub_kwargs)
+        push_saved_model(
+            out_dir / which,
+            target,
+            base_card(model, target, which, results["recipe"]),
+            commit_message=f"Upload the {which} model",
+            **hub_kwargs,
+        )
         pushed[which] = target
     for name, target in (("cpt", repo_id), ("plain", f"{repo_id}-plain")):
         folder = out_dir / f"proxy-tuned-{name}"
         model = ProxyTunedForCausalLM.from_pretrained(folder)
         model.config.large_model_name_or_path, model.config.small_model_name_or_path = refs["large"], refs["small"]
-        model.push_to_hub(target, card=_tuned_card(model, target, name, results),
-                          commit_message=f"Upload the {'CPT' if name == 'cpt' else 'plain'} proxy-tuned model",
-                          **hub_kwargs)
+        model.push_to_hub(
+            target,
+            card=_tuned_card(model, target, name, results),
+            commit_message=f"Upload the {'CPT' if name == 'cpt' else 'plain'} proxy-tuned model",
+            **hub_kwargs,
+        )
         pushed[f"proxy-tuned-{name}"] = target
     return pushed
 

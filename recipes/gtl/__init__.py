@@ -8,7 +8,7 @@ register_method(
     command="gtl",
     recipe="hf_methods.recipes.gtl.pipeline",
     summary="GTL end to end: evolve a learngene in a population of CNNs -> descendants on held-out classes vs scratch "
-            "vs random gene -> report",
+    "vs random gene -> report",
     push="hf_methods.recipes.gtl.pipeline:push_gtl_run",
     citation="""@article{feng2024gtl,
   title   = {Transferring Core Knowledge via Learngenes},

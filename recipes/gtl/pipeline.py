@@ -42,8 +42,10 @@ from hf_methods.trainers.gtl_evolution import GTLEvolution, TaskSampler
 from hf_methods.trainers.gtl_processes import evolution_process
 
 DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "gtl" / "digits.yaml"
-BACKBONES = {"vgg": (VGGConfig, VGGForImageClassification),
-             "resnet12": (ResNet12Config, ResNet12ForImageClassification)}
+BACKBONES = {
+    "vgg": (VGGConfig, VGGForImageClassification),
+    "resnet12": (ResNet12Config, ResNet12ForImageClassification),
+}
 INITS = ("learngene", "scratch", "random gene")
 
 
@@ -52,46 +54,66 @@ class GTLRecipe(RecipeArguments):
     """Every field can be set in the YAML recipe or overridden as `--field value` (shared fields: `RecipeArguments`)."""
 
     output_dir: str = field(default="outputs/gtl-digits", metadata={"help": "Where the learngene and the report go."})
-    num_threads: int | None = field(default=1, metadata={
-        "help": "torch threads per process (tiny CNNs: 1 is as fast, and kinder to shared cores; empty: torch's "
-                "default)."})
+    num_threads: int | None = field(
+        default=1,
+        metadata={
+            "help": "torch threads per process (tiny CNNs: 1 is as fast, and kinder to shared cores; empty: torch's "
+            "default)."
+        },
+    )
     batch_size: int = field(default=32, metadata={"help": "Batch size of individuals and descendants."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repo of the learngene (org/name)."})
     image_size: int = field(default=16, metadata={"help": "Digits are upsampled from 8x8 to this size."})
-    base_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5], metadata={
-        "help": "Digit classes the evolution's tasks are drawn from."})
-    held_out_classes: list[int] = field(default_factory=lambda: [6, 7, 8, 9], metadata={
-        "help": "Digit classes of the downstream tasks (never seen by the evolution)."})
+    base_classes: list[int] = field(
+        default_factory=lambda: [0, 1, 2, 3, 4, 5],
+        metadata={"help": "Digit classes the evolution's tasks are drawn from."},
+    )
+    held_out_classes: list[int] = field(
+        default_factory=lambda: [6, 7, 8, 9],
+        metadata={"help": "Digit classes of the downstream tasks (never seen by the evolution)."},
+    )
     backbone: str = field(default="vgg", metadata={"help": "'vgg' (VGG-style) or 'resnet12' (few-shot ResNet-12)."})
-    hidden_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 64], metadata={
-        "help": "Stage widths of the ancestors (the population's networks)."})
-    depths: list[int] = field(default_factory=lambda: [1, 1, 1, 1], metadata={
-        "help": "Convolutions (VGG) or residual blocks (ResNet-12) per stage of the ancestors."})
-    descendant_hidden_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 128], metadata={
-        "help": "Stage widths of the deeper, wider descendant."})
-    descendant_depths: list[int] = field(default_factory=lambda: [1, 1, 2, 2], metadata={
-        "help": "Depths of the deeper, wider descendant."})
+    hidden_sizes: list[int] = field(
+        default_factory=lambda: [16, 32, 64, 64],
+        metadata={"help": "Stage widths of the ancestors (the population's networks)."},
+    )
+    depths: list[int] = field(
+        default_factory=lambda: [1, 1, 1, 1],
+        metadata={"help": "Convolutions (VGG) or residual blocks (ResNet-12) per stage of the ancestors."},
+    )
+    descendant_hidden_sizes: list[int] = field(
+        default_factory=lambda: [32, 64, 128, 128], metadata={"help": "Stage widths of the deeper, wider descendant."}
+    )
+    descendant_depths: list[int] = field(
+        default_factory=lambda: [1, 1, 2, 2], metadata={"help": "Depths of the deeper, wider descendant."}
+    )
     population_size: int = field(default=12, metadata={"help": "Individuals per generation."})
-    tournament_size: int = field(default=2, metadata={
-        "help": "Individuals per tournament; each tournament's winner passes its gene on."})
+    tournament_size: int = field(
+        default=2, metadata={"help": "Individuals per tournament; each tournament's winner passes its gene on."}
+    )
     generations: int = field(default=8, metadata={"help": "Generations of evolution."})
-    gene_fraction: float = field(default=0.2, metadata={
-        "help": "Budget: fraction of the convolution weights in the gene (paper: about 0.2)."})
+    gene_fraction: float = field(
+        default=0.2, metadata={"help": "Budget: fraction of the convolution weights in the gene (paper: about 0.2)."}
+    )
     granularity: str = field(default="channel", metadata={"help": "'channel', 'kernel' or 'layer'."})
     mutation_rate: float = field(default=0.1, metadata={"help": "Expected fraction of gene units swapped per child."})
     n_way: int = field(default=5, metadata={"help": "Classes per evolution task."})
     k_shot: int = field(default=5, metadata={"help": "Training examples per class of an evolution task."})
     query_shots: int = field(default=15, metadata={"help": "Fitness examples per class of an evolution task."})
-    individual_steps: int = field(default=20, metadata={
-        "help": "Training steps of every individual (the per-individual budget)."})
+    individual_steps: int = field(
+        default=20, metadata={"help": "Training steps of every individual (the per-individual budget)."}
+    )
     learning_rate: float = field(default=3e-3, metadata={"help": "AdamW learning rate of individuals and descendants."})
-    downstream_tasks: int = field(default=8, metadata={
-        "help": "Held-out tasks per (descendant, init); mean and std are reported."})
+    downstream_tasks: int = field(
+        default=8, metadata={"help": "Held-out tasks per (descendant, init); mean and std are reported."}
+    )
     downstream_k_shot: int = field(default=5, metadata={"help": "Training examples per class of a downstream task."})
     downstream_query_shots: int = field(default=30, metadata={"help": "Test examples per class of a downstream task."})
     downstream_steps: int = field(default=20, metadata={"help": "Training steps of every descendant."})
-    reference_steps: int = field(default=200, metadata={
-        "help": "Steps of the network trained on all base classes that the random-gene baseline masks."})
+    reference_steps: int = field(
+        default=200,
+        metadata={"help": "Steps of the network trained on all base classes that the random-gene baseline masks."},
+    )
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar over individuals."})
 
     def __post_init__(self):
@@ -105,8 +127,13 @@ class GTLRecipe(RecipeArguments):
             bad = [c for c in getattr(self, name) if not 0 <= c <= 9]
             if bad:
                 raise ValueError(f"{name} has {bad}; the digits are classes 0..9.")
-        for name in ("downstream_tasks", "downstream_k_shot", "downstream_query_shots", "downstream_steps",
-                     "reference_steps"):
+        for name in (
+            "downstream_tasks",
+            "downstream_k_shot",
+            "downstream_query_shots",
+            "downstream_steps",
+            "reference_steps",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
 
@@ -114,21 +141,40 @@ class GTLRecipe(RecipeArguments):
 def network(recipe: GTLRecipe, num_labels: int, hidden_sizes=None, depths=None):
     """A freshly initialized backbone (under the caller's torch seed)."""
     config_cls, model_cls = BACKBONES[recipe.backbone]
-    return model_cls(config_cls(num_channels=1, num_labels=num_labels,
-                                hidden_sizes=list(hidden_sizes or recipe.hidden_sizes),
-                                depths=list(depths or recipe.depths)))
+    return model_cls(
+        config_cls(
+            num_channels=1,
+            num_labels=num_labels,
+            hidden_sizes=list(hidden_sizes or recipe.hidden_sizes),
+            depths=list(depths or recipe.depths),
+        )
+    )
 
 
 def _train_args(recipe: GTLRecipe, work: Path, steps: int, seed: int) -> transformers.TrainingArguments:
     """Descendants and the reference network: `steps` steps at a constant learning rate, no weight decay."""
-    return training_args(recipe, work, learning_rate=recipe.learning_rate, max_steps=steps, seed=seed,
-                         lr_scheduler_type="constant", weight_decay=0.0, warmup_steps=0, eval_strategy="no",
-                         disable_tqdm=True)
+    return training_args(
+        recipe,
+        work,
+        learning_rate=recipe.learning_rate,
+        max_steps=steps,
+        seed=seed,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        warmup_steps=0,
+        eval_strategy="no",
+        disable_tqdm=True,
+    )
 
 
 def _fit_and_score(model, recipe, work, support, query, seed) -> float:
-    trainer = Trainer(model=model, args=_train_args(recipe, work, recipe.downstream_steps, seed), train_dataset=support,
-                      eval_dataset=query, compute_metrics=accuracy)
+    trainer = Trainer(
+        model=model,
+        args=_train_args(recipe, work, recipe.downstream_steps, seed),
+        train_dataset=support,
+        eval_dataset=query,
+        compute_metrics=accuracy,
+    )
     trainer.remove_callback(transformers.PrinterCallback)
     trainer.train()
     return trainer.evaluate()["eval_accuracy"]
@@ -150,13 +196,23 @@ def reference_network(recipe: GTLRecipe, data, work: Path):
 
 def downstream(recipe: GTLRecipe, gene: GTLModel, random_gene: GTLModel, data, work: Path, say=print) -> list[dict]:
     """Held-out tasks: every (descendant architecture, init) trained from the same task, seed and budget."""
-    sampler = TaskSampler(data, "n_way_k_shot", n_way=len(recipe.held_out_classes), k_shot=recipe.downstream_k_shot,
-                          query_shots=recipe.downstream_query_shots, base_classes=recipe.held_out_classes)
+    sampler = TaskSampler(
+        data,
+        "n_way_k_shot",
+        n_way=len(recipe.held_out_classes),
+        k_shot=recipe.downstream_k_shot,
+        query_shots=recipe.downstream_query_shots,
+        base_classes=recipe.held_out_classes,
+    )
     archs = {
-        f"ancestor ({recipe.backbone} {recipe.hidden_sizes}, depths {recipe.depths})":
-            (recipe.hidden_sizes, recipe.depths),
-        f"deeper/wider ({recipe.backbone} {recipe.descendant_hidden_sizes}, depths {recipe.descendant_depths})":
-            (recipe.descendant_hidden_sizes, recipe.descendant_depths),
+        f"ancestor ({recipe.backbone} {recipe.hidden_sizes}, depths {recipe.depths})": (
+            recipe.hidden_sizes,
+            recipe.depths,
+        ),
+        f"deeper/wider ({recipe.backbone} {recipe.descendant_hidden_sizes}, depths {recipe.descendant_depths})": (
+            recipe.descendant_hidden_sizes,
+            recipe.descendant_depths,
+        ),
     }
     scores = {(a, i): [] for a in archs for i in INITS}
     params = {}
@@ -172,13 +228,23 @@ def downstream(recipe: GTLRecipe, gene: GTLModel, random_gene: GTLModel, data, w
                     random_gene.inherit(model)
                 params[arch] = sum(p.numel() for p in model.parameters())
                 scores[(arch, init)].append(_fit_and_score(model, recipe, work, support, query, recipe.seed + t))
-        say(f"      task {t + 1}/{recipe.downstream_tasks}: " + ", ".join(
-            f"{init} {statistics.mean(scores[(a, init)]):.3f}" for a in list(archs)[:1] for init in INITS)
-            + " (ancestor architecture, running means)")
+        say(
+            f"      task {t + 1}/{recipe.downstream_tasks}: "
+            + ", ".join(f"{init} {statistics.mean(scores[(a, init)]):.3f}" for a in list(archs)[:1] for init in INITS)
+            + " (ancestor architecture, running means)"
+        )
     rows = []
     for (arch, init), accs in scores.items():
-        rows.append({"architecture": arch, "init": init, "params": params[arch], "accuracies": accs,
-                     "mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0})
+        rows.append(
+            {
+                "architecture": arch,
+                "init": init,
+                "params": params[arch],
+                "accuracies": accs,
+                "mean": statistics.mean(accs),
+                "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            }
+        )
     return rows
 
 
@@ -192,16 +258,31 @@ def run(recipe: GTLRecipe) -> dict:
 
     data = digits(image_size=recipe.image_size, seed=recipe.seed)
     train = data["train"]
-    run.stage(f"evolving a {recipe.granularity} learngene ({recipe.gene_fraction:g} of the convolution weights) in "
-              f"{recipe.population_size} {recipe.backbone} networks for {recipe.generations} generations on "
-              f"{recipe.n_way}-way {recipe.k_shot}-shot tasks from digits {recipe.base_classes}")
+    run.stage(
+        f"evolving a {recipe.granularity} learngene ({recipe.gene_fraction:g} of the convolution weights) in "
+        f"{recipe.population_size} {recipe.backbone} networks for {recipe.generations} generations on "
+        f"{recipe.n_way}-way {recipe.k_shot}-shot tasks from digits {recipe.base_classes}"
+    )
     args = GTLEvolutionConfig(
-        output_dir=str(out), population_size=recipe.population_size, tournament_size=recipe.tournament_size,
-        generations=recipe.generations, gene_fraction=recipe.gene_fraction, granularity=recipe.granularity,
-        mutation_rate=recipe.mutation_rate, n_way=recipe.n_way, k_shot=recipe.k_shot, query_shots=recipe.query_shots,
-        base_classes=list(recipe.base_classes), max_steps=recipe.individual_steps, learning_rate=recipe.learning_rate,
-        per_device_train_batch_size=recipe.batch_size, lr_scheduler_type="constant", seed=recipe.seed,
-        disable_tqdm=recipe.disable_tqdm, report_to="none", use_cpu=CPU,
+        output_dir=str(out),
+        population_size=recipe.population_size,
+        tournament_size=recipe.tournament_size,
+        generations=recipe.generations,
+        gene_fraction=recipe.gene_fraction,
+        granularity=recipe.granularity,
+        mutation_rate=recipe.mutation_rate,
+        n_way=recipe.n_way,
+        k_shot=recipe.k_shot,
+        query_shots=recipe.query_shots,
+        base_classes=list(recipe.base_classes),
+        max_steps=recipe.individual_steps,
+        learning_rate=recipe.learning_rate,
+        per_device_train_batch_size=recipe.batch_size,
+        lr_scheduler_type="constant",
+        seed=recipe.seed,
+        disable_tqdm=recipe.disable_tqdm,
+        report_to="none",
+        use_cpu=CPU,
     )
     evolution = GTLEvolution(model_init=lambda n: network(recipe, n), args=args, train_dataset=train)
     gene = evolution.run()
@@ -209,20 +290,27 @@ def run(recipe: GTLRecipe) -> dict:
     if not run.is_main_process:  # the other processes only trained individuals
         return {}
     best = evolution.history[-1]
-    run.stage(f"learngene {best['best_id']}: fitness {best['best']:.3f}, {fmt_params(gene.num_gene_parameters)} "
-              f"convolution weights ({gene.stored_fraction:.1%} of the ancestor's)")
+    run.stage(
+        f"learngene {best['best_id']}: fitness {best['best']:.3f}, {fmt_params(gene.num_gene_parameters)} "
+        f"convolution weights ({gene.stored_fraction:.1%} of the ancestor's)"
+    )
 
-    run.stage(f"random-gene baseline: a {recipe.backbone} trained on all base classes for {recipe.reference_steps} "
-              "steps, masked at random with the same granularity and budget")
+    run.stage(
+        f"random-gene baseline: a {recipe.backbone} trained on all base classes for {recipe.reference_steps} "
+        "steps, masked at random with the same granularity and budget"
+    )
     reference = reference_network(recipe, train, run.work)
-    random_mask = sample_mask(conv_layers(reference), recipe.gene_fraction, recipe.granularity,
-                              torch.Generator().manual_seed(recipe.seed + 2))
+    random_mask = sample_mask(
+        conv_layers(reference), recipe.gene_fraction, recipe.granularity, torch.Generator().manual_seed(recipe.seed + 2)
+    )
     random_gene = GTLModel.from_network(reference, random_mask)
 
-    run.stage(f"downstream: {recipe.downstream_tasks} {len(recipe.held_out_classes)}-way "
-              f"{recipe.downstream_k_shot}-shot tasks on held-out digits {recipe.held_out_classes}, "
-              f"{recipe.downstream_steps} steps each, learngene vs scratch vs random gene, ancestor and deeper/wider "
-              "descendants")
+    run.stage(
+        f"downstream: {recipe.downstream_tasks} {len(recipe.held_out_classes)}-way "
+        f"{recipe.downstream_k_shot}-shot tasks on held-out digits {recipe.held_out_classes}, "
+        f"{recipe.downstream_steps} steps each, learngene vs scratch vs random gene, ancestor and deeper/wider "
+        "descendants"
+    )
     rows = downstream(recipe, gene, random_gene, _all_digits(data), run.work, run.say)
     results = {
         "method": "GTL",
@@ -230,8 +318,13 @@ def run(recipe: GTLRecipe) -> dict:
         "dataset_id": "sklearn-digits",
         "training_setup": _training_setup(recipe),
         "recipe": dataclasses.asdict(recipe),
-        "learngene": {"id": best["best_id"], "fitness": best["best"], "params": gene.num_gene_parameters,
-                      "stored_fraction": gene.stored_fraction, "lineage": gene.config.lineage},
+        "learngene": {
+            "id": best["best_id"],
+            "fitness": best["best"],
+            "params": gene.num_gene_parameters,
+            "stored_fraction": gene.stored_fraction,
+            "lineage": gene.config.lineage,
+        },
         "generations": evolution.history,
         "downstream": rows,
         "hf_methods_version": __version__,
@@ -291,8 +384,14 @@ def report_figure(results: dict):
     width = 0.8 / len(INITS)
     for k, init in enumerate(INITS):
         sel = [next(r for r in rows if r["architecture"] == a and r["init"] == init) for a in archs]
-        ax_down.bar([i + k * width for i in range(len(archs))], [r["mean"] for r in sel], width,
-                    yerr=[r["std"] for r in sel], label=init, capsize=3)
+        ax_down.bar(
+            [i + k * width for i in range(len(archs))],
+            [r["mean"] for r in sel],
+            width,
+            yerr=[r["std"] for r in sel],
+            label=init,
+            capsize=3,
+        )
     ax_down.set_xticks([i + width for i in range(len(archs))], [a.split(" (")[0] for a in archs])
     ax_down.set(ylabel="held-out task accuracy", title="Descendants on held-out classes")
     ax_down.legend()
@@ -304,21 +403,44 @@ def report_markdown(results: dict) -> str:
     """report.md: fitness per generation, the learngene's lineage, the downstream table."""
     history, rows = results["generations"], results["downstream"]
     gene = results["learngene"]
-    lines = [f"# GTL on {results['dataset']}", "", results["training_setup"], "",
-             f"Learngene `{gene['id']}`: fitness {gene['fitness']:.3f}, {fmt_params(gene['params'])} convolution "
-             f"weights ({gene['stored_fraction']:.1%} of the ancestor's). Saved in `learngene/`.", "",
-             "![report](report.png)", "",
-             "## Evolution", "", "| generation | best | mean | best individual |", "|---|---|---|---|"]
+    lines = [
+        f"# GTL on {results['dataset']}",
+        "",
+        results["training_setup"],
+        "",
+        f"Learngene `{gene['id']}`: fitness {gene['fitness']:.3f}, {fmt_params(gene['params'])} convolution "
+        f"weights ({gene['stored_fraction']:.1%} of the ancestor's). Saved in `learngene/`.",
+        "",
+        "![report](report.png)",
+        "",
+        "## Evolution",
+        "",
+        "| generation | best | mean | best individual |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {h['generation']} | {h['best']:.3f} | {h['mean']:.3f} | {h['best_id']} |" for h in history]
-    lines += ["", "Lineage of the learngene (oldest first):", "", "| individual | generation | fitness |",
-              "|---|---|---|"]
-    lines += [f"| {r.get('id')} | {r.get('generation')} | {r.get('fitness', float('nan')):.3f} |"
-              for r in gene["lineage"] or []]
-    lines += ["", "## Descendants on held-out classes", "",
-              "| descendant | parameters | init | accuracy (mean ± std) |",
-              "|---|---|---|---|"]
-    lines += [f"| {r['architecture']} | {fmt_params(r['params'])} | {r['init']} | {r['mean']:.3f} ± {r['std']:.3f} |"
-              for r in rows]
+    lines += [
+        "",
+        "Lineage of the learngene (oldest first):",
+        "",
+        "| individual | generation | fitness |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {r.get('id')} | {r.get('generation')} | {r.get('fitness', float('nan')):.3f} |"
+        for r in gene["lineage"] or []
+    ]
+    lines += [
+        "",
+        "## Descendants on held-out classes",
+        "",
+        "| descendant | parameters | init | accuracy (mean ± std) |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['architecture']} | {fmt_params(r['params'])} | {r['init']} | {r['mean']:.3f} ± {r['std']:.3f} |"
+        for r in rows
+    ]
     lines.append("")
     return "\n".join(lines)
 
@@ -339,6 +461,5 @@ def push_gtl_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> di
     from hf_methods.hub import push_model
 
     gene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
-    push_model(gene, repo_id, gtl_card(gene, repo_id, results), commit_message="Upload the GTL learngene",
-               **hub_kwargs)
+    push_model(gene, repo_id, gtl_card(gene, repo_id, results), commit_message="Upload the GTL learngene", **hub_kwargs)
     return {"learngene": repo_id}

@@ -7,7 +7,7 @@ register_method(
     command="l2d",
     recipe="hf_methods.recipes.l2d.pipeline",
     summary="L2D multi-label distillation: multi-digit images -> teacher -> student with BCE / softmax KD / L2D -> "
-            "mAP report",
+    "mAP report",
     citation="""@inproceedings{yang2023l2d,
   title     = {Multi-Label Knowledge Distillation},
   author    = {Yang, Penghui and Xie, Ming-Kun and Zong, Chen-Chen and Feng, Lei and Niu, Gang and Sugiyama, Masashi

@@ -43,43 +43,72 @@ METHOD = "Learngene Pool"
 class PoolRecipe(TeacherRecipe):
     """Every field can be set in the YAML recipe or overridden as `--field value` (shared fields: `TeacherRecipe`)."""
 
-    output_dir: str = field(default="outputs/pool-digits", metadata={
-        "help": "Where models, the pool and the report go."})
-    instance_num_layers: int = field(default=6, metadata={
-        "help": "Depth n of every learngene instance (paper: 6 or 9)."})
-    instance_hidden_sizes: list[int] = field(default_factory=lambda: [32, 64], metadata={
-        "help": "Widths of the instances, small -> large (paper: 192 tiny, 768 base)."})
-    instance_num_attention_heads: list[int] = field(default_factory=lambda: [2, 4], metadata={
-        "help": "Heads per instance, kept in the pool (the official code switches to 12)."})
-    instance_feature_positions: list[str] = field(default_factory=lambda: ["[front,end]", "[end]"], metadata={
-        "help": "Matched layers per instance (paper: tiny [front,end], others [end])."})
+    output_dir: str = field(
+        default="outputs/pool-digits", metadata={"help": "Where models, the pool and the report go."}
+    )
+    instance_num_layers: int = field(
+        default=6, metadata={"help": "Depth n of every learngene instance (paper: 6 or 9)."}
+    )
+    instance_hidden_sizes: list[int] = field(
+        default_factory=lambda: [32, 64],
+        metadata={"help": "Widths of the instances, small -> large (paper: 192 tiny, 768 base)."},
+    )
+    instance_num_attention_heads: list[int] = field(
+        default_factory=lambda: [2, 4],
+        metadata={"help": "Heads per instance, kept in the pool (the official code switches to 12)."},
+    )
+    instance_feature_positions: list[str] = field(
+        default_factory=lambda: ["[front,end]", "[end]"],
+        metadata={"help": "Matched layers per instance (paper: tiny [front,end], others [end])."},
+    )
     distill_epochs: float = field(default=10, metadata={"help": "Stage 1: epochs to distill each instance."})
     distill_learning_rate: float = field(default=1e-3, metadata={"help": "Stage 1 learning rate."})
-    alpha: float = field(default=0.9, metadata={
-        "help": "Weight of the distillation terms in [0, 1]: (1 - alpha) * CE + alpha * (soft CE + feature MSE) "
-                "(official: 0.1 on CE)."})
+    alpha: float = field(
+        default=0.9,
+        metadata={
+            "help": "Weight of the distillation terms in [0, 1]: (1 - alpha) * CE + alpha * (soft CE + feature MSE) "
+            "(official: 0.1 on CE)."
+        },
+    )
     temperature: float = field(default=1.0, metadata={"help": "Stage 1 soft-CE temperature."})
-    stitch_init: str = field(default="least_squares", metadata={
-        "help": "'least_squares' (SN-Net), 'projector' (paper: stage-1 projections transposed) or 'random'; the "
-                "report compares all three."})
-    stitch_directions: str = field(default="small_to_large", metadata={
-        "help": "Which instance pairs stitch: small_to_large (paper), adjacent_small_to_large, all."})
-    calibration_samples: int = field(default=256, metadata={
-        "help": "Training images used by least-squares stitch init."})
-    pool_epochs: float = field(default=4, metadata={
-        "help": "Stage 2: epochs of pool training (one sampled configuration per step)."})
-    pool_learning_rate: float = field(default=2e-4, metadata={
-        "help": "Stage 2 learning rate (constant, as the official code)."})
-    push_to_hub: bool = field(default=False, metadata={
-        "help": "Push the pool and its Pareto-front networks at the end."})
-    hub_model_id: str | None = field(default=None, metadata={
-        "help": "Repo of the pool (org/name); front networks go to <id>-config-<n>, a trained teacher to "
-                "<id>-teacher."})
+    stitch_init: str = field(
+        default="least_squares",
+        metadata={
+            "help": "'least_squares' (SN-Net), 'projector' (paper: stage-1 projections transposed) or 'random'; the "
+            "report compares all three."
+        },
+    )
+    stitch_directions: str = field(
+        default="small_to_large",
+        metadata={"help": "Which instance pairs stitch: small_to_large (paper), adjacent_small_to_large, all."},
+    )
+    calibration_samples: int = field(
+        default=256, metadata={"help": "Training images used by least-squares stitch init."}
+    )
+    pool_epochs: float = field(
+        default=4, metadata={"help": "Stage 2: epochs of pool training (one sampled configuration per step)."}
+    )
+    pool_learning_rate: float = field(
+        default=2e-4, metadata={"help": "Stage 2 learning rate (constant, as the official code)."}
+    )
+    push_to_hub: bool = field(
+        default=False, metadata={"help": "Push the pool and its Pareto-front networks at the end."}
+    )
+    hub_model_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Repo of the pool (org/name); front networks go to <id>-config-<n>, a trained teacher to "
+            "<id>-teacher."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
-        sizes = (len(self.instance_hidden_sizes), len(self.instance_num_attention_heads),
-                 len(self.instance_feature_positions))
+        sizes = (
+            len(self.instance_hidden_sizes),
+            len(self.instance_num_attention_heads),
+            len(self.instance_feature_positions),
+        )
         if len(set(sizes)) != 1 or sizes[0] < 2:
             raise ValueError(
                 "instance_hidden_sizes, instance_num_attention_heads and instance_feature_positions must have one "
@@ -91,11 +120,20 @@ class PoolRecipe(TeacherRecipe):
 
 def _instance(recipe: PoolRecipe, index: int) -> ViTForImageClassification:
     width, heads = recipe.instance_hidden_sizes[index], recipe.instance_num_attention_heads[index]
-    return ViTForImageClassification(ViTConfig(
-        image_size=recipe.image_size, patch_size=recipe.patch_size, num_channels=1, hidden_size=width,
-        num_hidden_layers=recipe.instance_num_layers, num_attention_heads=heads, intermediate_size=2 * width,
-        num_labels=10, id2label={i: str(i) for i in range(10)}, label2id={str(i): i for i in range(10)},
-    ))
+    return ViTForImageClassification(
+        ViTConfig(
+            image_size=recipe.image_size,
+            patch_size=recipe.patch_size,
+            num_channels=1,
+            hidden_size=width,
+            num_hidden_layers=recipe.instance_num_layers,
+            num_attention_heads=heads,
+            intermediate_size=2 * width,
+            num_labels=10,
+            id2label={i: str(i) for i in range(10)},
+            label2id={str(i): i for i in range(10)},
+        )
+    )
 
 
 def _describe(row: dict, widths: list[int]) -> str:
@@ -115,29 +153,50 @@ def run(recipe: PoolRecipe) -> dict:
     # 2. stage 1: distill each instance with the feature terms; the projectors are saved beside it
     instances, instance_rows = [], []
     for i in range(num_instances):
-        run.stage(f"stage 1: distilling instance {i} (width {recipe.instance_hidden_sizes[i]}, "
-                  f"{recipe.instance_num_layers} layers, features at {recipe.instance_feature_positions[i]})")
+        run.stage(
+            f"stage 1: distilling instance {i} (width {recipe.instance_hidden_sizes[i]}, "
+            f"{recipe.instance_num_layers} layers, features at {recipe.instance_feature_positions[i]})"
+        )
         transformers.set_seed(recipe.seed + i)
-        args = training_args(recipe, run.work, learning_rate=recipe.distill_learning_rate,
-                             num_train_epochs=recipe.distill_epochs, cls=PoolDistillationConfig,
-                             alpha=recipe.alpha, temperature=recipe.temperature,
-                             feature_positions=recipe.instance_feature_positions[i], ddp_find_unused_parameters=False)
-        trainer, _ = train_and_evaluate(_instance(recipe, i), args, data, trainer_cls=LearngenePoolDistillationTrainer,
-                                        teacher_model=teacher)
+        args = training_args(
+            recipe,
+            run.work,
+            learning_rate=recipe.distill_learning_rate,
+            num_train_epochs=recipe.distill_epochs,
+            cls=PoolDistillationConfig,
+            alpha=recipe.alpha,
+            temperature=recipe.temperature,
+            feature_positions=recipe.instance_feature_positions[i],
+            ddp_find_unused_parameters=False,
+        )
+        trainer, _ = train_and_evaluate(
+            _instance(recipe, i), args, data, trainer_cls=LearngenePoolDistillationTrainer, teacher_model=teacher
+        )
         folder = run.out / "instances" / f"instance-{i}"
         trainer.save_model(str(folder))  # model.safetensors + feature_projectors.safetensors
         run.wait_for_everyone()
         instances.append(ViTForImageClassification.from_pretrained(folder))
-        instance_rows.append({"width": recipe.instance_hidden_sizes[i], "params": num_parameters(instances[-1]),
-                              "accuracy": accuracy_curve(trainer, 0.0)[-1]["accuracy"]})
+        instance_rows.append(
+            {
+                "width": recipe.instance_hidden_sizes[i],
+                "params": num_parameters(instances[-1]),
+                "accuracy": accuracy_curve(trainer, 0.0)[-1]["accuracy"],
+            }
+        )
 
     # 3. stage 2: the pool, stitches initialized, all configurations trained together
-    run.stage(f"stage 2: building the pool (stitch init: {recipe.stitch_init}) and training it for "
-              f"{recipe.pool_epochs:g} epochs")
+    run.stage(
+        f"stage 2: building the pool (stitch init: {recipe.stitch_init}) and training it for "
+        f"{recipe.pool_epochs:g} epochs"
+    )
     transformers.set_seed(recipe.seed)
     calibration = data["train"][: recipe.calibration_samples]["pixel_values"]  # for least-squares stitch init
-    pool = LearngenePoolModel.from_instances(instances, stitch_init=recipe.stitch_init, calibration_inputs=calibration,
-                                             stitch_directions=recipe.stitch_directions)
+    pool = LearngenePoolModel.from_instances(
+        instances,
+        stitch_init=recipe.stitch_init,
+        calibration_inputs=calibration,
+        stitch_directions=recipe.stitch_directions,
+    )
     test = data["test"][:]  # a dict of tensors
     test_x, test_y = test["pixel_values"], test["labels"]
     # how good each stitch init is before any pool training (stitched networks only), then the chosen one
@@ -152,9 +211,16 @@ def run(recipe: PoolRecipe) -> dict:
     transformers.set_seed(recipe.seed)
     pool.initialize_stitches(recipe.stitch_init, calibration_inputs=calibration, projector_folders=folders)
     before = {r["id"]: r["accuracy"] for r in pool.evaluate_configs(test_x, test_y)}
-    pool_args = training_args(recipe, run.work, learning_rate=recipe.pool_learning_rate,
-                              num_train_epochs=recipe.pool_epochs, lr_scheduler_type="constant", warmup_steps=0,
-                              eval_strategy="no", ddp_find_unused_parameters=True)
+    pool_args = training_args(
+        recipe,
+        run.work,
+        learning_rate=recipe.pool_learning_rate,
+        num_train_epochs=recipe.pool_epochs,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        eval_strategy="no",
+        ddp_find_unused_parameters=True,
+    )
     Trainer(model=pool, args=pool_args, train_dataset=data["train"]).train()
 
     # 4. every configuration: parameters, FLOPs, accuracy; exported as a standalone model
@@ -165,8 +231,17 @@ def run(recipe: PoolRecipe) -> dict:
     for row in rows:
         row["name"] = _describe(row, recipe.instance_hidden_sizes)
         row["accuracy_before_pool_training"] = before[row["id"]]
-        choices.append({"method": METHOD, "name": row["name"], "params": row["params"], "flops": row["flops"],
-                        "accuracy": row["accuracy"], "stored_params": stored, "path": f"stitched/config-{row['id']}"})
+        choices.append(
+            {
+                "method": METHOD,
+                "name": row["name"],
+                "params": row["params"],
+                "flops": row["flops"],
+                "accuracy": row["accuracy"],
+                "stored_params": stored,
+                "path": f"stitched/config-{row['id']}",
+            }
+        )
 
     results = {
         "method": METHOD,
@@ -174,8 +249,13 @@ def run(recipe: PoolRecipe) -> dict:
         "dataset_id": "sklearn-digits",
         "training_setup": _training_setup(recipe, teacher_source),
         "recipe": dataclasses.asdict(recipe),
-        "teacher": {"source": teacher_source, "hub_id": hub_id(recipe.teacher), "params": num_parameters(teacher),
-                    "num_layers": teacher.config.num_hidden_layers, "accuracy": teacher_acc},
+        "teacher": {
+            "source": teacher_source,
+            "hub_id": hub_id(recipe.teacher),
+            "params": num_parameters(teacher),
+            "num_layers": teacher.config.num_hidden_layers,
+            "accuracy": teacher_acc,
+        },
         "instances": instance_rows,
         "pool": {"params": stored, "num_configs": len(rows), "stitch_init": recipe.stitch_init},
         "stitch_init_comparison": init_comparison,
@@ -194,8 +274,9 @@ def run(recipe: PoolRecipe) -> dict:
     for row in rows:
         path = run.out / "stitched" / f"config-{row['id']}"
         model = pool.export(row["id"])
-        run.save_model(model, f"stitched/config-{row['id']}",
-                       stitched_card(model, path, results, pool_ref=str(run.out / "pool")))
+        run.save_model(
+            model, f"stitched/config-{row['id']}", stitched_card(model, path, results, pool_ref=str(run.out / "pool"))
+        )
     run.write_report(results, markdown=_markdown(results))
     write_pareto_report(results["choices"], run.out, title=f"Learngene Pool on {results['dataset']}")
     best = max(rows, key=lambda r: r["accuracy"])
@@ -210,8 +291,12 @@ def run(recipe: PoolRecipe) -> dict:
 
 
 def _training_setup(recipe: PoolRecipe, teacher_source: str) -> str:
-    instances = "; ".join(f"width {w}, {h} heads, features at {p}" for w, h, p in zip(
-        recipe.instance_hidden_sizes, recipe.instance_num_attention_heads, recipe.instance_feature_positions))
+    instances = "; ".join(
+        f"width {w}, {h} heads, features at {p}"
+        for w, h, p in zip(
+            recipe.instance_hidden_sizes, recipe.instance_num_attention_heads, recipe.instance_feature_positions
+        )
+    )
     return (
         f"Data: scikit-learn digits upsampled to {recipe.image_size}x{recipe.image_size}, stratified 80/20 split "
         f"(seed {recipe.seed}). Teacher: {teacher_source}. Stage 1: {len(recipe.instance_hidden_sizes)} instances of "
@@ -237,17 +322,26 @@ def _markdown(results: dict) -> str:
         f"(stitch init: {pool['stitch_init']}).",
         "",
         "Mean accuracy of the stitched networks right after stitch initialization, before pool training: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in results["stitch_init_comparison"].items()) + ".",
+        + ", ".join(f"{k} {v:.3f}" for k, v in results["stitch_init_comparison"].items())
+        + ".",
         "",
         "| id | network | layers | parameters | FLOPs / sample | accuracy after stitch init | after pool training |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in sorted(results["configs"], key=lambda r: r["params"]):
-        lines.append(f"| {r['id']} | {r['name']} | {r['depth']} | {fmt_params(r['params'])} | "
-                     f"{fmt_flops(r['flops'])} | "
-                     f"{r['accuracy_before_pool_training']:.3f} | {r['accuracy']:.3f} |")
-    lines += ["", "Each network is saved as a standalone model under `stitched/config-<id>/`; pick one under a budget "
-              "with `hf-methods choose report.json --budget-params N`.", "", "![pareto](pareto.png)", ""]
+        lines.append(
+            f"| {r['id']} | {r['name']} | {r['depth']} | {fmt_params(r['params'])} | "
+            f"{fmt_flops(r['flops'])} | "
+            f"{r['accuracy_before_pool_training']:.3f} | {r['accuracy']:.3f} |"
+        )
+    lines += [
+        "",
+        "Each network is saved as a standalone model under `stitched/config-<id>/`; pick one under a budget "
+        "with `hf-methods choose report.json --budget-params N`.",
+        "",
+        "![pareto](pareto.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -270,13 +364,23 @@ def push_pool_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> d
     front = {int(e["path"].rsplit("-", 1)[1]) for e in pareto_front(results["choices"], "params")}
     links = {cid: f"{repo_id}-config-{cid}" for cid in sorted(front)}
     pool = transformers.AutoModel.from_pretrained(out_dir / "pool")
-    push_model(pool, repo_id, pool_card(pool, repo_id, results, links), commit_message="Upload the Learngene Pool",
-               **hub_kwargs)
+    push_model(
+        pool,
+        repo_id,
+        pool_card(pool, repo_id, results, links),
+        commit_message="Upload the Learngene Pool",
+        **hub_kwargs,
+    )
     pushed = {"pool": repo_id}
     for cid, target in links.items():
         folder = out_dir / "stitched" / f"config-{cid}"
         model = transformers.AutoModelForImageClassification.from_pretrained(folder)
-        push_model(model, target, stitched_card(model, target, results, pool_ref=repo_id),
-                   commit_message=f"Upload network {cid} of the Learngene Pool", **hub_kwargs)
+        push_model(
+            model,
+            target,
+            stitched_card(model, target, results, pool_ref=repo_id),
+            commit_message=f"Upload network {cid} of the Learngene Pool",
+            **hub_kwargs,
+        )
         pushed[f"config-{cid}"] = target
     return pushed

@@ -8,6 +8,6 @@ register_method(
     command="rdd",
     recipe="hf_methods.recipes.rdd.pipeline",
     summary="RDD segmentation distillation: digit scenes -> UperNet teacher -> student alone / + KD / + RDD -> mIoU "
-            "report",
+    "report",
     push="hf_methods.recipes.rdd.pipeline:push_rdd_run",
 )

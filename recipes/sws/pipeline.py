@@ -1,7 +1,7 @@
 """`hf-methods sws`: the learngene main job with SWS (see `hf_methods.recipes.learngene_pipeline`).
 
-    hf-methods sws                                   # the embedded default: digits, no network, ~4 min on 2 CPUs
-    accelerate launch -m hf_methods.recipes.sws.pipeline --config my.yaml
+hf-methods sws                                   # the embedded default: digits, no network, ~4 min on 2 CPUs
+accelerate launch -m hf_methods.recipes.sws.pipeline --config my.yaml
 """
 
 import sys

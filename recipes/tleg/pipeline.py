@@ -1,7 +1,7 @@
 """`hf-methods tleg`: the learngene main job with TLEG (see `hf_methods.recipes.learngene_pipeline`).
 
-    hf-methods tleg                                   # the embedded default: digits, no network, ~3 min on 2 CPUs
-    accelerate launch -m hf_methods.recipes.tleg.pipeline --config my.yaml
+hf-methods tleg                                   # the embedded default: digits, no network, ~3 min on 2 CPUs
+accelerate launch -m hf_methods.recipes.tleg.pipeline --config my.yaml
 """
 
 import sys

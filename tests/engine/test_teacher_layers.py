@@ -116,8 +116,12 @@ def test_new_head_other_class_overrides_and_save_load(tmp_path):
     # saved and loaded with stock transformers, provenance included
     model.save_pretrained(tmp_path)
     loaded = T.AutoModelForImageClassification.from_pretrained(tmp_path)
-    assert loaded.config.layer_selection == {"teacher": None, "teacher_num_layers": 6, "strategy": "even",
-                                             "layers": [0, 2, 4]}
+    assert loaded.config.layer_selection == {
+        "teacher": None,
+        "teacher_num_layers": 6,
+        "strategy": "even",
+        "layers": [0, 2, 4],
+    }
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
 
@@ -150,12 +154,17 @@ def test_real_pretrained_minilm_selection():
     batch = tokenizer(["a learngene is small", "start from the teacher's layers"], return_tensors="pt", padding=True)
     for strategy, chosen in (("first", [0, 1]), ("even", [0, 3])):
         model = select_teacher_layers(teacher, 2, strategy).eval()
-        assert model.config.layer_selection == {"teacher": path, "teacher_num_layers": 6, "strategy": strategy,
-                                                "layers": chosen}
+        assert model.config.layer_selection == {
+            "teacher": path,
+            "teacher_num_layers": 6,
+            "strategy": strategy,
+            "layers": chosen,
+        }
         assert model.name_or_path == ""  # not the teacher's checkpoint
         for i, t in enumerate(chosen):
-            for (name, mine), (_, theirs) in zip(model.encoder.layer[i].named_parameters(),
-                                                 teacher.encoder.layer[t].named_parameters()):
+            for (name, mine), (_, theirs) in zip(
+                model.encoder.layer[i].named_parameters(), teacher.encoder.layer[t].named_parameters()
+            ):
                 assert torch.equal(mine, theirs), (strategy, i, name)
         assert torch.equal(model.embeddings.word_embeddings.weight, teacher.embeddings.word_embeddings.weight)
         # the selection is the teacher with its other layers removed

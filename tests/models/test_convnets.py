@@ -50,9 +50,7 @@ def tiny_resnet12(num_channels=3, **kwargs):
         "num_labels": 5,
         **kwargs,
     }
-    return ResNet12ForImageClassification(
-        ResNet12Config(num_channels=num_channels, **kwargs)
-    )
+    return ResNet12ForImageClassification(ResNet12Config(num_channels=num_channels, **kwargs))
 
 
 MODELS = {"vgg": tiny_vgg, "resnet12": tiny_resnet12}
@@ -98,9 +96,7 @@ def test_output_shapes(kind, channels, size):
     pooled = out.hidden_states[-1].mean((2, 3))
     torch.testing.assert_close(model.classifier(pooled), out.logits)
     # default: no hidden states; return_dict=False gives a tuple
-    assert (
-        model(pixel_values=torch.randn(2, channels, size, size)).hidden_states is None
-    )
+    assert model(pixel_values=torch.randn(2, channels, size, size)).hidden_states is None
     loss, logits = model(
         pixel_values=torch.randn(2, channels, size, size),
         labels=labels,
@@ -171,11 +167,7 @@ def test_resnet12_conv_then_norm_in_module_order():
 
 
 def _count(model, skip_classifier=False):
-    return sum(
-        p.numel()
-        for n, p in model.named_parameters()
-        if not (skip_classifier and n.startswith("classifier."))
-    )
+    return sum(p.numel() for n, p in model.named_parameters() if not (skip_classifier and n.startswith("classifier.")))
 
 
 def test_parameter_counts_small_configs_by_hand():
@@ -236,9 +228,7 @@ def test_init_is_seeded_and_as_documented(kind):
         elif isinstance(module, nn.BatchNorm2d):
             assert torch.equal(module.weight, torch.ones_like(module.weight))
             assert torch.equal(module.bias, torch.zeros_like(module.bias))
-            assert torch.equal(
-                module.running_mean, torch.zeros_like(module.running_mean)
-            )
+            assert torch.equal(module.running_mean, torch.zeros_like(module.running_mean))
             assert torch.equal(module.running_var, torch.ones_like(module.running_var))
     assert model.classifier.weight.std().item() == pytest.approx(0.01, rel=0.1)
     assert torch.equal(model.classifier.bias, torch.zeros(400))
@@ -263,14 +253,10 @@ def test_save_load_is_exact_including_batchnorm_buffers(kind, tmp_path):
         assert torch.equal(again[key], value), key
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
-        assert torch.equal(
-            model(pixel_values=x).logits, reloaded(pixel_values=x).logits
-        )
+        assert torch.equal(model(pixel_values=x).logits, reloaded(pixel_values=x).logits)
     skip = {"_name_or_path", "transformers_version"}
     saved_config = {k: v for k, v in model.config.to_dict().items() if k not in skip}
-    loaded_config = {
-        k: v for k, v in reloaded.config.to_dict().items() if k not in skip
-    }
+    loaded_config = {k: v for k, v in reloaded.config.to_dict().items() if k not in skip}
     assert loaded_config == saved_config
 
 
@@ -292,9 +278,7 @@ def test_auto_classes_round_trip(kind, tmp_path):
         assert type(loaded) is type(model)
         x = torch.randn(2, 3, 16, 16)
         with torch.no_grad():
-            assert torch.equal(
-                model(pixel_values=x).logits, loaded(pixel_values=x).logits
-            )
+            assert torch.equal(model(pixel_values=x).logits, loaded(pixel_values=x).logits)
 
     fresh = AutoModelForImageClassification.from_config(config)
     assert type(fresh) is type(model)
@@ -325,9 +309,7 @@ def test_bad_configs_raise_naming_the_field(config_cls, kwargs, field):
 
 
 def test_mismatched_lengths_message_names_both_fields():
-    with pytest.raises(
-        ValueError, match="`hidden_sizes` has 2 entries but `depths` has 5"
-    ):
+    with pytest.raises(ValueError, match="`hidden_sizes` has 2 entries but `depths` has 5"):
         VGGConfig(hidden_sizes=[4, 8])
 
 
@@ -335,10 +317,7 @@ def test_mismatched_lengths_message_names_both_fields():
 def test_trainer_runs_and_reload_matches(kind, tmp_path):
     torch.manual_seed(0)
     model = MODELS[kind]()
-    data = [
-        {"pixel_values": torch.randn(3, 16, 16), "labels": torch.tensor(i % 5)}
-        for i in range(12)
-    ]
+    data = [{"pixel_values": torch.randn(3, 16, 16), "labels": torch.tensor(i % 5)} for i in range(12)]
     args = TrainingArguments(
         output_dir=str(tmp_path / "run"),
         max_steps=3,
@@ -367,9 +346,7 @@ def test_trainer_runs_and_reload_matches(kind, tmp_path):
     model.eval()
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
-        assert torch.equal(
-            model(pixel_values=x).logits, reloaded(pixel_values=x).logits
-        )
+        assert torch.equal(model(pixel_values=x).logits, reloaded(pixel_values=x).logits)
 
 
 @pytest.mark.parametrize(
@@ -415,9 +392,7 @@ def test_new_head_on_loaded_body(kind, tmp_path):
     by `_init_weights` (zero bias)."""
     model = _bn_stats_moved(MODELS[kind]())
     model.save_pretrained(tmp_path)
-    loaded = type(model).from_pretrained(
-        tmp_path, num_labels=7, ignore_mismatched_sizes=True
-    )
+    loaded = type(model).from_pretrained(tmp_path, num_labels=7, ignore_mismatched_sizes=True)
     assert loaded.classifier.weight.shape == (7, model.config.hidden_sizes[-1])
     assert torch.equal(loaded.classifier.bias, torch.zeros(7))
     state = model.state_dict()

@@ -20,8 +20,14 @@ from hf_methods.models.gtl.genes import ConvLayer
 
 def resnet(hidden=(8, 16), depths=(1, 1), labels=5, embedding=8, seed=0):
     torch.manual_seed(seed)
-    config = T.ResNetConfig(embedding_size=embedding, hidden_sizes=list(hidden), depths=list(depths), num_channels=1,
-                            num_labels=labels, layer_type="basic")
+    config = T.ResNetConfig(
+        embedding_size=embedding,
+        hidden_sizes=list(hidden),
+        depths=list(depths),
+        num_channels=1,
+        num_labels=labels,
+        layer_type="basic",
+    )
     return T.ResNetForImageClassification(config)
 
 
@@ -172,7 +178,9 @@ def test_a_saved_and_loaded_gene_inherited_into_a_wider_deeper_descendant_keeps_
     ancestor = trained(resnet(seed=1))
     layers = conv_layers(ancestor)
     mask = sample_mask(layers, 0.2, "channel", gen(4))
-    GTLModel.from_network(ancestor, mask, lineage=[{"id": "g0-i1", "generation": 0, "fitness": 0.5}]).save_pretrained(tmp_path)
+    GTLModel.from_network(ancestor, mask, lineage=[{"id": "g0-i1", "generation": 0, "fitness": 0.5}]).save_pretrained(
+        tmp_path
+    )
     assert (tmp_path / "hf_methods_learngene.py").exists()
     gene = T.AutoModel.from_pretrained(tmp_path)
     assert type(gene) is GTLModel and gene.config.lineage[0]["id"] == "g0-i1"
@@ -203,8 +211,9 @@ def test_a_narrower_descendant_drops_and_reports_the_units_it_has_no_room_for():
 def test_a_transformers_resnet_target_from_a_config():
     ancestor = trained(resnet(seed=1))
     gene = GTLModel.from_network(ancestor, sample_mask(conv_layers(ancestor), 0.2, "channel", gen(0)))
-    target = T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16], depths=[1, 1, 1], num_channels=1, num_labels=4,
-                            layer_type="basic")
+    target = T.ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16, 16], depths=[1, 1, 1], num_channels=1, num_labels=4, layer_type="basic"
+    )
     model = gene.expand(target)
     assert type(model) is T.ResNetForImageClassification
     out = model(pixel_values=torch.randn(2, 1, 16, 16)).logits
@@ -241,7 +250,9 @@ def test_gene_and_descendant_push_with_their_cards(fake_hub):
     lineage = [{"id": "g0-i3", "generation": 0, "fitness": 0.41}, {"id": "g1-i0", "generation": 1, "fitness": 0.62}]
     gene = GTLModel.from_network(ancestor, sample_mask(conv_layers(ancestor), 0.2, "channel", gen(0)), lineage=lineage)
     gene.push_to_hub("tester/gtl-gene")
-    assert {"config.json", "model.safetensors", "README.md", "hf_methods_learngene.py"} <= set(fake_hub.files("tester/gtl-gene"))
+    assert {"config.json", "model.safetensors", "README.md", "hf_methods_learngene.py"} <= set(
+        fake_hub.files("tester/gtl-gene")
+    )
     card = ModelCard.load("tester/gtl-gene")
     assert card.data.library_name == "hf-methods" and "gtl" in card.data.tags
     assert "| g1-i0 | 1 | 0.620 |" in card.text and "pip install hf-methods" in card.text
@@ -263,8 +274,10 @@ def test_hf_methods_backbones_expand_deeper_and_wider_keeping_every_gene_weight(
         VGGForImageClassification,
     )
 
-    config_cls, model_cls = {"vgg": (VGGConfig, VGGForImageClassification),
-                             "resnet12": (ResNet12Config, ResNet12ForImageClassification)}[backbone]
+    config_cls, model_cls = {
+        "vgg": (VGGConfig, VGGForImageClassification),
+        "resnet12": (ResNet12Config, ResNet12ForImageClassification),
+    }[backbone]
     torch.manual_seed(0)
     ancestor = trained(model_cls(config_cls(num_channels=1, hidden_sizes=[8, 16, 16], depths=[1, 1, 1], num_labels=5)))
     layers = conv_layers(ancestor)
@@ -273,8 +286,11 @@ def test_hf_methods_backbones_expand_deeper_and_wider_keeping_every_gene_weight(
     gene = T.AutoModel.from_pretrained(tmp_path)
     child = gene.expand(hidden_sizes=[16, 32, 32], depths=[2, 2, 2], num_labels=3)
     assert type(child) is model_cls and child.config.depths == [2, 2, 2]
-    kept = sum(r.inherited or 0 for r in child.expansion_report.rows if r.name.endswith("conv.weight")
-               or r.name.endswith(("conv1.weight", "conv2.weight", "conv3.weight")))
+    kept = sum(
+        r.inherited or 0
+        for r in child.expansion_report.rows
+        if r.name.endswith("conv.weight") or r.name.endswith(("conv1.weight", "conv2.weight", "conv3.weight"))
+    )
     assert kept == gene.num_gene_parameters
     out = child(pixel_values=torch.randn(2, 1, 16, 16)).logits
     assert out.shape == (2, 3) and torch.isfinite(out).all()

@@ -15,10 +15,23 @@ from hf_methods.models.label_query import (
     MultiLabelOutput,
 )
 
-VIT = ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=8,
-                patch_size=4, num_channels=1)
-BERT = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                  max_position_embeddings=16)
+VIT = ViTConfig(
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=32,
+    image_size=8,
+    patch_size=4,
+    num_channels=1,
+)
+BERT = BertConfig(
+    vocab_size=50,
+    hidden_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=32,
+    max_position_embeddings=16,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +48,9 @@ HEAD = {"num_labels": 5, "d_model": 8, "num_attention_heads": 2, "dim_feedforwar
 
 def model(backbone=VIT, **overrides):
     torch.manual_seed(0)
-    return LabelQueryForMultiLabelClassification(LabelQueryConfig(backbone_config=backbone.to_dict(),
-                                                                  **{**HEAD, **overrides}))
+    return LabelQueryForMultiLabelClassification(
+        LabelQueryConfig(backbone_config=backbone.to_dict(), **{**HEAD, **overrides})
+    )
 
 
 def pixels(n=3):
@@ -62,8 +76,9 @@ def test_outputs_and_bce_loss():
     assert m(pixel_values=pixels()).loss is None
     # the logit of class c is the group FC of its label embedding
     head = m.head
-    torch.testing.assert_close(out.logits, torch.einsum("ncd,cd->nc", out.label_embeddings, head.class_weight)
-                               + head.class_bias)
+    torch.testing.assert_close(
+        out.logits, torch.einsum("ncd,cd->nc", out.label_embeddings, head.class_weight) + head.class_bias
+    )
     with pytest.raises(ValueError, match="multi-hot labels of shape"):
         m(pixel_values=pixels(), labels=torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="needs pixel_values, input_ids or inputs_embeds"):
@@ -97,8 +112,15 @@ def test_vit_save_load_round_trip_is_bit_exact(tmp_path, learnable):
     assert torch.equal(out.logits, again.logits) and torch.equal(out.label_embeddings, again.label_embeddings)
     assert loaded.head.query_embed.requires_grad == learnable
     assert loaded.config.backbone_config == m.config.backbone_config
-    for name in ("backbone_model_type", "d_model", "num_attention_heads", "dim_feedforward", "learnable_queries",
-                 "num_labels", "loss_reduction"):
+    for name in (
+        "backbone_model_type",
+        "d_model",
+        "num_attention_heads",
+        "dim_feedforward",
+        "learnable_queries",
+        "num_labels",
+        "loss_reduction",
+    ):
         assert getattr(loaded.config, name) == getattr(m.config, name), name
     # the head's tensors keep their own names on disk; the backbone's are stock ViT checkpoint names
     with safe_open(tmp_path / "model.safetensors", framework="pt") as f:
@@ -149,25 +171,31 @@ def test_config_accepts_a_config_object_and_fills_the_model_type():
     assert config.token_feature_size == 16
     assert LabelQueryConfig(backbone_config=VIT.to_dict(), backbone_hidden_size=32, **HEAD).token_feature_size == 32
     no_type = {k: v for k, v in BERT.to_dict().items() if k != "model_type"}
-    assert LabelQueryConfig(backbone_config=no_type, backbone_model_type="bert", **HEAD).backbone_config["vocab_size"] == 50
+    assert (
+        LabelQueryConfig(backbone_config=no_type, backbone_model_type="bert", **HEAD).backbone_config["vocab_size"]
+        == 50
+    )
     with pytest.raises(ValueError, match="backbone_config is empty"):
         LabelQueryForMultiLabelClassification(LabelQueryConfig(**HEAD))
 
 
-@pytest.mark.parametrize("overrides, field", [
-    ({"d_model": 0}, "d_model"),
-    ({"num_decoder_layers": 1.5}, "num_decoder_layers"),
-    ({"num_attention_heads": 3}, "num_attention_heads"),
-    ({"dim_feedforward": -4}, "dim_feedforward"),
-    ({"decoder_dropout": 1.0}, "decoder_dropout"),
-    ({"learnable_queries": "yes"}, "learnable_queries"),
-    ({"loss_reduction": "avg"}, "loss_reduction"),
-    ({"backbone_model_type": "not_a_model"}, "backbone_model_type"),
-    ({"backbone_model_type": "bert"}, "backbone_model_type"),  # disagrees with the dict's 'vit'
-    ({"backbone_hidden_size": 0}, "backbone_hidden_size"),
-    ({"problem_type": "single_label_classification"}, "problem_type"),
-    ({"d_modle": 8}, "d_modle"),  # a typo is an unknown field, not a silent attribute
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"d_model": 0}, "d_model"),
+        ({"num_decoder_layers": 1.5}, "num_decoder_layers"),
+        ({"num_attention_heads": 3}, "num_attention_heads"),
+        ({"dim_feedforward": -4}, "dim_feedforward"),
+        ({"decoder_dropout": 1.0}, "decoder_dropout"),
+        ({"learnable_queries": "yes"}, "learnable_queries"),
+        ({"loss_reduction": "avg"}, "loss_reduction"),
+        ({"backbone_model_type": "not_a_model"}, "backbone_model_type"),
+        ({"backbone_model_type": "bert"}, "backbone_model_type"),  # disagrees with the dict's 'vit'
+        ({"backbone_hidden_size": 0}, "backbone_hidden_size"),
+        ({"problem_type": "single_label_classification"}, "problem_type"),
+        ({"d_modle": 8}, "d_modle"),  # a typo is an unknown field, not a silent attribute
+    ],
+)
 def test_bad_config_values_raise_errors_naming_the_field(overrides, field):
     with pytest.raises((ValueError, TypeError), match=field):
         LabelQueryConfig(backbone_config=VIT.to_dict(), **{**HEAD, **overrides})

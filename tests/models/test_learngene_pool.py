@@ -19,12 +19,13 @@ from hf_methods.models.learngene_pool import (
     paired_stitching,
 )
 
-for _config, _model in ((LearngenePoolConfig, LearngenePoolModel),
-                        (StitchedViTConfig, StitchedViTForImageClassification)):
+for _config, _model in (
+    (LearngenePoolConfig, LearngenePoolModel),
+    (StitchedViTConfig, StitchedViTForImageClassification),
+):
     T.AutoConfig.register(_config.model_type, _config, exist_ok=True)
     T.AutoModel.register(_config, _model, exist_ok=True)
     T.AutoModelForImageClassification.register(_config, _model, exist_ok=True)
-
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -42,9 +43,18 @@ WIDTHS = ((16, 2), (16, 4), (32, 2))  # (hidden_size, heads): tiny, same-width w
 
 
 def vit(hidden=16, heads=2, layers=N_LAYERS, num_labels=5, image_size=16):
-    return T.ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                       intermediate_size=2 * hidden, image_size=image_size, patch_size=4, num_channels=1,
-                       num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return T.ViTConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        image_size=image_size,
+        patch_size=4,
+        num_channels=1,
+        num_labels=num_labels,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
 
 
 def instances(widths=WIDTHS):
@@ -81,14 +91,19 @@ def test_paired_stitching_exact_lists():
     assert slots == [0] * 9 + [1] * 5
     assert positions[9:] == [(1, 3), (2, 3), (3, 1), (3, 2), (3, 3)]
     assert paired_stitching(5, kernel=2, stride=2) == (
-        [(0, 0), (0, 1), (1, 0), (1, 1), (2, 2), (2, 3), (3, 2), (3, 3), (4, 4)], [0, 0, 0, 0, 1, 1, 1, 1, 2])
+        [(0, 0), (0, 1), (1, 0), (1, 1), (2, 2), (2, 3), (3, 2), (3, 3), (4, 4)],
+        [0, 0, 0, 0, 1, 1, 1, 1, 2],
+    )
 
 
-@pytest.mark.parametrize("directions, pairs", [
-    ("small_to_large", [(0, 1), (0, 2), (1, 2)]),
-    ("adjacent_small_to_large", [(0, 1), (1, 2)]),
-    ("all", [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]),
-])
+@pytest.mark.parametrize(
+    "directions, pairs",
+    [
+        ("small_to_large", [(0, 1), (0, 2), (1, 2)]),
+        ("adjacent_small_to_large", [(0, 1), (1, 2)]),
+        ("all", [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]),
+    ],
+)
 def test_config_enumeration_per_direction(directions, pairs):
     configs = enumerate_stitch_configs(3, 6, directions=directions)
     assert len(configs) == 3 + 16 * len(pairs)
@@ -105,8 +120,9 @@ def test_config_enumeration_per_direction(directions, pairs):
 
 @pytest.mark.parametrize("directions, num_pairs", [("small_to_large", 3), ("adjacent_small_to_large", 2), ("all", 6)])
 def test_pool_builds_one_stitch_per_slot_per_pair(directions, num_pairs):
-    pool = LearngenePoolModel(LearngenePoolConfig(instance_configs=[vit(h, a) for h, a in WIDTHS],
-                                                  stitch_directions=directions))
+    pool = LearngenePoolModel(
+        LearngenePoolConfig(instance_configs=[vit(h, a) for h, a in WIDTHS], stitch_directions=directions)
+    )
     assert len(pool.stitch_configs) == 3 + num_pairs * (3 * N_LAYERS - 2)
     assert len(pool.stitch_layers) == num_pairs
     for key, slots in pool.stitch_layers.items():
@@ -136,8 +152,13 @@ def test_export_gives_the_pool_logits_and_survives_save_load(tmp_path):
     pool = pool_of()
     x = images()
     by_pair = {(c["front"], c["end"], c["j"], c["k"]): c["id"] for c in pool.stitch_configs}
-    chosen = [by_pair[(0, 2, 1, 1)], by_pair[(0, 2, 2, 1)], by_pair[(1, 2, 0, 1)], by_pair[(0, 1, 1, 2)],
-              len(pool.stitch_configs) - 1]
+    chosen = [
+        by_pair[(0, 2, 1, 1)],
+        by_pair[(0, 2, 2, 1)],
+        by_pair[(1, 2, 0, 1)],
+        by_pair[(0, 1, 1, 2)],
+        len(pool.stitch_configs) - 1,
+    ]
     for cid in chosen:
         c = pool.stitch_configs[cid]
         model = pool.export(cid).eval()
@@ -154,11 +175,16 @@ def test_export_gives_the_pool_logits_and_survives_save_load(tmp_path):
         model.save_pretrained(folder)
         assert sorted(os.listdir(folder)) == ["config.json", "hf_methods_learngene.py", "model.safetensors"]
         saved = json.loads((folder / "config.json").read_text())
-        assert saved["auto_map"]["AutoModelForImageClassification"] == "hf_methods_learngene.StitchedViTForImageClassification"
+        assert (
+            saved["auto_map"]["AutoModelForImageClassification"]
+            == "hf_methods_learngene.StitchedViTForImageClassification"
+        )
         assert saved["model_type"] == "hf_methods_stitched_vit" and saved["front_layers"] == c["j"] + 1
         assert saved["end_start"] == c["k"] and saved["instance_num_layers"] == N_LAYERS
-        for loaded in (StitchedViTForImageClassification.from_pretrained(folder),
-                       T.AutoModelForImageClassification.from_pretrained(folder)):
+        for loaded in (
+            StitchedViTForImageClassification.from_pretrained(folder),
+            T.AutoModelForImageClassification.from_pretrained(folder),
+        ):
             assert type(loaded) is StitchedViTForImageClassification
             assert loaded.config.stitch_config == model.config.stitch_config
             assert loaded.config.id2label == pool.config.id2label
@@ -221,7 +247,9 @@ def test_exported_model_pushes_to_the_hub(fake_hub):
 def test_pool_and_singleton_push_with_their_cards(fake_hub):
     pool = pool_of()
     pool.push_to_hub("tester/pool")
-    assert {"config.json", "model.safetensors", "README.md", "hf_methods_learngene.py"} <= set(fake_hub.files("tester/pool"))
+    assert {"config.json", "model.safetensors", "README.md", "hf_methods_learngene.py"} <= set(
+        fake_hub.files("tester/pool")
+    )
     card = ModelCard.load("tester/pool")
     assert "model-stitching" in card.data.tags and f"**{len(pool.stitch_configs)} networks**" in card.text
     loaded = T.AutoModel.from_pretrained("tester/pool")
@@ -282,8 +310,11 @@ def write_projectors(folder, d_student=16, d_teacher=32, points=(0, 2, 4)):
         tensors[f"attention.{k}.weight"] = torch.randn(d_student, d_teacher) * 100
         tensors[f"attention.{k}.bias"] = torch.full((d_student,), 7.0)
     os.makedirs(folder, exist_ok=True)
-    save_file(tensors, os.path.join(folder, "feature_projectors.safetensors"),
-              metadata={"student_layers": "[0, 1, 2]", "teacher_layers": "[1, 3, 5]", "feature_positions": "front,end"})
+    save_file(
+        tensors,
+        os.path.join(folder, "feature_projectors.safetensors"),
+        metadata={"student_layers": "[0, 1, 2]", "teacher_layers": "[1, 3, 5]", "feature_positions": "front,end"},
+    )
     return torch.stack(weights).mean(0).T
 
 
@@ -291,7 +322,9 @@ def test_projector_init_from_stage_one_projectors(tmp_path):
     expected = write_projectors(tmp_path / "tiny")
     models = instances(((16, 2), (32, 2)))
     torch.manual_seed(1)
-    pool = LearngenePoolModel.from_instances(models, stitch_init="projector", projector_folders=[tmp_path / "tiny", None])
+    pool = LearngenePoolModel.from_instances(
+        models, stitch_init="projector", projector_folders=[tmp_path / "tiny", None]
+    )
     torch.manual_seed(1)
     default = LearngenePoolModel.from_instances(models, stitch_init="random")
     for slot, reference in zip(pool.stitch_layers["0-1"], default.stitch_layers["0-1"]):
@@ -314,8 +347,12 @@ def test_projector_init_errors_explain_the_alternatives(tmp_path):
     with pytest.raises(ValueError, match=r"end instance 1 has width 24.*least_squares"):
         LearngenePoolModel.from_instances(three, projector_folders={0: tmp_path / "tiny"})
     # per pair, as upstream: projector for tiny -> base, least squares for tiny -> small, small -> base random
-    pool = LearngenePoolModel.from_instances(three, stitch_init={"0-2": "projector", "0-1": "least_squares"},
-                                             projector_folders={0: tmp_path / "tiny"}, calibration_inputs=images(12))
+    pool = LearngenePoolModel.from_instances(
+        three,
+        stitch_init={"0-2": "projector", "0-1": "least_squares"},
+        projector_folders={0: tmp_path / "tiny"},
+        calibration_inputs=images(12),
+    )
     assert pool.config.stitch_init == {"0-1": "least_squares", "0-2": "projector", "1-2": "random"}
     assert pool.export(len(pool.stitch_configs) - 1).config.stitch_config["stitch_init"] == "random"
     write_projectors(tmp_path / "wrong", d_student=24, d_teacher=32)
@@ -375,7 +412,7 @@ def test_flops_and_evaluation_per_config():
     assert len(pool.evaluate_configs(x, labels)) == len(pool.stitch_configs)
 
 
-# --- training -----------------------------------------------------------------------------------------------------------
+# --- training ---------------------------------------------------------------------------------------------------------
 def used_prefixes(c, n=N_LAYERS):
     f, e = c["front"], c["end"]
     j, k = (n - 1, n) if c["j"] is None else (c["j"], c["k"])
@@ -424,8 +461,15 @@ def test_training_samples_configs_and_only_the_used_path_learns():
 def test_a_trainer_trains_the_pool_one_sampled_config_per_step(tmp_path):
     pool = pool_of(train_config_ids=[0, 2, 10]).train()
     data = [{"pixel_values": torch.randn(1, 16, 16), "labels": i % 5} for i in range(16)]
-    args = T.TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4, report_to=[],
-                               save_strategy="no", use_cpu=True, disable_tqdm=True)
+    args = T.TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=4,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     before = {n: p.detach().clone() for n, p in pool.named_parameters()}
     trainer = T.Trainer(model=pool, args=args, train_dataset=data)
     assert trainer.train().training_loss > 0 and not trainer.model_accepts_loss_kwargs
@@ -434,19 +478,22 @@ def test_a_trainer_trains_the_pool_one_sampled_config_per_step(tmp_path):
 
 
 # --- validation -----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("instance_configs, kwargs, message", [
-    ([vit(layers=3), vit(32, layers=4)], {}, r"num_hidden_layers=4 .* same depth"),
-    ([vit(), vit(32, image_size=32)], {}, "image_size"),
-    ([vit(), vit(32, num_labels=7)], {}, "num_labels=7"),
-    ([vit(32), vit(16)], {}, "small -> large"),
-    ([vit()], {}, "at least two"),
-    ([vit(), T.BertConfig().to_dict()], {}, "model_type='bert'"),
-    ([vit(), vit(32)], {"stitch_directions": "large_to_small"}, "stitch_directions='large_to_small' is unknown"),
-    ([vit(), vit(32)], {"stitch_init": "pinv"}, "stitch_init='pinv' is unknown"),
-    ([vit(), vit(32)], {"stitch_init": {"0-5": "random"}}, r"unknown pair\(s\) \['0-5'\]"),
-    ([vit(), vit(32)], {"stitch_kernel_size": 0}, "stitch_kernel_size must be a positive integer"),
-    ([vit(), vit(32)], {"stitch_kernels": 2}, r"unknown field\(s\) \['stitch_kernels'\]"),
-])
+@pytest.mark.parametrize(
+    "instance_configs, kwargs, message",
+    [
+        ([vit(layers=3), vit(32, layers=4)], {}, r"num_hidden_layers=4 .* same depth"),
+        ([vit(), vit(32, image_size=32)], {}, "image_size"),
+        ([vit(), vit(32, num_labels=7)], {}, "num_labels=7"),
+        ([vit(32), vit(16)], {}, "small -> large"),
+        ([vit()], {}, "at least two"),
+        ([vit(), T.BertConfig().to_dict()], {}, "model_type='bert'"),
+        ([vit(), vit(32)], {"stitch_directions": "large_to_small"}, "stitch_directions='large_to_small' is unknown"),
+        ([vit(), vit(32)], {"stitch_init": "pinv"}, "stitch_init='pinv' is unknown"),
+        ([vit(), vit(32)], {"stitch_init": {"0-5": "random"}}, r"unknown pair\(s\) \['0-5'\]"),
+        ([vit(), vit(32)], {"stitch_kernel_size": 0}, "stitch_kernel_size must be a positive integer"),
+        ([vit(), vit(32)], {"stitch_kernels": 2}, r"unknown field\(s\) \['stitch_kernels'\]"),
+    ],
+)
 def test_bad_pool_configs_are_rejected(instance_configs, kwargs, message):
     with pytest.raises(ValueError, match=message):
         LearngenePoolConfig(instance_configs=instance_configs, **kwargs)
@@ -460,19 +507,43 @@ def test_bad_pool_models_are_rejected():
     with pytest.raises(TypeError, match="stock ViTForImageClassification"):
         LearngenePoolModel.from_instances([T.ViTModel(vit()), T.ViTModel(vit(32))], stitch_init="random")
     with pytest.raises(ValueError, match="end_start must be an integer in 0..3"):
-        StitchedViTConfig(front_config=vit().to_dict(), end_config=vit(32).to_dict(), front_layers=1, end_start=5,
-                          instance_num_layers=3)
+        StitchedViTConfig(
+            front_config=vit().to_dict(),
+            end_config=vit(32).to_dict(),
+            front_layers=1,
+            end_start=5,
+            instance_num_layers=3,
+        )
 
 
 def test_random_stitch_init_really_reinitializes():
-    a = T.ViTForImageClassification(T.ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                                intermediate_size=32, image_size=8, patch_size=4, num_channels=1,
-                                                num_labels=3))
-    b = T.ViTForImageClassification(T.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                                intermediate_size=64, image_size=8, patch_size=4, num_channels=1,
-                                                num_labels=3))
-    pool = LearngenePoolModel.from_instances([a, b], stitch_init="least_squares",
-                                             calibration_inputs=torch.randn(16, 1, 8, 8))
+    a = T.ViTForImageClassification(
+        T.ViTConfig(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=8,
+            patch_size=4,
+            num_channels=1,
+            num_labels=3,
+        )
+    )
+    b = T.ViTForImageClassification(
+        T.ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=8,
+            patch_size=4,
+            num_channels=1,
+            num_labels=3,
+        )
+    )
+    pool = LearngenePoolModel.from_instances(
+        [a, b], stitch_init="least_squares", calibration_inputs=torch.randn(16, 1, 8, 8)
+    )
     fitted = [s.linear.weight.clone() for s in pool.stitch_layers["0-1"]]
     pool.initialize_stitches("random")
     assert all(not torch.equal(w, s.linear.weight) for w, s in zip(fitted, pool.stitch_layers["0-1"]))

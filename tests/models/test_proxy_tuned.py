@@ -47,18 +47,38 @@ def _one_thread():
 
 def gpt2(n_embd, seed, vocab=VOCAB, n_layer=2):
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(GPT2Config(
-        n_embd=n_embd, n_layer=n_layer, n_head=2, vocab_size=vocab, n_positions=32, resid_pdrop=0.0, embd_pdrop=0.0,
-        attn_pdrop=0.0, bos_token_id=0, eos_token_id=1, pad_token_id=0,
-    ))
+    return GPT2LMHeadModel(
+        GPT2Config(
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=2,
+            vocab_size=vocab,
+            n_positions=32,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=0,
+        )
+    )
 
 
 def bert(hidden, seed, num_labels=3):
     torch.manual_seed(seed)
-    return BertForSequenceClassification(BertConfig(
-        hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2, intermediate_size=2 * hidden, vocab_size=VOCAB,
-        max_position_embeddings=32, num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    ))
+    return BertForSequenceClassification(
+        BertConfig(
+            hidden_size=hidden,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden,
+            vocab_size=VOCAB,
+            max_position_embeddings=32,
+            num_labels=num_labels,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+    )
 
 
 def saved(model, folder):
@@ -122,7 +142,9 @@ def test_combined_logits_and_loss_match_a_hand_computation(lm):
     assert count == 8
     assert out.loss.item() == pytest.approx(total / count, rel=1e-5)
     with torch.no_grad():  # num_items_in_batch (Trainer, gradient accumulation) replaces the local count
-        assert model(input_ids=x, labels=labels, num_items_in_batch=20).loss.item() == pytest.approx(total / 20, rel=1e-5)
+        assert model(input_ids=x, labels=labels, num_items_in_batch=20).loss.item() == pytest.approx(
+            total / 20, rel=1e-5
+        )
 
 
 def test_combine_logits_is_float32_and_checks_shapes():
@@ -153,8 +175,9 @@ def test_vocabulary_mismatch_is_a_clear_error(tmp_path):
 def test_from_models_needs_references():
     with pytest.raises(ValueError, match="large model has no name_or_path.*save it first"):
         ProxyTunedForCausalLM.from_models(gpt2(32, 0), gpt2(16, 1))
-    model = ProxyTunedForCausalLM.from_models(gpt2(32, 0), gpt2(16, 1), large_model_name_or_path="org/large",
-                                              small_model_name_or_path="org/small")
+    model = ProxyTunedForCausalLM.from_models(
+        gpt2(32, 0), gpt2(16, 1), large_model_name_or_path="org/large", small_model_name_or_path="org/small"
+    )
     assert model.config.large_model_name_or_path == "org/large"
 
 
@@ -210,12 +233,19 @@ def test_generate_with_left_padding_matches_unpadded(lm):
     large, small = lm
     model = ProxyTunedForCausalLM.from_models(large, small, perturbed(proxy_from_small(small), 0.2)).eval()
     short = ids(n=1, seq=4, seed=5)
-    alone = model.generate(short, attention_mask=torch.ones_like(short), max_new_tokens=4, do_sample=False,
-                           pad_token_id=0, eos_token_id=None)
+    alone = model.generate(
+        short,
+        attention_mask=torch.ones_like(short),
+        max_new_tokens=4,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+    )
     padded = torch.cat([torch.zeros(1, 2, dtype=torch.long), short], dim=1)
     mask = torch.cat([torch.zeros(1, 2, dtype=torch.long), torch.ones_like(short)], dim=1)
-    batched = model.generate(padded, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=0,
-                             eos_token_id=None)
+    batched = model.generate(
+        padded, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=None
+    )
     assert torch.equal(batched[:, 2:], alone)
 
 
@@ -326,7 +356,7 @@ def test_push_to_hub_by_reference(lm, tmp_path, fake_hub):
     assert not any(f.endswith(".safetensors") and not f.startswith("proxy/") for f in files)
     card = ModelCard.load("tester/tuned")
     assert card.data.base_model == "tester/large" and "proxy-tuning" in card.data.tags
-    assert "subfolder=\"proxy\"" in card.text
+    assert 'subfolder="proxy"' in card.text
     again = AutoModelForCausalLM.from_pretrained("tester/tuned")
     assert again.config.large_model_name_or_path == "tester/large"
     x = ids()

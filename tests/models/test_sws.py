@@ -3,14 +3,13 @@ import logging
 import pytest
 import torch
 import transformers as T
+from minilm import minilm_path, sentence_batch, similarity_to
+from tiny import ARCHS, stock_model, vit_config
 
 import hf_methods  # noqa: F401  (registers the Auto classes)
 from hf_methods import SWSConfig, SWSModel, TLEGConfig, TLEGModel
 from hf_methods.engine import stored_parameter_ratio
 from hf_methods.models.sws import PUBLISHED_LAYERS_SOURCE, default_layers_source
-
-from minilm import minilm_path, sentence_batch, similarity_to
-from tiny import ARCHS, stock_model, vit_config
 
 
 def make(arch="vit", stage_sizes=(2, 1, 2), **kw):
@@ -170,8 +169,14 @@ def test_activation_checkpointing_gives_the_same_gradients():
 
 def _deit(hidden, heads):
     # DeiT-S/B at 224px, patch 16, 1000 classes, as in the SWS paper (ViT has a CLS token; SWS's DeiT does not)
-    return T.ViTConfig(hidden_size=hidden, num_attention_heads=heads, intermediate_size=4 * hidden, image_size=224,
-                       patch_size=16, num_labels=1000)
+    return T.ViTConfig(
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        image_size=224,
+        patch_size=16,
+        num_labels=1000,
+    )
 
 
 @pytest.mark.parametrize("hidden, heads, paper", [(384, 6, 20.1), (768, 12, 20.5)])

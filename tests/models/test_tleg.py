@@ -4,16 +4,15 @@ import os
 import pytest
 import torch
 import transformers as T
+from minilm import minilm_path, sentence_batch, similarity_to
 from safetensors.torch import load_file
+from tiny import ARCHS, bert_config, stock_model, vit_config
 
 import hf_methods  # noqa: F401  (registers the Auto classes)
 from hf_methods import TLEGConfig, TLEGModel
 from hf_methods.engine import select_teacher_layers
 from hf_methods.engine.architectures import layer_list, spec_for
 from hf_methods.models.tleg.modeling_tleg import fit_linear_in_depth
-
-from minilm import minilm_path, sentence_batch, similarity_to
-from tiny import ARCHS, bert_config, stock_model, vit_config
 
 
 def make(arch="vit", aux_num_layers=4, **kw):
@@ -218,7 +217,9 @@ def test_real_pretrained_minilm_config_and_tokenizer():
     assert diff <= 1e-5
     clf = gene.expand(3, model_class="BertForSequenceClassification", num_labels=4)
     assert clf.config.hidden_size == 384 and clf.num_labels == 4
-    assert {r.detail for r in clf.expansion_report.new} == {"new head: not in the learngene (BertModel -> BertForSequenceClassification)"}
+    assert {r.detail for r in clf.expansion_report.new} == {
+        "new head: not in the learngene (BertModel -> BertForSequenceClassification)"
+    }
 
 
 # --- starting from a pretrained teacher ------------------------------------------------------------------------------
@@ -277,8 +278,9 @@ def test_fit_with_another_aux_depth_uses_the_teachers_own_coefficients():
     with torch.no_grad():
         torch.testing.assert_close(gene(**batch).logits, selected(**batch).logits, rtol=0, atol=1e-5)
     two = gene.expand(2)  # layer 1 = A + 1/2 B = teacher layer 3 = the even selection's layer 1
-    torch.testing.assert_close(two.vit.layers[1].mlp.fc1.weight, teacher.vit.layers[3].mlp.fc1.weight,
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        two.vit.layers[1].mlp.fc1.weight, teacher.vit.layers[3].mlp.fc1.weight, rtol=0, atol=1e-6
+    )
 
 
 def test_fit_follows_the_configured_coefficient():
@@ -333,8 +335,12 @@ def test_random_init_and_no_copy_options():
     assert {r.detail for r in report.rows if r.name.startswith("gene.")} == {
         "init='random': the method's own initialization"
     }
-    assert gene.config.teacher_init == {"teacher": None, "teacher_num_layers": 4, "init": "random",
-                                        "copy_non_layer": True}
+    assert gene.config.teacher_init == {
+        "teacher": None,
+        "teacher_num_layers": 4,
+        "init": "random",
+        "copy_non_layer": True,
+    }
     gene = TLEGModel.from_teacher(teacher, copy_non_layer=False)
     assert not torch.equal(gene.base.vit.embeddings.position_embeddings, teacher.vit.embeddings.position_embeddings)
     assert {r.detail for r in gene.teacher_init_report.rows if r.name.startswith("base.")} == {
@@ -348,16 +354,27 @@ def test_init_from_teacher_keeps_a_head_of_another_label_space(caplog):
     before = gene.base.classifier.weight.clone()
     report = gene.init_from_teacher(teacher)
     assert torch.equal(gene.base.classifier.weight, before)
-    assert {r.name: r.detail for r in report.new} == {"base.classifier.weight": "new head: 5 -> 10 labels",
-                                                     "base.classifier.bias": "new head: 5 -> 10 labels"}
+    assert {r.name: r.detail for r in report.new} == {
+        "base.classifier.weight": "new head: 5 -> 10 labels",
+        "base.classifier.bias": "new head: 5 -> 10 labels",
+    }
     assert torch.equal(gene.base.vit.layernorm.weight, teacher.vit.layernorm.weight)
 
 
 def test_teacher_mismatches_are_clear_errors():
     gene = TLEGModel(TLEGConfig.from_base(vit_config(), "ViTForImageClassification", aux_num_layers=4))
-    wide = T.ViTForImageClassification(T.ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                                   intermediate_size=64, image_size=16, patch_size=4, num_channels=1,
-                                                   num_labels=10))
+    wide = T.ViTForImageClassification(
+        T.ViTConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=16,
+            patch_size=4,
+            num_channels=1,
+            num_labels=10,
+        )
+    )
     with pytest.raises(ValueError, match=r"widths differ \(teacher vs learngene: hidden_size 64 vs 32\)"):
         gene.init_from_teacher(wide)
     with pytest.raises(ValueError, match="the teacher is a bert model .* but this learngene is vit"):

@@ -13,26 +13,50 @@ def _no_dropout(config):
 
 def vit_config(num_labels=10):
     return _no_dropout(
-        T.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=16,
-                    patch_size=4, num_channels=1, num_labels=num_labels)
+        T.ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=16,
+            patch_size=4,
+            num_channels=1,
+            num_labels=num_labels,
+        )
     )
 
 
 def bert_config(num_labels=3):
     return _no_dropout(
-        T.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100,
-                     max_position_embeddings=64, num_labels=num_labels)
+        T.BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            vocab_size=100,
+            max_position_embeddings=64,
+            num_labels=num_labels,
+        )
     )
 
 
 def gpt2_config():
-    return _no_dropout(T.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=64, bos_token_id=0,
-                                    eos_token_id=0))
+    return _no_dropout(
+        T.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=64, bos_token_id=0, eos_token_id=0)
+    )
 
 
 def llama_config():
-    return T.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         intermediate_size=64, vocab_size=100, bos_token_id=0, eos_token_id=0)
+    return T.LlamaConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        vocab_size=100,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
 
 
 def _image(n=3):

@@ -18,9 +18,20 @@ from hf_methods.recipes.cpt import pipeline
 from hf_methods.recipes.cpt.pipeline import DEFAULT_RECIPE, CPTRecipe
 
 TINY = {
-    "num_symbols": 6, "lines_per_example": 3, "general_examples": 128, "target_train_examples": 32,
-    "eval_examples": 32, "large_hidden_size": 16, "large_num_layers": 1, "large_num_heads": 2, "large_steps": 8,
-    "small_hidden_size": 8, "small_num_layers": 1, "small_num_heads": 2, "small_steps": 4, "proxy_steps": 4,
+    "num_symbols": 6,
+    "lines_per_example": 3,
+    "general_examples": 128,
+    "target_train_examples": 32,
+    "eval_examples": 32,
+    "large_hidden_size": 16,
+    "large_num_layers": 1,
+    "large_num_heads": 2,
+    "large_steps": 8,
+    "small_hidden_size": 8,
+    "small_num_layers": 1,
+    "small_num_heads": 2,
+    "small_steps": 4,
+    "proxy_steps": 4,
     "batch_size": 16,
 }
 
@@ -30,8 +41,13 @@ def test_cpt_recipe_runs_a_tiny_config_end_to_end_then_pushes(tmp_path, fake_hub
     recipe.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    proc = subprocess.run([sys.executable, "-m", "hf_methods.recipes.cpt.pipeline", "--config", str(recipe),
-                           "--output_dir", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_methods.recipes.cpt.pipeline", "--config", str(recipe), "--output_dir", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("CPT done") and "plain Proxy-tuning" in lines[-1]
@@ -48,8 +64,12 @@ def test_cpt_recipe_runs_a_tiny_config_end_to_end_then_pushes(tmp_path, fake_hub
     # the proxy-tuned models are saved by reference, and reload to the model the report scored
     for name in ("cpt", "plain"):
         folder = out / f"proxy-tuned-{name}"
-        weights = [os.path.relpath(os.path.join(r, f), folder) for r, _, fs in os.walk(folder) for f in fs
-                   if f.endswith(".safetensors")]
+        weights = [
+            os.path.relpath(os.path.join(r, f), folder)
+            for r, _, fs in os.walk(folder)
+            for f in fs
+            if f.endswith(".safetensors")
+        ]
         assert weights == [os.path.join("proxy", "model.safetensors")]
         assert "held-out target loss" in (folder / "README.md").read_text()
         model = ProxyTunedForCausalLM.from_pretrained(folder)
@@ -60,16 +80,22 @@ def test_cpt_recipe_runs_a_tiny_config_end_to_end_then_pushes(tmp_path, fake_hub
         for n in (recipe_obj.general_examples, recipe_obj.eval_examples):  # the general texts are drawn first
             pipeline.make_text(n, recipe_obj.functions, recipe_obj.function_weights, tables, recipe_obj, rng)
         pipeline.make_text(recipe_obj.target_train_examples, recipe_obj.target_functions, None, tables, recipe_obj, rng)
-        held_out = pipeline.encode(pipeline.make_text(recipe_obj.eval_examples, recipe_obj.target_functions, None,
-                                                      tables, recipe_obj, rng), vocab)
+        held_out = pipeline.encode(
+            pipeline.make_text(recipe_obj.eval_examples, recipe_obj.target_functions, None, tables, recipe_obj, rng),
+            vocab,
+        )
         scored = pipeline.score(model, held_out, pipeline.answer_positions(recipe_obj))
         assert scored["loss"] == pytest.approx(rows[name]["loss"], rel=1e-5)
     assert "large model" in (out / "large" / "README.md").read_text()
 
     # `hf-methods push`: the large and small models first, then the proxy-tuned models referring to their Hub copies
     pushed = push_run(out, "tester/cpt")
-    assert pushed == {"large": "tester/cpt-large", "small": "tester/cpt-small", "proxy-tuned-cpt": "tester/cpt",
-                      "proxy-tuned-plain": "tester/cpt-plain"}
+    assert pushed == {
+        "large": "tester/cpt-large",
+        "small": "tester/cpt-small",
+        "proxy-tuned-cpt": "tester/cpt",
+        "proxy-tuned-plain": "tester/cpt-plain",
+    }
     remote = ProxyTunedForCausalLM.from_pretrained("tester/cpt")
     assert remote.config.large_model_name_or_path == "tester/cpt-large"
     assert remote.config.small_model_name_or_path == "tester/cpt-small"

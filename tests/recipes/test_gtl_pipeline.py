@@ -14,10 +14,23 @@ from hf_methods.recipe import parse_recipe
 from hf_methods.recipes.gtl.pipeline import DEFAULT_RECIPE, INITS, GTLRecipe, main
 
 TINY = {
-    "image_size": 8, "hidden_sizes": [4, 8], "depths": [1, 1], "descendant_hidden_sizes": [8, 8],
-    "descendant_depths": [1, 2], "population_size": 4, "generations": 2, "k_shot": 3, "query_shots": 3,
-    "individual_steps": 2, "downstream_tasks": 2, "downstream_k_shot": 3, "downstream_query_shots": 3,
-    "downstream_steps": 2, "reference_steps": 2, "batch_size": 8, "disable_tqdm": True,
+    "image_size": 8,
+    "hidden_sizes": [4, 8],
+    "depths": [1, 1],
+    "descendant_hidden_sizes": [8, 8],
+    "descendant_depths": [1, 2],
+    "population_size": 4,
+    "generations": 2,
+    "k_shot": 3,
+    "query_shots": 3,
+    "individual_steps": 2,
+    "downstream_tasks": 2,
+    "downstream_k_shot": 3,
+    "downstream_query_shots": 3,
+    "downstream_steps": 2,
+    "reference_steps": 2,
+    "batch_size": 8,
+    "disable_tqdm": True,
 }
 
 

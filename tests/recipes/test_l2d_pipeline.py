@@ -7,6 +7,11 @@ import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard
+from safetensors import safe_open
+
+from hf_methods.hub import push_run
+from hf_methods.models.label_query import LabelQueryForMultiLabelClassification
+from hf_methods.recipe import parse_recipe
 from hf_methods.recipes.l2d.pipeline import (
     DEFAULT_RECIPE,
     L2DRecipe,
@@ -15,16 +20,21 @@ from hf_methods.recipes.l2d.pipeline import (
     multilabel_scores,
 )
 from hf_methods.trainers.multilabel_kd_trainer import PROJECTION_FILE, PROJECTION_NAME
-from safetensors import safe_open
-
-from hf_methods.hub import push_run
-from hf_methods.models.label_query import LabelQueryForMultiLabelClassification
-from hf_methods.recipe import parse_recipe
 
 TINY = {
-    "num_train_images": 64, "num_test_images": 32, "teacher_hidden_size": 16, "teacher_num_layers": 1,
-    "teacher_num_attention_heads": 2, "teacher_epochs": 1, "student_hidden_size": 8, "student_num_layers": 1,
-    "student_num_attention_heads": 2, "student_epochs": 1, "decoder_dim": 8, "decoder_heads": 2, "decoder_ffn": 16,
+    "num_train_images": 64,
+    "num_test_images": 32,
+    "teacher_hidden_size": 16,
+    "teacher_num_layers": 1,
+    "teacher_num_attention_heads": 2,
+    "teacher_epochs": 1,
+    "student_hidden_size": 8,
+    "student_num_layers": 1,
+    "student_num_attention_heads": 2,
+    "student_epochs": 1,
+    "decoder_dim": 8,
+    "decoder_heads": 2,
+    "decoder_ffn": 16,
     "batch_size": 32,
 }
 
@@ -34,8 +44,22 @@ def _run(tmp_path, name, *extra):
     recipe.write_text(yaml.safe_dump(TINY))
     out = tmp_path / name
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "hf_methods.recipes.l2d.pipeline", "--config", str(recipe),
-                           "--output_dir", str(out), *extra], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hf_methods.recipes.l2d.pipeline",
+            "--config",
+            str(recipe),
+            "--output_dir",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -49,7 +73,10 @@ def test_l2d_recipe_runs_a_tiny_config_end_to_end_and_pushes(tmp_path, fake_hub)
     assert [r["name"] for r in report["students"]] == ["bce", "softmax_kd", "l2d"]
     for row in [report["teacher"], *report["students"]]:
         assert 0 <= row["mAP"] <= 1 and 0 <= row["micro_f1"] <= 1
-    assert len({r["params"] for r in report["students"]}) == 1 and report["teacher"]["params"] > report["students"][0]["params"]
+    assert (
+        len({r["params"] for r in report["students"]}) == 1
+        and report["teacher"]["params"] > report["students"][0]["params"]
+    )
     markdown = (out / "report.md").read_text()
     assert "| student + L2D |" in markdown and "| teacher |" in markdown and "mAP" in markdown
     teacher = LabelQueryForMultiLabelClassification.from_pretrained(out / "teacher")
@@ -64,8 +91,12 @@ def test_l2d_recipe_runs_a_tiny_config_end_to_end_and_pushes(tmp_path, fake_hub)
 
     # `hf-methods push`: the trained teacher first, then the three students with cards pointing at it
     pushed = push_run(out, "tester/l2d")
-    assert pushed == {"teacher": "tester/l2d-teacher", "students/l2d": "tester/l2d", "students/bce": "tester/l2d-bce",
-                      "students/softmax_kd": "tester/l2d-softmax-kd"}
+    assert pushed == {
+        "teacher": "tester/l2d-teacher",
+        "students/l2d": "tester/l2d",
+        "students/bce": "tester/l2d-bce",
+        "students/softmax_kd": "tester/l2d-softmax-kd",
+    }
     card = ModelCard.load("tester/l2d")
     assert card.data.base_model == "tester/l2d-teacher" and "l2d" in card.data.tags
     assert 'from_pretrained("tester/l2d")' in card.text
@@ -81,9 +112,22 @@ def test_l2d_recipe_runs_a_tiny_config_end_to_end_and_pushes(tmp_path, fake_hub)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        report2 = main(["--config", str(tmp_path / "tiny.yaml"), "--output_dir", str(again), "--teacher",
-                        str(out / "teacher"), "--student_decoder_dim", "4", "--push_to_hub", "true",
-                        "--hub_model_id", "tester/l2d-again"])
+        report2 = main(
+            [
+                "--config",
+                str(tmp_path / "tiny.yaml"),
+                "--output_dir",
+                str(again),
+                "--teacher",
+                str(out / "teacher"),
+                "--student_decoder_dim",
+                "4",
+                "--push_to_hub",
+                "true",
+                "--hub_model_id",
+                "tester/l2d-again",
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     assert report2["teacher"]["source"] == str(out / "teacher")
@@ -107,8 +151,10 @@ def test_multi_digit_images_are_deterministic_and_split_by_source_image():
         assert torch.equal(data[split][:]["pixel_values"], again[split][:]["pixel_values"])
     train, test = data["train"][:], data["test"][:]
     assert train["pixel_values"].shape == (200, 1, 24, 24) and train["labels"].shape == (200, 10)
-    used = {split: set(rows["digit_sources"].flatten().tolist()) - {-1} for split, rows in (("train", train),
-                                                                                           ("test", test))}
+    used = {
+        split: set(rows["digit_sources"].flatten().tolist()) - {-1}
+        for split, rows in (("train", train), ("test", test))
+    }
     assert used["train"] and used["test"] and not used["train"] & used["test"]
     counts = (train["digit_sources"] >= 0).sum(1)
     assert counts.min() >= 2 and counts.max() <= 5

@@ -18,10 +18,22 @@ from hf_methods.recipes.learngene_pool.pipeline import DEFAULT_RECIPE, PoolRecip
 from hf_methods.trainers import load_feature_projectors
 
 TINY = {
-    "image_size": 8, "patch_size": 4, "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32,
-    "teacher_num_layers": 3, "teacher_epochs": 1, "instance_num_layers": 3, "instance_hidden_sizes": [8, 16],
-    "instance_num_attention_heads": [2, 2], "instance_feature_positions": ["[front,end]", "[end]"],
-    "distill_epochs": 1, "pool_epochs": 1, "calibration_samples": 64, "batch_size": 32, "max_train_samples": 96,
+    "image_size": 8,
+    "patch_size": 4,
+    "hidden_size": 16,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "teacher_num_layers": 3,
+    "teacher_epochs": 1,
+    "instance_num_layers": 3,
+    "instance_hidden_sizes": [8, 16],
+    "instance_num_attention_heads": [2, 2],
+    "instance_feature_positions": ["[front,end]", "[end]"],
+    "distill_epochs": 1,
+    "pool_epochs": 1,
+    "calibration_samples": 64,
+    "batch_size": 32,
+    "max_train_samples": 96,
 }
 
 
@@ -30,8 +42,13 @@ def _run(tmp_path, *extra):
     recipe.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    proc = subprocess.run([sys.executable, "-m", "hf_methods.cli", "pool", "--config", str(recipe), "--output_dir",
-                           str(out), *extra], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_methods.cli", "pool", "--config", str(recipe), "--output_dir", str(out), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -60,14 +77,28 @@ def test_pool_cli_runs_a_tiny_recipe_end_to_end(tmp_path, fake_hub):
             assert type(model) is StitchedViTForImageClassification and model.config.num_hidden_layers == row["depth"]
         assert sum(p.numel() for p in model.parameters()) == row["params"]
         with torch.no_grad():
-            torch.testing.assert_close(model(pixel_values=pixels).logits,
-                                       pool(pixel_values=pixels, stitch_config_id=row["id"]).logits)
+            torch.testing.assert_close(
+                model(pixel_values=pixels).logits, pool(pixel_values=pixels, stitch_config_id=row["id"]).logits
+            )
 
     # `hf-methods choose` picks from the report
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     budget = sorted(r["params"] for r in report["configs"])[3]
-    chosen = subprocess.run([sys.executable, "-m", "hf_methods.cli", "choose", str(out / "report.json"),
-                             "--budget-params", str(budget), "--json"], capture_output=True, text=True, env=env)
+    chosen = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hf_methods.cli",
+            "choose",
+            str(out / "report.json"),
+            "--budget-params",
+            str(budget),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert chosen.returncode == 0, chosen.stderr
     pick = json.loads(chosen.stdout)
     fitting = [r for r in report["configs"] if r["params"] <= budget]
@@ -87,8 +118,9 @@ def test_pool_cli_runs_a_tiny_recipe_end_to_end(tmp_path, fake_hub):
     assert net_card.data.base_model == "tester/pool" and "learngene-pool" in net_card.data.tags
     remote = T.AutoModelForImageClassification.from_pretrained(f"tester/pool-config-{cid}").eval()
     with torch.no_grad():
-        torch.testing.assert_close(remote(pixel_values=pixels).logits,
-                                   pool(pixel_values=pixels, stitch_config_id=cid).logits)
+        torch.testing.assert_close(
+            remote(pixel_values=pixels).logits, pool(pixel_values=pixels, stitch_config_id=cid).logits
+        )
 
 
 def test_pool_recipe_under_accelerate_launch_with_two_processes(tmp_path):
@@ -97,9 +129,26 @@ def test_pool_recipe_under_accelerate_launch_with_two_processes(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--main_process_port", "0", "-m", "hf_methods.recipes.learngene_pool.pipeline", "--config", str(recipe), "--output_dir", str(out)],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--main_process_port",
+            "0",
+            "-m",
+            "hf_methods.recipes.learngene_pool.pipeline",
+            "--config",
+            str(recipe),
+            "--output_dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("Learngene Pool done") == 1  # only the main process reports and writes

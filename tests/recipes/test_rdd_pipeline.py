@@ -18,9 +18,19 @@ from hf_methods.recipe import parse_recipe
 from hf_methods.recipes.rdd.pipeline import DEFAULT_RECIPE, RDDRecipe, digit_scenes, main, segmentation_iou
 
 TINY = {
-    "num_train_images": 48, "num_test_images": 16, "teacher_widths": [4, 8, 8], "teacher_depths": [1, 1, 1],
-    "teacher_head_size": 8, "teacher_epochs": 1, "student_widths": [4, 4, 4], "student_depths": [1, 1, 1],
-    "student_head_size": 4, "student_epochs": 2, "min_kept": 100, "batch_size": 16, "rdd_warmup_ratio": 0.5,
+    "num_train_images": 48,
+    "num_test_images": 16,
+    "teacher_widths": [4, 8, 8],
+    "teacher_depths": [1, 1, 1],
+    "teacher_head_size": 8,
+    "teacher_epochs": 1,
+    "student_widths": [4, 4, 4],
+    "student_depths": [1, 1, 1],
+    "student_head_size": 4,
+    "student_epochs": 2,
+    "min_kept": 100,
+    "batch_size": 16,
+    "rdd_warmup_ratio": 0.5,
 }
 
 
@@ -53,7 +63,7 @@ def _digit_patches(pixels, labels):
             if cls:
                 ys, xs = torch.nonzero(label == cls, as_tuple=True)
                 y, x = int(ys.min()), int(xs.min())
-                found.append(torch.where(fg[y:y + 8, x:x + 8], image[y:y + 8, x:x + 8], -1.0))
+                found.append(torch.where(fg[y : y + 8, x : x + 8], image[y : y + 8, x : x + 8], -1.0))
     return found
 
 
@@ -106,8 +116,13 @@ def _run(tmp_path, name, **overrides):
     recipe.write_text(yaml.safe_dump({**TINY, **overrides}))
     out = tmp_path / name
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-m", "hf_methods.recipes.rdd.pipeline", "--config", str(recipe),
-                           "--output_dir", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_methods.recipes.rdd.pipeline", "--config", str(recipe), "--output_dir", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -134,8 +149,12 @@ def test_rdd_recipe_end_to_end_push_then_with_the_saved_teacher_and_a_segformer_
 
     # `hf-methods push`: the trained teacher first, then the three students, the distilled ones citing the teacher
     pushed = push_run(out, "tester/rdd")
-    assert pushed == {"teacher": "tester/rdd-teacher", "student-rdd": "tester/rdd", "student-kd": "tester/rdd-kd",
-                      "student-alone": "tester/rdd-alone"}
+    assert pushed == {
+        "teacher": "tester/rdd-teacher",
+        "student-rdd": "tester/rdd",
+        "student-kd": "tester/rdd-kd",
+        "student-alone": "tester/rdd-alone",
+    }
     card = ModelCard.load("tester/rdd")
     assert card.data.base_model == "tester/rdd-teacher" and card.data.pipeline_tag == "image-segmentation"
     assert ModelCard.load("tester/rdd-alone").data.base_model is None
@@ -147,13 +166,22 @@ def test_rdd_recipe_end_to_end_push_then_with_the_saved_teacher_and_a_segformer_
     # a given teacher is loaded, not trained; a Segformer student (no aux head, 1/4-resolution logits) works
     # (in this process, through `main`, to spare a second start-up)
     recipe = tmp_path / "run2.yaml"
-    recipe.write_text(yaml.safe_dump({**TINY, "teacher": str(out / "teacher"), "student_arch": "segformer",
-                                      "student_widths": [8, 8, 8],
-                                      "num_threads": None}))  # keep this process's torch threads
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                **TINY,
+                "teacher": str(out / "teacher"),
+                "student_arch": "segformer",
+                "student_widths": [8, 8, 8],
+                "num_threads": None,
+            }
+        )
+    )  # keep this process's torch threads
     out2 = tmp_path / "run2"
     main(["--config", str(recipe), "--output_dir", str(out2)])
     report2 = json.loads((out2 / "report.json").read_text())
     assert report2["teacher_source"] == str(out / "teacher") and not (out2 / "teacher").exists()
     assert report2["results"]["teacher"]["miou"] == pytest.approx(rows["teacher"]["miou"])
-    assert isinstance(AutoModelForSemanticSegmentation.from_pretrained(out2 / "student-rdd"),
-                      SegformerForSemanticSegmentation)
+    assert isinstance(
+        AutoModelForSemanticSegmentation.from_pretrained(out2 / "student-rdd"), SegformerForSemanticSegmentation
+    )

@@ -13,9 +13,19 @@ from hf_methods import SWSModel
 from hf_methods.pareto import choose, load_entries
 
 TINY = {
-    "image_size": 8, "patch_size": 4, "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32,
-    "teacher_num_layers": 2, "teacher_epochs": 1, "stage_sizes": [1, 2], "distill_epochs": 1,
-    "depths": [1, 3, 4], "finetune_epochs": 1, "batch_size": 32, "max_train_samples": 96,
+    "image_size": 8,
+    "patch_size": 4,
+    "hidden_size": 16,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "teacher_num_layers": 2,
+    "teacher_epochs": 1,
+    "stage_sizes": [1, 2],
+    "distill_epochs": 1,
+    "depths": [1, 3, 4],
+    "finetune_epochs": 1,
+    "batch_size": 32,
+    "max_train_samples": 96,
 }
 
 
@@ -24,8 +34,13 @@ def test_sws_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     recipe.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    proc = subprocess.run([sys.executable, "-m", "hf_methods.cli", "sws", "--config", str(recipe), "--output_dir", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_methods.cli", "sws", "--config", str(recipe), "--output_dir", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("SWS done")
 
@@ -42,13 +57,17 @@ def test_sws_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     # the report's choices: one SWS and one scratch entry per depth, with params and FLOPs
     entries = load_entries([out / "report.json"])
     assert sorted((e["method"], e["name"]) for e in entries) == sorted(
-        (m, f"depth {d}") for m in ("SWS", "scratch") for d in (1, 3, 4))
+        (m, f"depth {d}") for m in ("SWS", "scratch") for d in (1, 3, 4)
+    )
     sws = {e["name"]: e for e in entries if e["method"] == "SWS"}
     assert sws["depth 4"]["params"] == sum(p.numel() for p in desc.parameters())
     assert sws["depth 1"]["flops"] < sws["depth 3"]["flops"] < sws["depth 4"]["flops"]
     assert sws["depth 4"]["stored_params"] == learngene.learngene_num_parameters()
     best = choose(entries, budget_params=sws["depth 3"]["params"], method="SWS")
     assert best["name"] in ("depth 1", "depth 3") and os.path.isdir(best["path"])
-    assert torch.equal(T.AutoModelForImageClassification.from_pretrained(best["path"]).classifier.weight,
-                       T.AutoModelForImageClassification.from_pretrained(
-                           out / "descendants" / best["name"].replace(" ", "-")).classifier.weight)
+    assert torch.equal(
+        T.AutoModelForImageClassification.from_pretrained(best["path"]).classifier.weight,
+        T.AutoModelForImageClassification.from_pretrained(
+            out / "descendants" / best["name"].replace(" ", "-")
+        ).classifier.weight,
+    )

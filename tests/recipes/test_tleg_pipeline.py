@@ -15,9 +15,19 @@ from hf_methods.recipe import parse_recipe
 from hf_methods.recipes.tleg.pipeline import DEFAULT_RECIPE, TLEGRecipe
 
 TINY = {
-    "image_size": 8, "patch_size": 4, "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32,
-    "teacher_num_layers": 2, "teacher_epochs": 1, "aux_num_layers": 3, "distill_epochs": 1,
-    "depths": [1, 3], "finetune_epochs": 1, "batch_size": 32, "max_train_samples": 96,
+    "image_size": 8,
+    "patch_size": 4,
+    "hidden_size": 16,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "teacher_num_layers": 2,
+    "teacher_epochs": 1,
+    "aux_num_layers": 3,
+    "distill_epochs": 1,
+    "depths": [1, 3],
+    "finetune_epochs": 1,
+    "batch_size": 32,
+    "max_train_samples": 96,
 }
 
 
@@ -27,9 +37,22 @@ def test_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "hf_methods.cli", "tleg", "--config", str(recipe), "--output_dir", str(out),
-         "--finetune_epochs", "2"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "hf_methods.cli",
+            "tleg",
+            "--config",
+            str(recipe),
+            "--output_dir",
+            str(out),
+            "--finetune_epochs",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
@@ -87,10 +110,26 @@ def test_pipeline_under_accelerate_launch_with_two_processes(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--main_process_port", "0", "-m", "hf_methods.recipes.tleg.pipeline", "--config", str(recipe),
-         "--output_dir", str(out)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--main_process_port",
+            "0",
+            "-m",
+            "hf_methods.recipes.tleg.pipeline",
+            "--config",
+            str(recipe),
+            "--output_dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("[1/4]") == 1  # only the main process speaks
@@ -102,10 +141,21 @@ def test_recipe_push_to_hub_and_the_push_command(fake_hub, tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump({**TINY, "depths": [1, 2], "push_to_hub": True, "hub_model_id": "tester/run"}))
     out = tmp_path / "run"
-    env = {**os.environ, "HF_ENDPOINT": fake_hub.endpoint, "HF_TOKEN": "hf_test_token", "HF_HUB_OFFLINE": "0",
-           "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "home")}
-    proc = subprocess.run([sys.executable, "-m", "hf_methods.cli", "tleg", "--config", str(recipe), "--output_dir",
-                           str(out)], capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": fake_hub.endpoint,
+        "HF_TOKEN": "hf_test_token",
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HOME": str(tmp_path / "home"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_methods.cli", "tleg", "--config", str(recipe), "--output_dir", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {"tester/run", "tester/run-teacher", "tester/run-depth-1", "tester/run-depth-2"} <= set(fake_hub.repos)
     gene_card = ModelCard.load("tester/run")
@@ -121,11 +171,21 @@ def test_recipe_push_to_hub_and_the_push_command(fake_hub, tmp_path):
     for key, value in local.state_dict().items():
         assert torch.equal(pushed.state_dict()[key], value), key
 
-    proc = subprocess.run([sys.executable, "-m", "hf_methods.cli", "push", str(out), "--repo-id", "tester/again",
-                           "--private"], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_methods.cli", "push", str(out), "--repo-id", "tester/again", "--private"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "learngene -> tester/again" in proc.stdout
     assert fake_hub.repos["tester/again"].private and fake_hub.repos["tester/again-depth-1"].private
-    bad = subprocess.run([sys.executable, "-m", "hf_methods.cli", "push", str(tmp_path), "--repo-id", "tester/x"],
-                         capture_output=True, text=True, env=env, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "hf_methods.cli", "push", str(tmp_path), "--repo-id", "tester/x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert bad.returncode != 0 and "no report.json" in bad.stderr

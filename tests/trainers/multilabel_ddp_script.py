@@ -31,19 +31,28 @@ def image_rows(n=8):
 
 def config_kwargs(output_dir, **overrides):
     kwargs = dict(
-        output_dir=output_dir, report_to="none", use_cpu=True, per_device_train_batch_size=4, max_steps=1,
-        optim="sgd", learning_rate=0.01, lr_scheduler_type="constant", max_grad_norm=0.0,
-        train_sampling_strategy="sequential", save_strategy="no", disable_tqdm=True, seed=0,
+        output_dir=output_dir,
+        report_to="none",
+        use_cpu=True,
+        per_device_train_batch_size=4,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=0.01,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        train_sampling_strategy="sequential",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
     )
     return {**kwargs, **overrides}
 
 
 def main(out):
     torch.set_num_threads(1)
+    from hf_methods.models.label_query import LabelQueryForMultiLabelClassification
     from hf_methods.trainers.multilabel_kd_config import MultiLabelKDConfig
     from hf_methods.trainers.multilabel_kd_trainer import MultiLabelKDTrainer
-
-    from hf_methods.models.label_query import LabelQueryForMultiLabelClassification
 
     student = LabelQueryForMultiLabelClassification.from_pretrained(os.path.join(out, "student"))
     teacher = LabelQueryForMultiLabelClassification.from_pretrained(os.path.join(out, "teacher"))

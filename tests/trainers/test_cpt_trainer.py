@@ -35,10 +35,21 @@ def _one_thread():
 
 def gpt2(n_embd, seed, vocab=VOCAB):
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(GPT2Config(
-        n_embd=n_embd, n_layer=2, n_head=2, vocab_size=vocab, n_positions=32, resid_pdrop=0.0, embd_pdrop=0.0,
-        attn_pdrop=0.0, bos_token_id=0, eos_token_id=1, pad_token_id=0,
-    ))
+    return GPT2LMHeadModel(
+        GPT2Config(
+            n_embd=n_embd,
+            n_layer=2,
+            n_head=2,
+            vocab_size=vocab,
+            n_positions=32,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=0,
+        )
+    )
 
 
 def lm_rows(n=8, seed=0):
@@ -62,10 +73,22 @@ def pad_collator(features):
 
 
 def args(tmp_path, **overrides):
-    kwargs = dict(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, per_device_train_batch_size=4,
-                  per_device_eval_batch_size=4, max_steps=2, optim="sgd", learning_rate=0.5,
-                  lr_scheduler_type="constant", max_grad_norm=0.0, train_sampling_strategy="sequential",
-                  save_strategy="no", disable_tqdm=True, seed=0)
+    kwargs = dict(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        use_cpu=True,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        max_steps=2,
+        optim="sgd",
+        learning_rate=0.5,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        train_sampling_strategy="sequential",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
     kwargs.update(overrides)
     return ConsistentProxyTuningConfig(**kwargs)
 
@@ -80,9 +103,13 @@ def models(tmp_path):
 
 def trainer_for(tmp_path, large, small, proxy=None, data=None, **overrides):
     return ConsistentProxyTuningTrainer(
-        model=proxy if proxy is not None else proxy_from_small(small), args=args(tmp_path, **overrides),
-        train_dataset=data if data is not None else lm_rows(), eval_dataset=data if data is not None else lm_rows(),
-        data_collator=pad_collator, large_model=large, small_model=small,
+        model=proxy if proxy is not None else proxy_from_small(small),
+        args=args(tmp_path, **overrides),
+        train_dataset=data if data is not None else lm_rows(),
+        eval_dataset=data if data is not None else lm_rows(),
+        data_collator=pad_collator,
+        large_model=large,
+        small_model=small,
     )
 
 
@@ -176,8 +203,9 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, models):
     large, small = models
     one = trainer_for(tmp_path / "a", large, small, max_steps=1, per_device_train_batch_size=4)
     one.train()
-    acc = trainer_for(tmp_path / "b", large, small, max_steps=1, per_device_train_batch_size=2,
-                      gradient_accumulation_steps=2)
+    acc = trainer_for(
+        tmp_path / "b", large, small, max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=2
+    )
     acc.train()
     for k, v in one.model.state_dict().items():
         torch.testing.assert_close(acc.model.state_dict()[k], v, rtol=1e-4, atol=1e-6)
@@ -192,7 +220,10 @@ def test_cached_logits_give_the_loss_and_updates_of_the_live_models(tmp_path, mo
 
     live = trainer_for(tmp_path / "live", large, small, proxy=perturb(proxy_from_small(small)))
     offline = ConsistentProxyTuningTrainer(
-        model=perturb(proxy_from_small(small)), train_dataset=cached, eval_dataset=cached, data_collator=pad_collator,
+        model=perturb(proxy_from_small(small)),
+        train_dataset=cached,
+        eval_dataset=cached,
+        data_collator=pad_collator,
         args=args(tmp_path / "offline", large_logits_column="z_large", small_logits_column="z_small"),
     )
     assert offline.large_model is None and offline.small_model is None  # the black boxes are not needed
@@ -218,7 +249,10 @@ def test_cached_logits_give_the_loss_and_updates_of_the_live_models(tmp_path, mo
 def test_cached_columns_without_models_and_without_the_column_fail_clearly(tmp_path, models):
     _, small = models
     trainer = ConsistentProxyTuningTrainer(
-        model=proxy_from_small(small), train_dataset=lm_rows(), data_collator=pad_collator, small_model=small,
+        model=proxy_from_small(small),
+        train_dataset=lm_rows(),
+        data_collator=pad_collator,
+        small_model=small,
         args=args(tmp_path, large_logits_column="z_large"),
     )
     with pytest.raises(ValueError, match="no large model and no cached large-model logits.*cache_logits"):
@@ -243,8 +277,9 @@ def test_plain_proxy_tuning_trains_the_proxy_alone_and_evaluates_the_combination
         z = large(**inputs).logits + 0.5 * (proxy(**inputs).logits - small(**inputs).logits)
     torch.testing.assert_close(out["logits"], z)
     # without the frozen models, plain mode needs nothing but the proxy
-    alone = ConsistentProxyTuningTrainer(model=proxy, train_dataset=lm_rows(), data_collator=pad_collator,
-                                         args=args(tmp_path, plain_proxy_tuning=True))
+    alone = ConsistentProxyTuningTrainer(
+        model=proxy, train_dataset=lm_rows(), data_collator=pad_collator, args=args(tmp_path, plain_proxy_tuning=True)
+    )
     alone.train()
 
 
@@ -263,15 +298,25 @@ def test_vocabulary_mismatch_is_a_clear_error(tmp_path, models):
             return VOCAB + 5
 
     with pytest.raises(ValueError, match="tokenizer has 45 tokens"):
-        ConsistentProxyTuningTrainer(model=proxy_from_small(models[1]), args=args(tmp_path), large_model=large,
-                                     small_model=models[1], processing_class=TinyTokenizer())
+        ConsistentProxyTuningTrainer(
+            model=proxy_from_small(models[1]),
+            args=args(tmp_path),
+            large_model=large,
+            small_model=models[1],
+            processing_class=TinyTokenizer(),
+        )
 
 
 def test_models_given_by_name_and_the_proxy_made_from_the_small_model(tmp_path, models):
     trainer = ConsistentProxyTuningTrainer(
-        args=args(tmp_path, large_model_name_or_path=str(tmp_path / "large"),
-                  small_model_name_or_path=str(tmp_path / "small"), small_dtype="bfloat16"),
-        train_dataset=lm_rows(), data_collator=pad_collator,
+        args=args(
+            tmp_path,
+            large_model_name_or_path=str(tmp_path / "large"),
+            small_model_name_or_path=str(tmp_path / "small"),
+            small_dtype="bfloat16",
+        ),
+        train_dataset=lm_rows(),
+        data_collator=pad_collator,
     )
     assert trainer.model.config.n_embd == 16 and trainer.model is not trainer.small_model
     assert trainer.small_model.dtype == torch.bfloat16 and trainer.large_model.dtype == torch.float32
@@ -340,9 +385,19 @@ def _combined_train_ce(seed, plain, tmp_path):
     large, small = Linear(large_w), Linear(small_w)
     data = Dataset.from_dict({"x": x.tolist(), "labels": y.tolist()})
     trainer = ConsistentProxyTuningTrainer(
-        model=Linear(small_w), train_dataset=data, large_model=large, small_model=small,
-        args=args(tmp_path / f"{seed}-{plain}", max_steps=10, per_device_train_batch_size=64, learning_rate=0.1,
-                  train_sampling_strategy="random", plain_proxy_tuning=plain, seed=seed),
+        model=Linear(small_w),
+        train_dataset=data,
+        large_model=large,
+        small_model=small,
+        args=args(
+            tmp_path / f"{seed}-{plain}",
+            max_steps=10,
+            per_device_train_batch_size=64,
+            learning_rate=0.1,
+            train_sampling_strategy="random",
+            plain_proxy_tuning=plain,
+            seed=seed,
+        ),
     )
     trainer.train()
     with torch.no_grad():
@@ -359,16 +414,25 @@ def test_cpt_combined_train_loss_is_no_worse_than_plain_proxy_tuning(tmp_path):
 # ---------------------------------------------------------------- tiny GPT-2 end to end (research CPU test 5)
 def test_tiny_gpt2_trains_and_the_deployed_model_generates(tmp_path, models):
     large, small = models
-    trainer = trainer_for(tmp_path, large, small, max_steps=10, optim="adamw_torch", learning_rate=1e-2,
-                          logging_steps=1, train_sampling_strategy="random")
+    trainer = trainer_for(
+        tmp_path,
+        large,
+        small,
+        max_steps=10,
+        optim="adamw_torch",
+        learning_rate=1e-2,
+        logging_steps=1,
+        train_sampling_strategy="random",
+    )
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == 10 and all(math.isfinite(v) for v in losses)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     deployed = trainer.proxy_tuned_model().eval()
     prompt = torch.tensor([[2, 3, 4]])
-    out = deployed.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False,
-                            pad_token_id=0)
+    out = deployed.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False, pad_token_id=0
+    )
     assert out.shape == (1, 8)
     deployed.save_pretrained(tmp_path / "deployed")
     assert not (tmp_path / "deployed" / "model.safetensors").exists()

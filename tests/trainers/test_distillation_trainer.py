@@ -30,8 +30,16 @@ lm_rows, config_kwargs, VOCAB = ddp_script.lm_rows, ddp_script.config_kwargs, dd
 def vit(hidden=32, num_labels=4, seed=0):
     torch.manual_seed(seed)
     config = ViTConfig(
-        hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=8,
-        patch_size=4, num_channels=1, num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        num_labels=num_labels,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     return ViTForImageClassification(config)
 
@@ -39,8 +47,17 @@ def vit(hidden=32, num_labels=4, seed=0):
 def gpt2(n_embd=32, vocab=VOCAB, seed=0):
     torch.manual_seed(seed)
     config = GPT2Config(
-        n_embd=n_embd, n_layer=2, n_head=2, vocab_size=vocab, n_positions=16, resid_pdrop=0.0, embd_pdrop=0.0,
-        attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+        n_embd=n_embd,
+        n_layer=2,
+        n_head=2,
+        vocab_size=vocab,
+        n_positions=16,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
     )
     return GPT2LMHeadModel(config)
 
@@ -82,7 +99,12 @@ def test_loss_matches_hand_computation(kind):
         kd = T * T * kl / (n * c if kind == "soft-numel" else n)
     expected = (1 - alpha) * ce + alpha * kd
     loss, ce_out, kd_out = distillation_loss(
-        s, t, y, distillation_type=kind.split("-")[0], alpha=alpha, temperature=T,
+        s,
+        t,
+        y,
+        distillation_type=kind.split("-")[0],
+        alpha=alpha,
+        temperature=T,
         kd_normalization=kind.split("-")[-1] if kind != "hard" else "numel",
     )
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
@@ -241,9 +263,22 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         port = sock.getsockname()[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
-        "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        str(HERE / "ddp_script.py"), str(tmp_path),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        str(HERE / "ddp_script.py"),
+        str(tmp_path),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -38,9 +38,18 @@ def added_fields(cls, base=TrainingArguments) -> set[str]:
 
 def vit(num_labels=4, seed=0):
     torch.manual_seed(seed)
-    return ViTForImageClassification(ViTConfig(
-        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=8, patch_size=4,
-        num_channels=1, num_labels=num_labels))
+    return ViTForImageClassification(
+        ViTConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=8,
+            patch_size=4,
+            num_channels=1,
+            num_labels=num_labels,
+        )
+    )
 
 
 def args(tmp_path, cls=DistillationConfig, **overrides):
@@ -53,23 +62,31 @@ def test_each_config_adds_only_the_fields_its_trainer_uses():
     assert added_fields(FrozenTeacherConfig) == TEACHER_FIELDS
     kd = {"distillation_type", "alpha", "temperature", "kd_normalization"}
     assert added_fields(DistillationConfig, FrozenTeacherConfig) == kd
-    assert added_fields(PoolDistillationConfig, FrozenTeacherConfig) == {"alpha", "temperature", "feature_positions",
-                                                                          "feature_loss"}
+    assert added_fields(PoolDistillationConfig, FrozenTeacherConfig) == {
+        "alpha",
+        "temperature",
+        "feature_positions",
+        "feature_loss",
+    }
     rdd = added_fields(RDDConfig, FrozenTeacherConfig)
     assert {"temperature", "lambda_logits"} <= rdd and not rdd & {"alpha", "distillation_type", "kd_normalization"}
     l2d = added_fields(MultiLabelKDConfig, FrozenTeacherConfig)
     assert {"distillation_type", "temperature", "kd_normalization", "lambda_logits"} <= l2d and "alpha" not in l2d
     cpt = added_fields(ConsistentProxyTuningConfig, FrozenModelsConfig)
     assert not cpt & (TEACHER_FIELDS | kd) and {"large_dtype", "small_dtype"} <= cpt
-    for trainer, config in ((DistillationTrainer, DistillationConfig), (RDDTrainer, RDDConfig),
-                            (MultiLabelKDTrainer, MultiLabelKDConfig),
-                            (LearngenePoolDistillationTrainer, PoolDistillationConfig),
-                            (ConsistentProxyTuningTrainer, ConsistentProxyTuningConfig)):
+    for trainer, config in (
+        (DistillationTrainer, DistillationConfig),
+        (RDDTrainer, RDDConfig),
+        (MultiLabelKDTrainer, MultiLabelKDConfig),
+        (LearngenePoolDistillationTrainer, PoolDistillationConfig),
+        (ConsistentProxyTuningTrainer, ConsistentProxyTuningConfig),
+    ):
         assert issubclass(trainer, FrozenModelsTrainer) and trainer.config_class is config
 
 
-@pytest.mark.parametrize("cls", [FrozenTeacherConfig, DistillationConfig, RDDConfig, MultiLabelKDConfig,
-                                 PoolDistillationConfig])
+@pytest.mark.parametrize(
+    "cls", [FrozenTeacherConfig, DistillationConfig, RDDConfig, MultiLabelKDConfig, PoolDistillationConfig]
+)
 def test_teacher_fields_are_checked_once_for_every_config(tmp_path, cls):
     with pytest.raises(ValueError, match="`teacher_dtype` must be one of"):
         args(tmp_path, cls, teacher_dtype="int8")
@@ -87,8 +104,12 @@ def test_cpt_frozen_models_are_checked_by_the_same_base(tmp_path):
 
 # ---------------------------------------------------------------- preparing frozen models
 def test_prepare_frozen_freezes_and_casts_and_deepspeed_is_refused_in_one_place(tmp_path):
-    trainer = DistillationTrainer(model=vit(), args=args(tmp_path), teacher_model=vit(seed=1),
-                                  train_dataset=[{"pixel_values": torch.zeros(1, 8, 8), "labels": torch.tensor(0)}])
+    trainer = DistillationTrainer(
+        model=vit(),
+        args=args(tmp_path),
+        teacher_model=vit(seed=1),
+        train_dataset=[{"pixel_values": torch.zeros(1, 8, 8), "labels": torch.tensor(0)}],
+    )
     teacher = trainer.teacher_model
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     assert all(p.requires_grad for p in trainer.model.parameters())
@@ -100,16 +121,23 @@ def test_prepare_frozen_freezes_and_casts_and_deepspeed_is_refused_in_one_place(
     with pytest.raises(NotImplementedError, match="DistillationTrainer does not support DeepSpeed yet"):
         trainer._prepare_frozen(nn.Linear(2, 2), "auto")
     assert trainer._prepare_frozen(None, "auto") is None  # a model CPT runs without (cached logits) needs nothing
-    for cls in (DistillationTrainer, RDDTrainer, MultiLabelKDTrainer, LearngenePoolDistillationTrainer,
-                ConsistentProxyTuningTrainer, FrozenTeacherTrainer):
+    for cls in (
+        DistillationTrainer,
+        RDDTrainer,
+        MultiLabelKDTrainer,
+        LearngenePoolDistillationTrainer,
+        ConsistentProxyTuningTrainer,
+        FrozenTeacherTrainer,
+    ):
         assert cls._prepare_frozen is FrozenModelsTrainer._prepare_frozen, cls
         assert cls._check_frozen_support is FrozenModelsTrainer._check_frozen_support, cls
 
 
 def test_args_of_another_trainer_are_refused_naming_the_config_class(tmp_path):
     with pytest.raises(TypeError, match="`args` must be a DistillationConfig, got TrainingArguments"):
-        DistillationTrainer(model=vit(), args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True),
-                            teacher_model=vit())
+        DistillationTrainer(
+            model=vit(), args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True), teacher_model=vit()
+        )
     with pytest.raises(ValueError, match="DistillationTrainer computes its own loss"):
         DistillationTrainer(model=vit(), args=args(tmp_path), teacher_model=vit(), compute_loss_func=lambda *a: 0)
 
@@ -136,8 +164,9 @@ def test_dtype_helpers():
 def test_frozen_models_loaded_by_name_own_their_integer_buffers(tmp_path):
     """from_pretrained leaves int64 buffers (BatchNorm's num_batches_tracked) as views of the memory-mapped
     checkpoint, which keeps the whole file resident; detach_from_checkpoint copies them out, values unchanged."""
-    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_channels=1,
-                                       num_labels=3, layer_type="basic")
+    config = transformers.ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_channels=1, num_labels=3, layer_type="basic"
+    )
     transformers.ResNetForImageClassification(config).save_pretrained(tmp_path)
     loaded = transformers.ResNetForImageClassification.from_pretrained(tmp_path, dtype=torch.bfloat16)
     before = {n: b.untyped_storage().data_ptr() for n, b in loaded.named_buffers() if not b.is_floating_point()}

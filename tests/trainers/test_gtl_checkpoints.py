@@ -45,7 +45,11 @@ def test_a_checkpoint_reads_back_as_written(tmp_path):
     assert meta["format"] == STATE_FORMAT and meta["generations"] == 3 and meta["fingerprint"] == FINGERPRINT
     loaded = folder.load_latest(FINGERPRINT)
     assert (loaded.generation, loaded.population, loaded.records, loaded.history) == (
-        saved.generation, saved.population, saved.records, saved.history)
+        saved.generation,
+        saved.population,
+        saved.records,
+        saved.history,
+    )
     for got, want in zip([*loaded.masks, *loaded.parent_masks.values()], [*saved.masks, *saved.parent_masks.values()]):
         assert got.units.keys() == want.units.keys()
         assert all(torch.equal(got.units[k], want.units[k]) for k in want.units)

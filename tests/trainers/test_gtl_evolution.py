@@ -28,15 +28,30 @@ POPULATION, GENERATIONS = 4, 2
 
 
 def model_init(num_labels):
-    return VGGForImageClassification(VGGConfig(num_channels=1, hidden_sizes=[4, 8], depths=[1, 1], num_labels=num_labels))
+    return VGGForImageClassification(
+        VGGConfig(num_channels=1, hidden_sizes=[4, 8], depths=[1, 1], num_labels=num_labels)
+    )
 
 
 def config(output_dir, **overrides):
     kwargs = {
-        "output_dir": str(output_dir), "report_to": "none", "use_cpu": True, "seed": 0, "disable_tqdm": True,
-        "max_steps": 2, "learning_rate": 1e-2, "per_device_train_batch_size": 8, "lr_scheduler_type": "constant",
-        "dataloader_num_workers": 0, "population_size": POPULATION, "tournament_size": 2, "generations": GENERATIONS,
-        "n_way": 3, "k_shot": 4, "query_shots": 4, "fitness": "neg_query_loss",  # the loss separates individuals
+        "output_dir": str(output_dir),
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 0,
+        "disable_tqdm": True,
+        "max_steps": 2,
+        "learning_rate": 1e-2,
+        "per_device_train_batch_size": 8,
+        "lr_scheduler_type": "constant",
+        "dataloader_num_workers": 0,
+        "population_size": POPULATION,
+        "tournament_size": 2,
+        "generations": GENERATIONS,
+        "n_way": 3,
+        "k_shot": 4,
+        "query_shots": 4,
+        "fitness": "neg_query_loss",  # the loss separates individuals
     }
     return GTLEvolutionConfig(**{**kwargs, **overrides})
 
@@ -103,7 +118,7 @@ def test_tournament_picks_the_fittest_of_each_group(n, k):
         groups, winners = tournament_selection(fitnesses, k, torch.Generator().manual_seed(seed))
         # brute force: the same seeded shuffle, cut into groups, scanned in index order
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-        expected_groups = [order[s:s + k] for s in range(0, n, k)]
+        expected_groups = [order[s : s + k] for s in range(0, n, k)]
         expected = []
         for group in expected_groups:
             best = None
@@ -119,7 +134,9 @@ def test_tournament_picks_the_fittest_of_each_group(n, k):
 
 def test_derived_seeds_are_stable_and_distinct():
     assert derive_seed(0, "task", 1, 2) == derive_seed(0, "task", 1, 2)
-    seeds = {derive_seed(s, what, g, i) for s in (0, 1) for what in ("task", "init") for g in range(3) for i in range(4)}
+    seeds = {
+        derive_seed(s, what, g, i) for s in (0, 1) for what in ("task", "init") for g in range(3) for i in range(4)
+    }
     assert len(seeds) == 2 * 2 * 3 * 4 and all(0 <= s < 2**31 for s in seeds)
 
 
@@ -243,7 +260,9 @@ def test_two_processes_equal_one_process(reference, tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, "--worker", str(tmp_path), str(torch.get_num_threads())],
-            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         for rank in (0, 1)
@@ -280,9 +299,17 @@ def _worker(output_dir: str, threads: int) -> None:
     args = config(output_dir, sync_timeout=120)  # a crashed peer fails the test instead of hanging it
     evolution = GTLEvolution(model_init, args, digits(image_size=8)["train"], callbacks=[recorder])
     evolution.run()
-    print(json.dumps({"rank": evolution.rank, "trained": recorder.trained,
-                      "scrubbed": scrubbed and not recorder.saw_process_group, "config_refused": config_refused,
-                      "history": evolution.history}))
+    print(
+        json.dumps(
+            {
+                "rank": evolution.rank,
+                "trained": recorder.trained,
+                "scrubbed": scrubbed and not recorder.saw_process_group,
+                "config_refused": config_refused,
+                "history": evolution.history,
+            }
+        )
+    )
 
 
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":

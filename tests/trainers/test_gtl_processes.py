@@ -16,8 +16,16 @@ from hf_methods.trainers.gtl_processes import (
     wait_for_all,
 )
 
-LAUNCHED = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500",
-            "TORCHELASTIC_RUN_ID": "x", "PATH": "/bin", "CUDA_VISIBLE_DEVICES": "3,5"}
+LAUNCHED = {
+    "RANK": "1",
+    "WORLD_SIZE": "2",
+    "LOCAL_RANK": "1",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29500",
+    "TORCHELASTIC_RUN_ID": "x",
+    "PATH": "/bin",
+    "CUDA_VISIBLE_DEVICES": "3,5",
+}
 
 
 def test_a_plain_process_is_rank_0_of_1_and_nothing_changes():

@@ -14,6 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
+from transformers import ViTConfig, ViTForImageClassification
+
+from hf_methods.models.label_query import (
+    LabelQueryConfig,
+    LabelQueryForMultiLabelClassification,
+)
 from hf_methods.trainers.distillation_trainer import distillation_loss
 from hf_methods.trainers.multilabel_kd_config import MultiLabelKDConfig
 from hf_methods.trainers.multilabel_kd_trainer import (
@@ -25,14 +33,6 @@ from hf_methods.trainers.multilabel_kd_trainer import (
     l2d_loss,
     labelwise_embedding_distillation,
     multilabel_logit_distillation,
-)
-from safetensors import safe_open
-from safetensors.torch import load_file
-from transformers import ViTConfig, ViTForImageClassification
-
-from hf_methods.models.label_query import (
-    LabelQueryConfig,
-    LabelQueryForMultiLabelClassification,
 )
 
 NUM_CLASSES = 4
@@ -53,15 +53,29 @@ def _one_thread():
 
 # ---------------------------------------------------------------- tiny models and data
 def vit_config(hidden):
-    return ViTConfig(hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2, intermediate_size=2 * hidden,
-                     image_size=8, patch_size=4, num_channels=1, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0)
+    return ViTConfig(
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
 
 
 def label_query(hidden=16, d_model=16, seed=0):
     torch.manual_seed(seed)
-    config = LabelQueryConfig(backbone_config=vit_config(hidden).to_dict(), num_labels=NUM_CLASSES, d_model=d_model,
-                              num_attention_heads=2, dim_feedforward=2 * d_model, decoder_dropout=0.0)
+    config = LabelQueryConfig(
+        backbone_config=vit_config(hidden).to_dict(),
+        num_labels=NUM_CLASSES,
+        d_model=d_model,
+        num_attention_heads=2,
+        dim_feedforward=2 * d_model,
+        decoder_dropout=0.0,
+    )
     return LabelQueryForMultiLabelClassification(config)
 
 
@@ -83,17 +97,30 @@ def image_rows(n=32):
 
 def config(tmp_path, **overrides):
     kwargs = {
-        "output_dir": str(tmp_path), "report_to": "none", "use_cpu": True, "save_strategy": "no", "seed": 0,
-        "disable_tqdm": True, "per_device_train_batch_size": 8, "max_steps": 3, "optim": "adamw_torch",
-        "learning_rate": 3e-3, "lr_scheduler_type": "constant", "train_sampling_strategy": "sequential",
+        "output_dir": str(tmp_path),
+        "report_to": "none",
+        "use_cpu": True,
+        "save_strategy": "no",
+        "seed": 0,
+        "disable_tqdm": True,
+        "per_device_train_batch_size": 8,
+        "max_steps": 3,
+        "optim": "adamw_torch",
+        "learning_rate": 3e-3,
+        "lr_scheduler_type": "constant",
+        "train_sampling_strategy": "sequential",
         "logging_steps": 1,
     }
     return MultiLabelKDConfig(**{**kwargs, **overrides})
 
 
 def make_trainer(tmp_path, student, teacher_model, rows=None, **overrides):
-    return MultiLabelKDTrainer(model=student, args=config(tmp_path, **overrides), train_dataset=rows or image_rows(),
-                               teacher_model=teacher_model)
+    return MultiLabelKDTrainer(
+        model=student,
+        args=config(tmp_path, **overrides),
+        train_dataset=rows or image_rows(),
+        teacher_model=teacher_model,
+    )
 
 
 def saved_keys(folder):
@@ -183,10 +210,18 @@ def test_huber_distance_matches_a_hand_computation_and_gives_the_teacher_no_grad
 
 # ---------------------------------------------------------------- 3. CD and ID
 def _loop_cd_id(s, t, y):
-    cd = sum((huber_distance(s[y[:, c] > 0.5, c], t[y[:, c] > 0.5, c]) for c in range(y.shape[1])
-              if (y[:, c] > 0.5).sum() >= 2), torch.tensor(0.0))
-    id_ = sum((huber_distance(s[i, y[i] > 0.5], t[i, y[i] > 0.5]) for i in range(y.shape[0])
-               if (y[i] > 0.5).sum() >= 2), torch.tensor(0.0))
+    cd = sum(
+        (
+            huber_distance(s[y[:, c] > 0.5, c], t[y[:, c] > 0.5, c])
+            for c in range(y.shape[1])
+            if (y[:, c] > 0.5).sum() >= 2
+        ),
+        torch.tensor(0.0),
+    )
+    id_ = sum(
+        (huber_distance(s[i, y[i] > 0.5], t[i, y[i] > 0.5]) for i in range(y.shape[0]) if (y[i] > 0.5).sum() >= 2),
+        torch.tensor(0.0),
+    )
     return cd, id_
 
 
@@ -239,8 +274,9 @@ def test_empty_batches_and_no_eligible_group_give_zero_not_nan():
     total.backward()  # keeps the graph: no error, zero gradient
     assert s.grad is not None and s.grad.abs().sum() == 0
     empty = torch.zeros(0, NUM_CLASSES)
-    loss, parts = l2d_loss(empty, empty.clone(), empty.clone(), torch.zeros(0, NUM_CLASSES, 5),
-                           torch.zeros(0, NUM_CLASSES, 5))
+    loss, parts = l2d_loss(
+        empty, empty.clone(), empty.clone(), torch.zeros(0, NUM_CLASSES, 5), torch.zeros(0, NUM_CLASSES, 5)
+    )
     assert loss.item() == 0.0 and all(v.item() == 0.0 for v in parts.values())
     for kind in ("l2d", "softmax"):
         for reduction in ("sum", "mean"):
@@ -282,8 +318,7 @@ def test_l2d_loss_is_the_weighted_sum_of_its_parts():
 def test_tiny_l2d_run_has_finite_decreasing_loss_and_a_frozen_unsaved_teacher(tmp_path):
     teacher = label_query(hidden=32, d_model=16, seed=1)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    trainer = make_trainer(tmp_path, label_query(seed=0), teacher, max_steps=20, save_strategy="steps",
-                           save_steps=20)
+    trainer = make_trainer(tmp_path, label_query(seed=0), teacher, max_steps=20, save_strategy="steps", save_steps=20)
     trainer.train()
     logs = [e for e in trainer.state.log_history if "loss" in e]
     losses = [e["loss"] for e in logs]
@@ -355,8 +390,9 @@ def test_softmax_baseline_and_no_teacher_runs(tmp_path):
     soft.train()
     logs = [e for e in soft.state.log_history if "loss" in e]
     assert all(e["kd_loss"] > 0 and e["cd_loss"] == 0 for e in logs)
-    alone = MultiLabelKDTrainer(model=label_query(), args=config(tmp_path, distillation_type="none"),
-                                train_dataset=image_rows())
+    alone = MultiLabelKDTrainer(
+        model=label_query(), args=config(tmp_path, distillation_type="none"), train_dataset=image_rows()
+    )
     assert alone.teacher_model is None
     alone.train()
     logs = [e for e in alone.state.log_history if "loss" in e]
@@ -368,9 +404,17 @@ def test_gradient_accumulation_reproduces_the_big_batch(tmp_path):
     teacher = label_query(hidden=32, seed=1)
     results = []
     for batch, steps in ((8, 1), (4, 2)):
-        trainer = make_trainer(tmp_path / f"b{batch}", label_query(seed=0), teacher, max_steps=1, lambda_le=0.0,
-                               per_device_train_batch_size=batch, gradient_accumulation_steps=steps,
-                               optim="sgd", learning_rate=1e-3)
+        trainer = make_trainer(
+            tmp_path / f"b{batch}",
+            label_query(seed=0),
+            teacher,
+            max_steps=1,
+            lambda_le=0.0,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=steps,
+            optim="sgd",
+            learning_rate=1e-3,
+        )
         trainer.train()
         results.append({k: v.detach().clone() for k, v in trainer.model.named_parameters()})
     for name, value in results[0].items():
@@ -379,8 +423,12 @@ def test_gradient_accumulation_reproduces_the_big_batch(tmp_path):
 
 def test_teacher_by_path_and_the_model_card(tmp_path):
     label_query(hidden=32, seed=1).save_pretrained(tmp_path / "teacher")
-    trainer = MultiLabelKDTrainer(model=label_query(), args=config(tmp_path / "run", max_steps=1),
-                                  train_dataset=image_rows(), teacher_model=str(tmp_path / "teacher"))
+    trainer = MultiLabelKDTrainer(
+        model=label_query(),
+        args=config(tmp_path / "run", max_steps=1),
+        train_dataset=image_rows(),
+        teacher_model=str(tmp_path / "teacher"),
+    )
     assert isinstance(trainer.teacher_model, LabelQueryForMultiLabelClassification)
     assert not trainer.teacher_model.training and trainer.teacher_ref == str(tmp_path / "teacher")
     trainer.create_model_card()
@@ -398,9 +446,24 @@ def test_ddp_with_a_projection_matches_one_process_with_gradient_accumulation(tm
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(port), str(HERE / "multilabel_ddp_script.py"), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        str(HERE / "multilabel_ddp_script.py"),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads((tmp_path / "result.json").read_text())
@@ -410,8 +473,7 @@ def test_ddp_with_a_projection_matches_one_process_with_gradient_accumulation(tm
     student = LabelQueryForMultiLabelClassification.from_pretrained(tmp_path / "student")
     teacher = LabelQueryForMultiLabelClassification.from_pretrained(tmp_path / "teacher")
     args = MultiLabelKDConfig(**ddp_script.config_kwargs(str(tmp_path / "single"), gradient_accumulation_steps=2))
-    single = MultiLabelKDTrainer(model=student, args=args, train_dataset=ddp_script.image_rows(),
-                                 teacher_model=teacher)
+    single = MultiLabelKDTrainer(model=student, args=args, train_dataset=ddp_script.image_rows(), teacher_model=teacher)
     torch.testing.assert_close(single.embedding_projection.weight, torch.tensor(result["initial_projection"]))
     single.train()
     ddp = LabelQueryForMultiLabelClassification.from_pretrained(tmp_path / "final").state_dict()
@@ -419,21 +481,25 @@ def test_ddp_with_a_projection_matches_one_process_with_gradient_accumulation(tm
         if not key.startswith(PROJECTION_NAME):
             torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-6, msg=key)
     ddp_projection = load_file(tmp_path / "final" / PROJECTION_FILE)
-    torch.testing.assert_close(ddp_projection["weight"], single.embedding_projection.weight.detach(),
-                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        ddp_projection["weight"], single.embedding_projection.weight.detach(), rtol=1e-4, atol=1e-6
+    )
     assert not torch.equal(ddp_projection["weight"], torch.tensor(result["initial_projection"]))
 
 
 # ---------------------------------------------------------------- 7. config errors name the field
-@pytest.mark.parametrize("overrides, field", [
-    ({"temperature": 2.0}, "temperature"),
-    ({"distillation_type": "hard"}, "distillation_type"),
-    ({"multilabel_kd_type": "bce"}, "multilabel_kd_type"),
-    ({"bce_reduction": "avg"}, "bce_reduction"),
-    ({"embedding_projection": "mlp"}, "embedding_projection"),
-    ({"lambda_cd": -1.0}, "lambda_cd"),
-    ({"lambda_logits": float("nan")}, "lambda_logits"),
-])
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"temperature": 2.0}, "temperature"),
+        ({"distillation_type": "hard"}, "distillation_type"),
+        ({"multilabel_kd_type": "bce"}, "multilabel_kd_type"),
+        ({"bce_reduction": "avg"}, "bce_reduction"),
+        ({"embedding_projection": "mlp"}, "embedding_projection"),
+        ({"lambda_cd": -1.0}, "lambda_cd"),
+        ({"lambda_logits": float("nan")}, "lambda_logits"),
+    ],
+)
 def test_bad_config_values_raise_errors_naming_the_field(tmp_path, overrides, field):
     with pytest.raises(ValueError, match=f"`{field}`"):
         config(tmp_path, **overrides)
@@ -451,8 +517,14 @@ def test_config_defaults_are_the_official_ones(tmp_path):
     assert args.ddp_find_unused_parameters is False
     assert config(tmp_path, multilabel_kd_type="softmax", temperature=4.0).temperature == 4.0
     with pytest.raises(TypeError, match="MultiLabelKDConfig"):
-        MultiLabelKDTrainer(model=label_query(), args=__import__("transformers").TrainingArguments(
-            output_dir=str(tmp_path), use_cpu=True, report_to="none"))
+        MultiLabelKDTrainer(
+            model=label_query(),
+            args=__import__("transformers").TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none"),
+        )
     with pytest.raises(ValueError, match="ddp_find_unused_parameters"):
-        make_trainer(tmp_path, label_query(d_model=8), label_query(hidden=32, d_model=16, seed=1),
-                     ddp_find_unused_parameters=True)
+        make_trainer(
+            tmp_path,
+            label_query(d_model=8),
+            label_query(hidden=32, d_model=16, seed=1),
+            ddp_find_unused_parameters=True,
+        )

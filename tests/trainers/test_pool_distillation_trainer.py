@@ -31,8 +31,15 @@ from tiny import ARCHS  # noqa: E402
 def vit(hidden=16, layers=3, patch=4, num_labels=4, seed=0):
     torch.manual_seed(seed)
     config = ViTConfig(
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=2 * hidden,
-        image_size=8, patch_size=patch, num_channels=1, num_labels=num_labels, hidden_dropout_prob=0.0,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        image_size=8,
+        patch_size=patch,
+        num_channels=1,
+        num_labels=num_labels,
+        hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
     return ViTForImageClassification(config)
@@ -50,9 +57,18 @@ def image_rows(n=8):
 
 def config(tmp_path, **overrides):
     kwargs = {
-        "output_dir": str(tmp_path), "report_to": "none", "use_cpu": True, "save_strategy": "no", "seed": 0,
-        "disable_tqdm": True, "per_device_train_batch_size": 4, "max_steps": 3, "optim": "adamw_torch",
-        "learning_rate": 1e-2, "lr_scheduler_type": "constant", "train_sampling_strategy": "sequential",
+        "output_dir": str(tmp_path),
+        "report_to": "none",
+        "use_cpu": True,
+        "save_strategy": "no",
+        "seed": 0,
+        "disable_tqdm": True,
+        "per_device_train_batch_size": 4,
+        "max_steps": 3,
+        "optim": "adamw_torch",
+        "learning_rate": 1e-2,
+        "lr_scheduler_type": "constant",
+        "train_sampling_strategy": "sequential",
         "logging_steps": 1,
     }
     return PoolDistillationConfig(**{**kwargs, **overrides})
@@ -60,7 +76,10 @@ def config(tmp_path, **overrides):
 
 def make_trainer(tmp_path, student, teacher_model, rows=None, **overrides):
     return LearngenePoolDistillationTrainer(
-        model=student, args=config(tmp_path, **overrides), train_dataset=rows or image_rows(), teacher_model=teacher_model
+        model=student,
+        args=config(tmp_path, **overrides),
+        train_dataset=rows or image_rows(),
+        teacher_model=teacher_model,
     )
 
 
@@ -94,10 +113,14 @@ def test_loss_matches_hand_computation(feature_loss):
     B, C, S, d_t, d_s, pairs, T, alpha = 3, 4, 2, 5, 3, 2, 2.0, 0.7
     zs, zt = torch.randn(B, C, generator=g), torch.randn(B, C, generator=g)
     y = torch.tensor([0, 3, 1])
-    hs, ht = [torch.randn(B, S, d_s, generator=g) for _ in range(pairs)], [torch.randn(B, S, d_t, generator=g)
-                                                                           for _ in range(pairs)]
-    as_, at = [torch.randn(B, S, d_s, generator=g) for _ in range(pairs)], [torch.randn(B, S, d_t, generator=g)
-                                                                            for _ in range(pairs)]
+    hs, ht = (
+        [torch.randn(B, S, d_s, generator=g) for _ in range(pairs)],
+        [torch.randn(B, S, d_t, generator=g) for _ in range(pairs)],
+    )
+    as_, at = (
+        [torch.randn(B, S, d_s, generator=g) for _ in range(pairs)],
+        [torch.randn(B, S, d_t, generator=g) for _ in range(pairs)],
+    )
     torch.manual_seed(0)
     p_hid, p_att = [nn.Linear(d_t, d_s) for _ in range(pairs)], [nn.Linear(d_t, d_s) for _ in range(pairs)]
 
@@ -119,8 +142,18 @@ def test_loss_matches_hand_computation(feature_loss):
     }[feature_loss]
 
     loss, parts = pool_distillation_loss(
-        zs, zt, y, hs, ht, as_, at, hidden_projectors=p_hid, attention_projectors=p_att, feature_loss=feature_loss,
-        alpha=alpha, temperature=T,
+        zs,
+        zt,
+        y,
+        hs,
+        ht,
+        as_,
+        at,
+        hidden_projectors=p_hid,
+        attention_projectors=p_att,
+        feature_loss=feature_loss,
+        alpha=alpha,
+        temperature=T,
     )
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     assert parts["ce"].item() == pytest.approx(cls, rel=1e-5)
@@ -130,8 +163,19 @@ def test_loss_matches_hand_computation(feature_loss):
 
     # normalized by a count over the whole accumulated batch: every term scales by B / n
     loss6, _ = pool_distillation_loss(
-        zs, zt, y, hs, ht, as_, at, hidden_projectors=p_hid, attention_projectors=p_att, feature_loss=feature_loss,
-        alpha=alpha, temperature=T, num_items_in_batch=6,
+        zs,
+        zt,
+        y,
+        hs,
+        ht,
+        as_,
+        at,
+        hidden_projectors=p_hid,
+        attention_projectors=p_att,
+        feature_loss=feature_loss,
+        alpha=alpha,
+        temperature=T,
+        num_items_in_batch=6,
     )
     assert loss6.item() == pytest.approx(expected * B / 6, rel=1e-5)
 
@@ -155,13 +199,16 @@ def test_loss_errors():
 
 
 # ---------------------------------------------------------------- 2. matched positions
-@pytest.mark.parametrize("layers, expected", [
-    (12, {"[end]": [11], "[mid,end]": [7, 11], "[front,end]": [3, 7, 11]}),
-    (9, {"[end]": [8], "[mid,end]": [5, 8], "[front,end]": [2, 5, 8]}),
-    (6, {"[end]": [5], "[mid,end]": [3, 5], "[front,end]": [1, 3, 5]}),
-    (3, {"[end]": [2], "[mid,end]": [1, 2], "[front,end]": [0, 1, 2]}),
-    (1, {"[end]": [0], "[mid,end]": [0, 0], "[front,end]": [0, 0, 0]}),
-])
+@pytest.mark.parametrize(
+    "layers, expected",
+    [
+        (12, {"[end]": [11], "[mid,end]": [7, 11], "[front,end]": [3, 7, 11]}),
+        (9, {"[end]": [8], "[mid,end]": [5, 8], "[front,end]": [2, 5, 8]}),
+        (6, {"[end]": [5], "[mid,end]": [3, 5], "[front,end]": [1, 3, 5]}),
+        (3, {"[end]": [2], "[mid,end]": [1, 2], "[front,end]": [0, 1, 2]}),
+        (1, {"[end]": [0], "[mid,end]": [0, 0], "[front,end]": [0, 0, 0]}),
+    ],
+)
 def test_matched_layers(layers, expected):
     for positions, ids in expected.items():
         assert matched_layers(layers, positions) == ids
@@ -176,16 +223,22 @@ def test_config_defaults_and_validation(tmp_path):
     c = PoolDistillationConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True)
     assert (c.alpha, c.temperature) == (0.9, 1.0) and not hasattr(c, "distillation_type")  # always soft
     assert (c.feature_positions, c.feature_loss, c.ddp_find_unused_parameters) == ("[front,end]", "all", False)
-    for bad in ({"feature_positions": "[front]"}, {"feature_loss": "rep"}, {"ddp_find_unused_parameters": True},
-                {"alpha": 1.5}, {"temperature": 0.0}):
+    for bad in (
+        {"feature_positions": "[front]"},
+        {"feature_loss": "rep"},
+        {"ddp_find_unused_parameters": True},
+        {"alpha": 1.5},
+        {"temperature": 0.0},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             PoolDistillationConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, **bad)
     for unused in ({"distillation_type": "hard"}, {"kd_normalization": "numel"}):
         with pytest.raises(TypeError, match=next(iter(unused))):
             PoolDistillationConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, **unused)
     with pytest.raises(TypeError, match="PoolDistillationConfig"):
-        LearngenePoolDistillationTrainer(model=vit(), args=DistillationConfig(output_dir=str(tmp_path)),
-                                         teacher_model=teacher())
+        LearngenePoolDistillationTrainer(
+            model=vit(), args=DistillationConfig(output_dir=str(tmp_path)), teacher_model=teacher()
+        )
 
 
 # ---------------------------------------------------------------- 4. hooks capture the attention branch
@@ -201,8 +254,10 @@ def test_hooks_capture_attention_branch_of_vit():
         n = layer.layernorm_before(h_in)
         B, S, D = n.shape
         heads, hd = 2, D // 2
-        q, k, v = (proj(n).view(B, S, heads, hd).transpose(1, 2)
-                   for proj in (layer.attention.q_proj, layer.attention.k_proj, layer.attention.v_proj))
+        q, k, v = (
+            proj(n).view(B, S, heads, hd).transpose(1, 2)
+            for proj in (layer.attention.q_proj, layer.attention.k_proj, layer.attention.v_proj)
+        )
         weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1)
         manual = layer.attention.o_proj((weights @ v).transpose(1, 2).reshape(B, S, D))
         mid = h_in + manual  # residual add after the branch
@@ -249,8 +304,9 @@ def test_train_save_and_reload(tmp_path):
     for h in logs:
         assert all(math.isfinite(h[k]) for k in ("loss", "ce_loss", "kd_loss", "rep_loss", "att_loss"))
         assert h["rep_loss"] > 0 and h["att_loss"] > 0
-        assert h["loss"] == pytest.approx(0.1 * h["ce_loss"] + 0.9 * (h["kd_loss"] + h["rep_loss"] + h["att_loss"]),
-                                          rel=1e-4)
+        assert h["loss"] == pytest.approx(
+            0.1 * h["ce_loss"] + 0.9 * (h["kd_loss"] + h["rep_loss"] + h["att_loss"]), rel=1e-4
+        )
     for k, v in params(projectors).items():
         assert not torch.equal(v, proj_before[k]), k  # every projector trains with the student
     assert any(not torch.equal(v, student_before[k]) for k, v in params(student).items())
@@ -298,8 +354,16 @@ def test_resume_restores_student_and_projectors(tmp_path):
 
 def test_gradient_accumulation_is_exact(tmp_path):
     def run(folder, batch, ga):
-        trainer = make_trainer(tmp_path / folder, vit(), teacher(), per_device_train_batch_size=batch,
-                               gradient_accumulation_steps=ga, max_steps=1, optim="sgd", learning_rate=0.1)
+        trainer = make_trainer(
+            tmp_path / folder,
+            vit(),
+            teacher(),
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=ga,
+            max_steps=1,
+            optim="sgd",
+            learning_rate=0.1,
+        )
         trainer.train()
         return params(trainer.model)
 
@@ -317,8 +381,10 @@ def test_logits_modes_train_only_what_they_use(tmp_path):
     trainer = make_trainer(tmp_path / "logits", student, big, feature_loss="logits")
     assert trainer.feature_projectors is None
     rows = image_rows(4)
-    batch = {"pixel_values": torch.stack([r["pixel_values"] for r in rows]),
-             "labels": torch.stack([r["labels"] for r in rows])}
+    batch = {
+        "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
+        "labels": torch.stack([r["labels"] for r in rows]),
+    }
     loss = trainer.compute_loss(student, batch)
     with torch.no_grad():
         zs, zt = student(pixel_values=batch["pixel_values"]).logits, big(pixel_values=batch["pixel_values"]).logits

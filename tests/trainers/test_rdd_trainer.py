@@ -34,12 +34,23 @@ NUM_LABELS = 3
 # ---------------------------------------------------------------- tiny models and data
 def upernet(widths=(4, 8, 12, 16), head=8, aux=True, seed=0, num_labels=NUM_LABELS):
     torch.manual_seed(seed)
-    backbone = ConvNextConfig(num_channels=1, patch_size=2, hidden_sizes=list(widths), depths=[1, 1, 1, 1],
-                              out_features=["stage1", "stage2", "stage3", "stage4"])
-    return UperNetForSemanticSegmentation(UperNetConfig(
-        backbone_config=backbone, hidden_size=head, auxiliary_channels=head, use_auxiliary_head=aux,
-        num_labels=num_labels, pool_scales=[1, 2],
-    ))
+    backbone = ConvNextConfig(
+        num_channels=1,
+        patch_size=2,
+        hidden_sizes=list(widths),
+        depths=[1, 1, 1, 1],
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    return UperNetForSemanticSegmentation(
+        UperNetConfig(
+            backbone_config=backbone,
+            hidden_size=head,
+            auxiliary_channels=head,
+            use_auxiliary_head=aux,
+            num_labels=num_labels,
+            pool_scales=[1, 2],
+        )
+    )
 
 
 def teacher_upernet(**kw):
@@ -48,10 +59,17 @@ def teacher_upernet(**kw):
 
 def segformer(seed=2):
     torch.manual_seed(seed)
-    return SegformerForSemanticSegmentation(SegformerConfig(
-        num_channels=1, num_labels=NUM_LABELS, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1],
-        num_attention_heads=[1, 1, 1, 1], sr_ratios=[4, 2, 1, 1], decoder_hidden_size=16,
-    ))
+    return SegformerForSemanticSegmentation(
+        SegformerConfig(
+            num_channels=1,
+            num_labels=NUM_LABELS,
+            hidden_sizes=[8, 16, 16, 16],
+            depths=[1, 1, 1, 1],
+            num_attention_heads=[1, 1, 1, 1],
+            sr_ratios=[4, 2, 1, 1],
+            decoder_hidden_size=16,
+        )
+    )
 
 
 def seg_rows(n=8, size=32):
@@ -62,7 +80,7 @@ def seg_rows(n=8, size=32):
         labels = torch.zeros(size, size, dtype=torch.long)
         for cls in (1, 2):
             y, x = torch.randint(0, size - 10, (2,), generator=g).tolist()
-            labels[y:y + 10, x:x + 10] = cls
+            labels[y : y + 10, x : x + 10] = cls
         image = labels.float().unsqueeze(0) / 2 + 0.3 * torch.randn(1, size, size, generator=g)
         labels[0, :4] = 255
         rows.append({"pixel_values": image, "labels": labels})
@@ -71,24 +89,40 @@ def seg_rows(n=8, size=32):
 
 def batch(n=4):
     rows = seg_rows(n)
-    return {"pixel_values": torch.stack([r["pixel_values"] for r in rows]),
-            "labels": torch.stack([r["labels"] for r in rows])}
+    return {
+        "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
+        "labels": torch.stack([r["labels"] for r in rows]),
+    }
 
 
 def config(tmp_path, **overrides):
     kwargs = {
-        "output_dir": str(tmp_path), "report_to": "none", "use_cpu": True, "save_strategy": "no", "seed": 0,
-        "disable_tqdm": True, "per_device_train_batch_size": 4, "max_steps": 4, "optim": "adamw_torch",
-        "learning_rate": 1e-2, "lr_scheduler_type": "constant", "train_sampling_strategy": "sequential",
-        "logging_steps": 1, "rdd_warmup_steps": 2, "min_kept": 200,
+        "output_dir": str(tmp_path),
+        "report_to": "none",
+        "use_cpu": True,
+        "save_strategy": "no",
+        "seed": 0,
+        "disable_tqdm": True,
+        "per_device_train_batch_size": 4,
+        "max_steps": 4,
+        "optim": "adamw_torch",
+        "learning_rate": 1e-2,
+        "lr_scheduler_type": "constant",
+        "train_sampling_strategy": "sequential",
+        "logging_steps": 1,
+        "rdd_warmup_steps": 2,
+        "min_kept": 200,
     }
     return RDDConfig(**{**kwargs, **overrides})
 
 
 def trainer(tmp_path, student=None, teacher=None, rows=None, **overrides):
-    return RDDTrainer(model=student if student is not None else upernet(), args=config(tmp_path, **overrides),
-                      train_dataset=rows if rows is not None else seg_rows(),
-                      teacher_model=teacher if teacher is not None else teacher_upernet())
+    return RDDTrainer(
+        model=student if student is not None else upernet(),
+        args=config(tmp_path, **overrides),
+        train_dataset=rows if rows is not None else seg_rows(),
+        teacher_model=teacher if teacher is not None else teacher_upernet(),
+    )
 
 
 # ---------------------------------------------------------------- pure functions
@@ -146,8 +180,16 @@ def test_identical_teacher_and_student_give_an_empty_mask_and_a_zero_finite_loss
     student_aux = teacher_aux.clone().requires_grad_(True)
     mask = ohem_hard_mask(student, labels, 0.7, 100) ^ ohem_hard_mask(teacher, labels, 0.7, 100)
     assert not mask.any()
-    loss, stats = rdd_task_loss(student, labels, stage=2, teacher_logits=teacher, teacher_aux_logits=teacher_aux,
-                                student_aux_logits=student_aux, min_kept=100, class_weights=[1.0, 2.0, 0.5])
+    loss, stats = rdd_task_loss(
+        student,
+        labels,
+        stage=2,
+        teacher_logits=teacher,
+        teacher_aux_logits=teacher_aux,
+        student_aux_logits=student_aux,
+        min_kept=100,
+        class_weights=[1.0, 2.0, 0.5],
+    )
     assert float(loss.detach()) == 0.0 and float(stats["mask_fraction"]) == 0.0
     loss.backward()
     assert torch.isfinite(student.grad).all() and torch.isfinite(student_aux.grad).all()
@@ -181,8 +223,16 @@ def test_stage_losses_match_the_official_formulas():
         return crit(up(student), labels.masked_fill(~m, 255))
 
     expected = masked(s, t) + 0.4 * masked(s_aux, t_aux)
-    got, _ = rdd_task_loss(s, labels, stage=2, teacher_logits=t, teacher_aux_logits=t_aux, student_aux_logits=s_aux,
-                           min_kept=500, class_weights=weights.tolist())
+    got, _ = rdd_task_loss(
+        s,
+        labels,
+        stage=2,
+        teacher_logits=t,
+        teacher_aux_logits=t_aux,
+        student_aux_logits=s_aux,
+        min_kept=500,
+        class_weights=weights.tolist(),
+    )
     torch.testing.assert_close(got, expected)
 
     # no student aux head: its terms vanish; kd_only (stage 0): plain class-weighted CE
@@ -276,16 +326,31 @@ def test_stage_switch_happens_exactly_at_rdd_warmup_steps(tmp_path):
         kd = pixel_kd_loss(s, t)
         for step, stage in ((2, 1), (3, 2)):
             tr.state.global_step = step
-            expected, _ = rdd_task_loss(s, b["labels"], stage=stage, teacher_logits=t, teacher_aux_logits=t_aux,
-                                        student_aux_logits=s_aux, min_kept=200)
+            expected, _ = rdd_task_loss(
+                s,
+                b["labels"],
+                stage=stage,
+                teacher_logits=t,
+                teacher_aux_logits=t_aux,
+                student_aux_logits=s_aux,
+                min_kept=200,
+            )
             torch.testing.assert_close(tr.compute_loss(model, dict(b)), expected + kd)
 
 
 def test_tiny_training_run_is_finite_teacher_frozen_and_not_saved(tmp_path):
     teacher = teacher_upernet()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    tr = trainer(tmp_path, teacher=teacher, rows=seg_rows(16), max_steps=20, rdd_warmup_steps=10,
-                 save_strategy="steps", save_steps=20, lambda_logits=0.5)
+    tr = trainer(
+        tmp_path,
+        teacher=teacher,
+        rows=seg_rows(16),
+        max_steps=20,
+        rdd_warmup_steps=10,
+        save_strategy="steps",
+        save_steps=20,
+        lambda_logits=0.5,
+    )
     tr.train()
     logs = [e for e in tr.state.log_history if "loss" in e]
     assert len(logs) == 20
@@ -306,13 +371,22 @@ def test_tiny_training_run_is_finite_teacher_frozen_and_not_saved(tmp_path):
 
 def test_gradient_accumulation_averages_micro_batch_losses(tmp_path):
     rows = seg_rows(4)
-    tr = trainer(tmp_path, rows=rows, rdd_method="kd_only", max_steps=1, gradient_accumulation_steps=2,
-                 per_device_train_batch_size=2, learning_rate=0.0)
+    tr = trainer(
+        tmp_path,
+        rows=rows,
+        rdd_method="kd_only",
+        max_steps=1,
+        gradient_accumulation_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=0.0,
+    )
     assert tr.model_accepts_loss_kwargs is False  # per-batch means: the Trainer divides by the accumulation steps
     tr.model.train()
     with torch.no_grad():
-        micro = [float(tr.compute_loss(tr.model, {k: torch.stack([r[k] for r in rows[i:i + 2]]) for k in rows[0]}))
-                 for i in (0, 2)]
+        micro = [
+            float(tr.compute_loss(tr.model, {k: torch.stack([r[k] for r in rows[i : i + 2]]) for k in rows[0]}))
+            for i in (0, 2)
+        ]
     tr.train()
     assert tr.last_rdd_stats["stage"] == 0
     logged = next(e for e in tr.state.log_history if "loss" in e)
@@ -348,8 +422,9 @@ def test_bad_config_values_raise(tmp_path, field, value, match):
         RDDConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **{field: value})
 
 
-@pytest.mark.parametrize("field, value", [("distillation_type", "hard"), ("alpha", 0.5), ("kd_normalization", "numel"),
-                                          ("kd_weight", 1.0)])
+@pytest.mark.parametrize(
+    "field, value", [("distillation_type", "hard"), ("alpha", 0.5), ("kd_normalization", "numel"), ("kd_weight", 1.0)]
+)
 def test_fields_rdd_does_not_use_are_not_there(tmp_path, field, value):
     """RDD's KD term is always the soft pixel KL, weighted by lambda_logits (no alpha, no other normalization)."""
     with pytest.raises(TypeError, match=field):
@@ -358,18 +433,42 @@ def test_fields_rdd_does_not_use_are_not_there(tmp_path, field, value):
 
 def test_config_defaults_command_line_and_trainer_checks(tmp_path):
     args = RDDConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    assert (args.rdd_warmup_steps, args.ohem_thresh, args.min_kept, args.aux_weight, args.lambda_logits,
-            args.temperature, args.ignore_index, args.class_weights) == (4000, 0.7, 100000, 0.4, 1.0, 1.0, 255, None)
+    assert (
+        args.rdd_warmup_steps,
+        args.ohem_thresh,
+        args.min_kept,
+        args.aux_weight,
+        args.lambda_logits,
+        args.temperature,
+        args.ignore_index,
+        args.class_weights,
+    ) == (4000, 0.7, 100000, 0.4, 1.0, 1.0, 255, None)
     assert len(CITYSCAPES_CLASS_WEIGHTS) == 19
     (parsed,) = HfArgumentParser(RDDConfig).parse_args_into_dataclasses(
-        ["--output_dir", str(tmp_path), "--use_cpu", "true", "--class_weights", "1", "2", "0.5",
-         "--rdd_method", "kd_only", "--rdd_warmup_steps", "7"])
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--use_cpu",
+            "true",
+            "--class_weights",
+            "1",
+            "2",
+            "0.5",
+            "--rdd_method",
+            "kd_only",
+            "--rdd_warmup_steps",
+            "7",
+        ]
+    )
     assert parsed.class_weights == [1.0, 2.0, 0.5] and parsed.rdd_method == "kd_only" and parsed.rdd_warmup_steps == 7
     with pytest.raises(ValueError, match="class_weights"):
         trainer(tmp_path, class_weights=[1.0, 1.0])
     with pytest.raises(TypeError, match="RDDConfig"):
-        RDDTrainer(model=upernet(), args=RDDConfig.__mro__[1](output_dir=str(tmp_path), use_cpu=True,
-                                                               report_to="none"), teacher_model=teacher_upernet())
+        RDDTrainer(
+            model=upernet(),
+            args=RDDConfig.__mro__[1](output_dir=str(tmp_path), use_cpu=True, report_to="none"),
+            teacher_model=teacher_upernet(),
+        )
 
 
 def test_model_card_describes_the_rdd_loss(tmp_path):

@@ -16,9 +16,7 @@ def _reject_unknown_fields(config: PreTrainedConfig, kwargs: dict):
     unknown = sorted(set(kwargs) - _known_config_keys(type(config)) - _RUNTIME_KWARGS)
     if unknown:
         base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
-        own = sorted(
-            f.name for f in dataclasses.fields(type(config)) if f.name not in base
-        )
+        own = sorted(f.name for f in dataclasses.fields(type(config)) if f.name not in base)
         raise ValueError(
             f"{type(config).__name__} got unknown field(s) {unknown}. Its own fields "
             f"are {own}; remove or rename the unknown ones."
@@ -30,11 +28,7 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _positive_int(value, name: str):
@@ -46,15 +40,11 @@ def _positive_int_list(value, name: str) -> list[int]:
     """`value` as a list of positive ints (one per stage), or a ValueError naming
     `name`."""
     if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(
-            f"`{name}` must be a non-empty list of positive integers (one per "
-            f"stage), got {value!r}."
-        )
+        raise ValueError(f"`{name}` must be a non-empty list of positive integers (one per stage), got {value!r}.")
     bad = [v for v in value if not _is_int(v) or v < 1]
     if bad:
         raise ValueError(
-            f"`{name}` must hold positive integers only (one per stage), got "
-            f"{list(value)!r}; {bad[0]!r} is not one."
+            f"`{name}` must hold positive integers only (one per stage), got {list(value)!r}; {bad[0]!r} is not one."
         )
     return list(value)
 
@@ -170,7 +160,4 @@ class ResNet12Config(PreTrainedConfig):
         _check_convnet(self)
         slope = self.leaky_relu_slope
         if not _is_number(slope) or slope < 0:
-            raise ValueError(
-                f"`leaky_relu_slope` must be a number >= 0 (0.1 in ResNet-12), got "
-                f"{slope!r}."
-            )
+            raise ValueError(f"`leaky_relu_slope` must be a number >= 0 (0.1 in ResNet-12), got {slope!r}.")

@@ -33,9 +33,7 @@ class VGGBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, batch_norm: bool):
         super().__init__()
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, 3, padding=1, bias=not batch_norm
-        )
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not batch_norm)
         self.norm = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
         self.act = nn.ReLU()
 
@@ -162,9 +160,7 @@ class ConvNetPreTrainedModel(HfMethodsModel, PreTrainedModel):
         loss = None
         if labels is not None:
             labels = labels.to(logits.device)
-            loss = F.cross_entropy(
-                logits.view(-1, self.config.num_labels).float(), labels.view(-1)
-            )
+            loss = F.cross_entropy(logits.view(-1, self.config.num_labels).float(), labels.view(-1))
         states = tuple(hidden_states) if output_hidden_states else None
         if not return_dict:
             return tuple(v for v in (loss, logits, states) if v is not None)
@@ -188,9 +184,7 @@ class VGGForImageClassification(ConvNetPreTrainedModel):
 
     def __init__(self, config: VGGConfig):
         super().__init__(config)
-        self._build_stages(
-            config, lambda cin, cout: VGGBlock(cin, cout, config.batch_norm)
-        )
+        self._build_stages(config, lambda cin, cout: VGGBlock(cin, cout, config.batch_norm))
         self.post_init()
 
 

@@ -36,7 +36,9 @@ class GTLConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         unknown = sorted(set(kwargs) - _known_config_keys(type(self)))
         if unknown:
-            own = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in _known_config_keys(PreTrainedConfig))
+            own = sorted(
+                f.name for f in dataclasses.fields(type(self)) if f.name not in _known_config_keys(PreTrainedConfig)
+            )
             raise ValueError(f"GTLConfig got unknown field(s) {unknown}; its own fields are {own}.")
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         check_granularity(self.granularity)

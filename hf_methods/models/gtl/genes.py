@@ -34,7 +34,9 @@ def check_granularity(granularity: str) -> str:
 
 def check_fraction(fraction: float, name: str = "gene_fraction") -> float:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ValueError(f"{name} must be in (0, 1] (a fraction of the convolution weights, e.g. 0.2), got {fraction!r}.")
+        raise ValueError(
+            f"{name} must be in (0, 1] (a fraction of the convolution weights, e.g. 0.2), got {fraction!r}."
+        )
     return float(fraction)
 
 
@@ -88,7 +90,9 @@ def conv_layers(model: nn.Module) -> list[ConvLayer]:
         if module.groups != 1:
             raise ValueError(f"{name}: grouped convolutions (groups={module.groups}) are not supported by GTL genes.")
         nxt = modules[i + 1][1] if i + 1 < len(modules) else None
-        norm = modules[i + 1][0] if isinstance(nxt, nn.BatchNorm2d) and nxt.num_features == module.out_channels else None
+        norm = (
+            modules[i + 1][0] if isinstance(nxt, nn.BatchNorm2d) and nxt.num_features == module.out_channels else None
+        )
         layers.append(ConvLayer(name, tuple(module.weight.shape), norm, module.bias is not None))
     if not layers:
         raise ValueError(f"{type(model).__name__} has no nn.Conv2d layers; GTL genes live in convolutions.")
@@ -122,7 +126,9 @@ class GeneMask:
 
     def num_parameters(self, layers: list[ConvLayer]) -> int:
         """Convolution weights in the gene."""
-        return sum(int(self.units[layer.name].sum()) * math.prod(layer.unit_shape(self.granularity)) for layer in layers)
+        return sum(
+            int(self.units[layer.name].sum()) * math.prod(layer.unit_shape(self.granularity)) for layer in layers
+        )
 
     def changed_fraction(self, other: GeneMask) -> float:
         """Fraction of this gene's units that `other` does not hold (what a mutation changed)."""
@@ -174,8 +180,12 @@ def layer_budget(layers: list[ConvLayer], fraction: float) -> float:
     return budget
 
 
-def sample_mask(layers: list[ConvLayer], fraction: float = 0.2, granularity: str = "channel",
-                generator: torch.Generator | None = None) -> GeneMask:
+def sample_mask(
+    layers: list[ConvLayer],
+    fraction: float = 0.2,
+    granularity: str = "channel",
+    generator: torch.Generator | None = None,
+) -> GeneMask:
     """A uniformly random gene under the budget rule of the module docstring."""
     check_granularity(granularity)
     check_fraction(fraction)
@@ -188,12 +198,14 @@ def sample_mask(layers: list[ConvLayer], fraction: float = 0.2, granularity: str
     for layer in layers:
         n = layer.num_units(granularity)
         units[layer.name] = _random_subset(n, layer.quota(fraction, granularity), generator).reshape(
-            layer.unit_mask_shape(granularity))
+            layer.unit_mask_shape(granularity)
+        )
     return GeneMask(granularity, fraction, units)
 
 
-def mutate_mask(mask: GeneMask, layers: list[ConvLayer], rate: float = 0.1,
-                generator: torch.Generator | None = None) -> GeneMask:
+def mutate_mask(
+    mask: GeneMask, layers: list[ConvLayer], rate: float = 0.1, generator: torch.Generator | None = None
+) -> GeneMask:
     """Each unit of the gene is, with probability `rate`, swapped for a unit of the same layer outside the gene
     (channel / kernel: the budget stays exact). For whole layers, each selected layer is dropped with probability
     `rate` and the freed budget refilled with randomly chosen other layers."""

@@ -65,7 +65,8 @@ class GTLModel(HfMethodsModel, PreTrainedModel):
     def __init__(self, config: GTLConfig):
         super().__init__(config)
         self.genes = nn.ModuleList(
-            GeneTensors(layer, config.granularity, d["units"]) for layer, d in zip(config.conv_layers, config.layers or [])
+            GeneTensors(layer, config.granularity, d["units"])
+            for layer, d in zip(config.conv_layers, config.layers or [])
         )
         self.post_init()
 
@@ -82,8 +83,10 @@ class GTLModel(HfMethodsModel, PreTrainedModel):
         layers = conv_layers(network)
         mask.check(layers)
         config = GTLConfig(
-            base_model_class=type(network).__name__, base_config=network.config.to_dict(),
-            granularity=mask.granularity, gene_fraction=mask.fraction,
+            base_model_class=type(network).__name__,
+            base_config=network.config.to_dict(),
+            granularity=mask.granularity,
+            gene_fraction=mask.fraction,
             layers=[{**layer.to_dict(), "units": int(mask.units[layer.name].sum())} for layer in layers],
             lineage=lineage,
         )
@@ -178,8 +181,11 @@ class GTLModel(HfMethodsModel, PreTrainedModel):
         if dropped:
             report.unused.append(f"{dropped} units beyond the target's width")
         target.config.learngene_ancestry = {
-            "method": self.method_name, "learngene": self.name_or_path or None,
-            "granularity": self.config.granularity, "gene_fraction": self.config.gene_fraction, "num_layers": len(targets),
+            "method": self.method_name,
+            "learngene": self.name_or_path or None,
+            "granularity": self.config.granularity,
+            "gene_fraction": self.config.gene_fraction,
+            "num_layers": len(targets),
         }
         target.expansion_report = report
         target.inheritance_masks = masks
@@ -231,8 +237,11 @@ class GTLModel(HfMethodsModel, PreTrainedModel):
     def descendant_config(self, **overrides) -> PreTrainedConfig:
         """The ancestor's config with `overrides` (e.g. `num_labels=5`, `hidden_sizes=[...]`, `depths=[...]`)."""
         cls = model_class(self.config.base_model_class)
-        values = {k: v for k, v in (self.config.base_config or {}).items()
-                  if k not in ("model_type", "transformers_version", "architectures", "learngene_ancestry")}
+        values = {
+            k: v
+            for k, v in (self.config.base_config or {}).items()
+            if k not in ("model_type", "transformers_version", "architectures", "learngene_ancestry")
+        }
         if "num_labels" in overrides:  # a new label space replaces the ancestor's
             values.pop("id2label", None)
             values.pop("label2id", None)
@@ -260,8 +269,10 @@ class GTLModel(HfMethodsModel, PreTrainedModel):
         """Every layer's mask holds as many units as its config says (a tampered or mixed-up checkpoint otherwise)."""
         for d, t in zip(self.config.layers, self.genes):
             if int(t.units.sum()) != d["units"]:
-                raise ValueError(f"GTL learngene {pretrained_model_name_or_path!r}: layer {d['name']} mask holds "
-                                 f"{int(t.units.sum())} units but its config says {d['units']}.")
+                raise ValueError(
+                    f"GTL learngene {pretrained_model_name_or_path!r}: layer {d['name']} mask holds "
+                    f"{int(t.units.sum())} units but its config says {d['units']}."
+                )
 
     def model_card(self, repo_or_path, results: dict | None = None):
         from ...cards import gtl_card
@@ -269,5 +280,7 @@ class GTLModel(HfMethodsModel, PreTrainedModel):
         return gtl_card(self, repo_or_path, results)
 
     def extra_repr(self) -> str:
-        return (f"{self.config.granularity} gene, {self.num_gene_parameters:,} convolution weights "
-                f"({self.stored_fraction:.1%} of {self.config.base_model_class}'s)")
+        return (
+            f"{self.config.granularity} gene, {self.num_gene_parameters:,} convolution weights "
+            f"({self.stored_fraction:.1%} of {self.config.base_model_class}'s)"
+        )

@@ -61,8 +61,11 @@ class LabelQueryConfig(PreTrainedConfig):
     loss_reduction: str = "mean"
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(set(kwargs) - _known_config_keys(type(self))
-                         - {"num_labels", "attn_implementation", "experts_implementation"})
+        unknown = sorted(
+            set(kwargs)
+            - _known_config_keys(type(self))
+            - {"num_labels", "attn_implementation", "experts_implementation"}
+        )
         if unknown:
             base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
             own = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in base)
@@ -138,8 +141,10 @@ class LabelQueryConfig(PreTrainedConfig):
     def get_backbone_config(self) -> PreTrainedConfig:
         """The backbone's own transformers config."""
         if self.backbone_config is None:
-            raise ValueError("LabelQueryConfig.backbone_config is empty; give the backbone's config, e.g. "
-                             "LabelQueryConfig(backbone_config=ViTConfig(...).to_dict(), num_labels=...).")
+            raise ValueError(
+                "LabelQueryConfig.backbone_config is empty; give the backbone's config, e.g. "
+                "LabelQueryConfig(backbone_config=ViTConfig(...).to_dict(), num_labels=...)."
+            )
         return build_backbone_config(self.backbone_model_type, self.backbone_config)
 
     @property

@@ -61,8 +61,7 @@ class LabelQueryCrossAttention(nn.Module):
 
         q, k, v = heads(self.q_proj(queries)), heads(self.k_proj(memory)), heads(self.v_proj(memory))
         mask = None if memory_mask is None else memory_mask[:, None, None, :].to(torch.bool)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(batch, num_queries, -1))
 
 
@@ -183,19 +182,28 @@ class LabelQueryForMultiLabelClassification(HfMethodsModel, PreTrainedModel):
         labels: torch.Tensor | None = None,
         **kwargs,
     ) -> MultiLabelOutput:
-        given = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask,
-                 "token_type_ids": token_type_ids, "position_ids": position_ids, "inputs_embeds": inputs_embeds}
+        given = {
+            "pixel_values": pixel_values,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "position_ids": position_ids,
+            "inputs_embeds": inputs_embeds,
+        }
         inputs = {k: v for k, v in given.items() if v is not None}
         if not inputs.keys() - {"attention_mask", "token_type_ids", "position_ids"}:
-            raise ValueError("LabelQueryForMultiLabelClassification.forward needs pixel_values, input_ids or "
-                             "inputs_embeds.")
+            raise ValueError(
+                "LabelQueryForMultiLabelClassification.forward needs pixel_values, input_ids or inputs_embeds."
+            )
         outputs = self.backbone(**inputs, **kwargs)
         tokens = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
         if tokens.dim() == 4:  # a CNN feature map (batch, channels, h, w) -> (batch, h*w, channels)
             tokens = tokens.flatten(2).transpose(1, 2)
         if tokens.dim() != 3:
-            raise ValueError(f"The backbone's last_hidden_state has shape {tuple(tokens.shape)}; the label-query "
-                             "head needs token features (batch, tokens, hidden) or a feature map (batch, C, h, w).")
+            raise ValueError(
+                f"The backbone's last_hidden_state has shape {tuple(tokens.shape)}; the label-query "
+                "head needs token features (batch, tokens, hidden) or a feature map (batch, C, h, w)."
+            )
         token_mask = None
         if attention_mask is not None and attention_mask.shape == tokens.shape[:2]:
             token_mask = attention_mask
@@ -208,6 +216,7 @@ class LabelQueryForMultiLabelClassification(HfMethodsModel, PreTrainedModel):
                     f"labels have shape {tuple(labels.shape)} but the logits {tuple(logits.shape)}: give multi-hot "
                     "labels of shape (batch, num_labels), 1.0 where a class is present."
                 )
-            loss = F.binary_cross_entropy_with_logits(logits.float(), labels.to(logits.device).float(),
-                                                      reduction=self.config.loss_reduction)
+            loss = F.binary_cross_entropy_with_logits(
+                logits.float(), labels.to(logits.device).float(), reduction=self.config.loss_reduction
+            )
         return MultiLabelOutput(loss=loss, logits=logits, label_embeddings=embeddings)

@@ -25,4 +25,6 @@ __all__ = [
 ]
 
 register_models(LearngenePoolConfig, LearngenePoolModel, auto=("AutoModel", "AutoModelForImageClassification"))
-register_models(StitchedViTConfig, StitchedViTForImageClassification, auto=("AutoModel", "AutoModelForImageClassification"))
+register_models(
+    StitchedViTConfig, StitchedViTForImageClassification, auto=("AutoModel", "AutoModelForImageClassification")
+)

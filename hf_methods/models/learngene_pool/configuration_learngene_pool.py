@@ -90,10 +90,10 @@ class LearngenePoolConfig(PreTrainedConfig):
             large -> small too.
         include_singletons: whether each instance on its own is a config of the pool (ids 0 .. m-1, as upstream).
         stitch_init: how `LearngenePoolModel.from_instances` initialized the stitch layers (recorded for
-            reproducibility; exported models copy it): `"projector"` (the paper: mean stage-1 feature projector of the front student,
-            transposed), `"least_squares"` (SN-Net: fit on activations), `"random"` (default Linear init), or a
-            dict {"f-e": method} per pair (pairs not listed: `"random"`). A pool built from a config alone has
-            default-initialized stitches whatever this says.
+            reproducibility; exported models copy it): `"projector"` (the paper: mean stage-1 feature projector of the
+            front student, transposed), `"least_squares"` (SN-Net: fit on activations), `"random"` (default Linear
+            init), or a dict {"f-e": method} per pair (pairs not listed: `"random"`). A pool built from a config alone
+            has default-initialized stitches whatever this says.
         train_config_ids: the config ids training samples from (None: all). The released Learngene Pool code
             samples only the two end instances alone and their stitches, e.g. `[0, 2, 19..34]` for three
             6-block instances.
@@ -151,8 +151,9 @@ class LearngenePoolConfig(PreTrainedConfig):
                     f"has {first.num_hidden_layers}; stitching pairs block ids across instances, so give every "
                     "instance the same depth."
                 )
-            _same_input_and_labels(cfg, first, f"instance_configs[{i}]", "instance_configs[0]",
-                                   "give every instance the same value")
+            _same_input_and_labels(
+                cfg, first, f"instance_configs[{i}]", "instance_configs[0]", "give every instance the same value"
+            )
             if cfg.hidden_size < configs[i - 1].hidden_size:
                 raise ValueError(
                     f"instance_configs[{i}] (hidden_size={cfg.hidden_size}) is narrower than instance_configs[{i - 1}] "
@@ -163,7 +164,9 @@ class LearngenePoolConfig(PreTrainedConfig):
             valid = {f"{f}-{e}" for f in range(m) for e in range(m) if f != e}
             bad = sorted(set(self.stitch_init) - valid)
             if bad:
-                raise ValueError(f"stitch_init names unknown pair(s) {bad}; keys look like 'front-end', e.g. '0-{m - 1}'.")
+                raise ValueError(
+                    f"stitch_init names unknown pair(s) {bad}; keys look like 'front-end', e.g. '0-{m - 1}'."
+                )
 
     @property
     def num_instance_layers(self) -> int:
@@ -212,7 +215,8 @@ class StitchedViTConfig(PreTrainedConfig):
         for name, cfg in (("front_config", front), ("end_config", end)):
             if cfg.num_hidden_layers != n:
                 raise ValueError(
-                    f"{name} has num_hidden_layers={cfg.num_hidden_layers} but instance_num_layers={n}; they must agree."
+                    f"{name} has num_hidden_layers={cfg.num_hidden_layers} but instance_num_layers={n}; they must "
+                    "agree."
                 )
         _same_input_and_labels(front, end, "front_config", "end_config", "make them agree")
         self.id2label = dict(end.id2label)

@@ -91,21 +91,32 @@ def stitch_pairs(num_instances: int, directions: str = "small_to_large") -> list
         return [(f, f + 1) for f in range(num_instances - 1)]
     if directions == "all":
         return [(f, e) for f in m for e in m if f != e]
-    raise ValueError(f"stitch_directions={directions!r} is unknown; use 'small_to_large', "
-                     "'adjacent_small_to_large' or 'all'.")
+    raise ValueError(
+        f"stitch_directions={directions!r} is unknown; use 'small_to_large', 'adjacent_small_to_large' or 'all'."
+    )
 
 
-def enumerate_stitch_configs(num_instances: int, n: int, kernel: int = 2, stride: int = 1,
-                             directions: str = "small_to_large", include_singletons: bool = True) -> list[dict]:
+def enumerate_stitch_configs(
+    num_instances: int,
+    n: int,
+    kernel: int = 2,
+    stride: int = 1,
+    directions: str = "small_to_large",
+    include_singletons: bool = True,
+) -> list[dict]:
     """Every network of a pool, in upstream order: the instances alone (if included), then for each instance pair
     every stitch position. Singletons have j = k = slot = None and depth n."""
     configs = []
     if include_singletons:
-        configs += [{"front": i, "end": i, "j": None, "k": None, "slot": None, "depth": n} for i in range(num_instances)]
+        configs += [
+            {"front": i, "end": i, "j": None, "k": None, "slot": None, "depth": n} for i in range(num_instances)
+        ]
     positions, slots, _ = _stitch_windows(n, kernel, stride)
     for f, e in stitch_pairs(num_instances, directions):
-        configs += [{"front": f, "end": e, "j": j, "k": k, "slot": s, "depth": (j + 1) + (n - k)}
-                    for (j, k), s in zip(positions, slots)]
+        configs += [
+            {"front": f, "end": e, "j": j, "k": k, "slot": s, "depth": (j + 1) + (n - k)}
+            for (j, k), s in zip(positions, slots)
+        ]
     return [{"id": i, **c} for i, c in enumerate(configs)]
 
 
@@ -146,8 +157,12 @@ def least_squares_stitch(x_front: torch.Tensor, x_end: torch.Tensor) -> tuple[to
     xf = x_front.reshape(-1, d_front).to("cpu", torch.float64)
     xe = x_end.reshape(-1, x_end.shape[-1]).to("cpu", torch.float64)
     if xf.shape[0] < d_front + 1:
-        logger.warning("least-squares stitch from %d tokens for %d unknowns per output: underdetermined, the "
-                       "minimum-norm solution is used; give more calibration images.", xf.shape[0], d_front + 1)
+        logger.warning(
+            "least-squares stitch from %d tokens for %d unknowns per output: underdetermined, the "
+            "minimum-norm solution is used; give more calibration images.",
+            xf.shape[0],
+            d_front + 1,
+        )
     design = torch.cat([xf, torch.ones(xf.shape[0], 1, dtype=torch.float64)], dim=1)
     solution = torch.linalg.lstsq(design, xe).solution  # (d_front + 1, d_end)
     weight, bias = solution[:d_front].T.contiguous(), solution[d_front].contiguous()
@@ -161,9 +176,13 @@ def projector_stitch_weight(path: str | os.PathLike) -> torch.Tensor:
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise OSError(f"cannot read the feature projectors {str(path)!r} ({err}); save them again with stage 1.") from err
-    hidden = sorted((k for k in tensors if k.startswith("hidden.") and k.endswith(".weight")),
-                    key=lambda k: int(k.split(".")[1]) if k.split(".")[1].isdigit() else k)
+        raise OSError(
+            f"cannot read the feature projectors {str(path)!r} ({err}); save them again with stage 1."
+        ) from err
+    hidden = sorted(
+        (k for k in tensors if k.startswith("hidden.") and k.endswith(".weight")),
+        key=lambda k: int(k.split(".")[1]) if k.split(".")[1].isdigit() else k,
+    )
     if not hidden:
         raise ValueError(
             f"{str(path)!r} has no 'hidden.{{k}}.weight' projectors (keys: {sorted(tensors)[:6]}); it is not a "
@@ -183,9 +202,18 @@ def _find_projector_file(folder) -> str | None:
     return optional_repo_file(str(folder), PROJECTOR_FILE)
 
 
-# --- the shared forward ------------------------------------------------------------------------------------------------
-def _stitched_logits(embeddings, front_layers, stitch, end_layers, layernorm, classifier, pixel_values,
-                     interpolate_pos_encoding=None, **kwargs):
+# --- the shared forward -----------------------------------------------------------------------------------------------
+def _stitched_logits(
+    embeddings,
+    front_layers,
+    stitch,
+    end_layers,
+    layernorm,
+    classifier,
+    pixel_values,
+    interpolate_pos_encoding=None,
+    **kwargs,
+):
     """What stock `ViTForImageClassification` computes, with the layer stack replaced by front -> stitch -> end:
     the final LayerNorm runs on every token, then the classifier reads the CLS token."""
     expected = embeddings.patch_embeddings.projection.weight.dtype
@@ -247,32 +275,48 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
     def __init__(self, config: LearngenePoolConfig):
         super().__init__(config)
         if not config.instance_configs:
-            raise ValueError("LearngenePoolConfig.instance_configs is empty; give the instances' ViT configs "
-                             "(small -> large), or build the pool with LearngenePoolModel.from_instances(models).")
+            raise ValueError(
+                "LearngenePoolConfig.instance_configs is empty; give the instances' ViT configs "
+                "(small -> large), or build the pool with LearngenePoolModel.from_instances(models)."
+            )
         impl = attn_implementation(config)
         vit_configs = [build_vit_config(c) for c in config.instance_configs]
-        self.instances = nn.ModuleList(build_from_config(ViTForImageClassification, c, attn_implementation=impl)
-                                       for c in vit_configs)
+        self.instances = nn.ModuleList(
+            build_from_config(ViTForImageClassification, c, attn_implementation=impl) for c in vit_configs
+        )
         self.num_instance_layers = n = vit_configs[0].num_hidden_layers
         self.widths = [c.hidden_size for c in vit_configs]
         _, _, self.slot_anchors = _stitch_windows(n, config.stitch_kernel_size, config.stitch_stride)
         self.stitch_pairs = stitch_pairs(len(vit_configs), config.stitch_directions)
-        self.stitch_layers = nn.ModuleDict({
-            f"{f}-{e}": nn.ModuleList(StitchLayer(self.widths[f], self.widths[e]) for _ in self.slot_anchors)
-            for f, e in self.stitch_pairs
-        })
-        self.stitch_configs = enumerate_stitch_configs(len(vit_configs), n, config.stitch_kernel_size,
-                                                       config.stitch_stride, config.stitch_directions,
-                                                       config.include_singletons)
+        self.stitch_layers = nn.ModuleDict(
+            {
+                f"{f}-{e}": nn.ModuleList(StitchLayer(self.widths[f], self.widths[e]) for _ in self.slot_anchors)
+                for f, e in self.stitch_pairs
+            }
+        )
+        self.stitch_configs = enumerate_stitch_configs(
+            len(vit_configs),
+            n,
+            config.stitch_kernel_size,
+            config.stitch_stride,
+            config.stitch_directions,
+            config.include_singletons,
+        )
         if not self.stitch_configs:
-            raise ValueError("this pool holds no network: include_singletons=False and no stitched pairs; set "
-                             "include_singletons=True or use more instances.")
+            raise ValueError(
+                "this pool holds no network: include_singletons=False and no stitched pairs; set "
+                "include_singletons=True or use more instances."
+            )
         ids = config.train_config_ids
         if ids is not None:
-            bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.stitch_configs)]
+            bad = [
+                i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.stitch_configs)
+            ]
             if bad or not ids:
-                raise ValueError(f"train_config_ids={ids!r} must be a non-empty list of config ids in "
-                                 f"0..{len(self.stitch_configs) - 1}; bad: {bad}.")
+                raise ValueError(
+                    f"train_config_ids={ids!r} must be a non-empty list of config ids in "
+                    f"0..{len(self.stitch_configs) - 1}; bad: {bad}."
+                )
         self.last_stitch_config_id = None
         self.post_init()
 
@@ -284,9 +328,15 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
     def stitch_config(self, config_id: int) -> dict:
         if isinstance(config_id, torch.Tensor) and config_id.numel() == 1:
             config_id = int(config_id.item())
-        if isinstance(config_id, bool) or not isinstance(config_id, int) or not 0 <= config_id < len(self.stitch_configs):
-            raise ValueError(f"stitch_config_id={config_id!r} is not a config of this pool; use an integer in "
-                             f"0..{len(self.stitch_configs) - 1} (see model.stitch_configs).")
+        if (
+            isinstance(config_id, bool)
+            or not isinstance(config_id, int)
+            or not 0 <= config_id < len(self.stitch_configs)
+        ):
+            raise ValueError(
+                f"stitch_config_id={config_id!r} is not a config of this pool; use an integer in "
+                f"0..{len(self.stitch_configs) - 1} (see model.stitch_configs)."
+            )
         return self.stitch_configs[config_id]
 
     def _path(self, config_id: int):
@@ -296,7 +346,7 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
         if c["j"] is None:  # a singleton: the instance alone
             return front, list(front.vit.layers), None, end, []
         stitch = self.stitch_layers[f"{c['front']}-{c['end']}"][c["slot"]]
-        return front, list(front.vit.layers[: c["j"] + 1]), stitch, end, list(end.vit.layers[c["k"]:])
+        return front, list(front.vit.layers[: c["j"] + 1]), stitch, end, list(end.vit.layers[c["k"] :])
 
     def _used_modules(self, config_id: int) -> list[nn.Module]:
         front, front_layers, stitch, end, end_layers = self._path(config_id)
@@ -307,9 +357,15 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
         ids = self.config.train_config_ids or range(len(self.stitch_configs))
         return int(ids[int(torch.randint(len(ids), (1,)).item())])
 
-    # --- forward --------------------------------------------------------------------------------------------------------
-    def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                stitch_config_id: int | None = None, interpolate_pos_encoding: bool | None = None, **kwargs):
+    # --- forward ------------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        stitch_config_id: int | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs,
+    ):
         if pixel_values is None:
             raise ValueError("LearngenePoolModel.forward needs pixel_values.")
         if stitch_config_id is None:
@@ -323,30 +379,49 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
         stitch_config_id = self.stitch_config(stitch_config_id)["id"]
         self.last_stitch_config_id = stitch_config_id
         front, front_layers, stitch, end, end_layers = self._path(stitch_config_id)
-        logits = _stitched_logits(front.vit.embeddings, front_layers, stitch, end_layers, end.vit.layernorm,
-                                  end.classifier, pixel_values, interpolate_pos_encoding, **kwargs)
+        logits = _stitched_logits(
+            front.vit.embeddings,
+            front_layers,
+            stitch,
+            end_layers,
+            end.vit.layernorm,
+            end.classifier,
+            pixel_values,
+            interpolate_pos_encoding,
+            **kwargs,
+        )
         return ImageClassifierOutput(loss=_classification_loss(logits, labels), logits=logits)
 
-    # --- building from trained instances ----------------------------------------------------------------------------------
+    # --- building from trained instances ------------------------------------------------------------------------------
     @classmethod
-    def from_instances(cls, instances: list[PreTrainedModel], stitch_init: str | dict = "projector",
-                       calibration_inputs: torch.Tensor | None = None, projector_folders=None, **config_kwargs):
+    def from_instances(
+        cls,
+        instances: list[PreTrainedModel],
+        stitch_init: str | dict = "projector",
+        calibration_inputs: torch.Tensor | None = None,
+        projector_folders=None,
+        **config_kwargs,
+    ):
         """A pool from trained `ViTForImageClassification` instances (small -> large; weights are copied).
 
         `stitch_init`: `"projector"` (the paper; the default) needs each front instance's stage-1
         `feature_projectors.safetensors`, looked up beside the instance's weights (its `name_or_path`: a folder or
-        a Hub repo) or in `projector_folders` (a list per instance, or {index: folder or repo id}); `"least_squares"` (SN-Net) fits each
-        stitch on `calibration_inputs` (a pixel_values batch); `"random"` keeps the default init; or a dict
-        {"f-e": method} per pair, unlisted pairs `"random"` (upstream initializes only tiny -> base).
+        a Hub repo) or in `projector_folders` (a list per instance, or {index: folder or repo id});
+        `"least_squares"` (SN-Net) fits each stitch on `calibration_inputs` (a pixel_values batch); `"random"` keeps
+        the default init; or a dict {"f-e": method} per pair, unlisted pairs `"random"` (upstream initializes only
+        tiny -> base).
         """
         if not isinstance(instances, (list, tuple)) or len(instances) < 2:
             raise ValueError("from_instances needs a list of at least two trained models, small -> large.")
         for i, model in enumerate(instances):
             if not isinstance(model, ViTForImageClassification):
-                raise TypeError(f"instances[{i}] is a {type(model).__name__}; pool instances are stock "
-                                "ViTForImageClassification models.")
-        config = LearngenePoolConfig(instance_configs=[m.config for m in instances], stitch_init=stitch_init,
-                                     **config_kwargs)
+                raise TypeError(
+                    f"instances[{i}] is a {type(model).__name__}; pool instances are stock "
+                    "ViTForImageClassification models."
+                )
+        config = LearngenePoolConfig(
+            instance_configs=[m.config for m in instances], stitch_init=stitch_init, **config_kwargs
+        )
         impls = {attn_implementation(m.config) for m in instances}
         if len(impls) == 1 and None not in impls:  # run the instances as they were run before pooling
             set_attn_implementation(config, impls.pop())
@@ -357,8 +432,9 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
             target.load_state_dict(source.state_dict())
         if projector_folders is None:
             projector_folders = [getattr(m, "name_or_path", None) or None for m in instances]
-        pool.initialize_stitches(stitch_init, calibration_inputs=calibration_inputs,
-                                 projector_folders=projector_folders)
+        pool.initialize_stitches(
+            stitch_init, calibration_inputs=calibration_inputs, projector_folders=projector_folders
+        )
         return pool
 
     def _stitch_methods(self, stitch_init) -> dict[str, str]:
@@ -368,13 +444,20 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
             raise TypeError(f"stitch_init must be a method name or a {{'f-e': method}} dict, got {stitch_init!r}.")
         unknown = sorted(set(stitch_init) - set(self.stitch_layers))
         if unknown:
-            raise ValueError(f"stitch_init names pair(s) {unknown} that have no stitches in this pool; its pairs are "
-                             f"{sorted(self.stitch_layers)} (stitch_directions={self.config.stitch_directions!r}).")
+            raise ValueError(
+                f"stitch_init names pair(s) {unknown} that have no stitches in this pool; its pairs are "
+                f"{sorted(self.stitch_layers)} (stitch_directions={self.config.stitch_directions!r})."
+            )
         return {key: stitch_init.get(key, "random") for key in self.stitch_layers}
 
     @torch.no_grad()
-    def initialize_stitches(self, stitch_init: str | dict = "projector", calibration_inputs: torch.Tensor | None = None,
-                            projector_folders=None, batch_size: int = 64):
+    def initialize_stitches(
+        self,
+        stitch_init: str | dict = "projector",
+        calibration_inputs: torch.Tensor | None = None,
+        projector_folders=None,
+        batch_size: int = 64,
+    ):
         """(Re)initialize the stitch layers; see `from_instances` for the methods. Identity stitches (equal widths)
         have nothing to set. Records the method in `config.stitch_init`."""
         methods = self._stitch_methods(stitch_init)
@@ -383,8 +466,10 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
                 raise ValueError(f"stitch_init={method!r} is unknown; use 'projector', 'least_squares' or 'random'.")
         linear = {key: m for key, m in methods.items() if not self.stitch_layers[key][0].is_identity}
         if any(m == "least_squares" for m in linear.values()) and calibration_inputs is None:
-            raise ValueError("stitch_init='least_squares' fits each stitch on activations: pass calibration_inputs, "
-                             "a pixel_values batch (a few hundred training images is typical).")
+            raise ValueError(
+                "stitch_init='least_squares' fits each stitch on activations: pass calibration_inputs, "
+                "a pixel_values batch (a few hundred training images is typical)."
+            )
         needed = sorted({int(i) for key, m in linear.items() if m == "least_squares" for i in key.split("-")})
         outputs = {i: self.block_outputs(i, calibration_inputs, batch_size) for i in needed}
         for key, method in linear.items():
@@ -424,8 +509,10 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
             folder = projector_folders.get(index)
         elif isinstance(projector_folders, (list, tuple)):
             if len(projector_folders) != len(self.instances):
-                raise ValueError(f"projector_folders has {len(projector_folders)} entries for "
-                                 f"{len(self.instances)} instances; give one folder (or None) per instance.")
+                raise ValueError(
+                    f"projector_folders has {len(projector_folders)} entries for "
+                    f"{len(self.instances)} instances; give one folder (or None) per instance."
+                )
             folder = projector_folders[index]
         elif projector_folders is not None:
             raise ValueError("projector_folders must be a list (one folder or None per instance) or {index: folder}.")
@@ -449,7 +536,7 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
         per_block = [[] for _ in range(self.num_instance_layers)]
         try:
             for start in range(0, pixel_values.shape[0], batch_size):
-                batch = pixel_values[start:start + batch_size].to(device, instance.dtype)
+                batch = pixel_values[start : start + batch_size].to(device, instance.dtype)
                 hidden = instance.vit.embeddings(batch)
                 for i, layer in enumerate(instance.vit.layers):
                     hidden = layer(hidden, None)
@@ -458,7 +545,7 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
             instance.train(was_training)
         return [torch.cat(chunks) for chunks in per_block]
 
-    # --- size, cost, accuracy ------------------------------------------------------------------------------------------
+    # --- size, cost, accuracy -----------------------------------------------------------------------------------------
     def config_num_parameters(self, config_id: int) -> int:
         """Parameters the config actually runs (each counted once): front embeddings and blocks, stitch, end
         blocks, final norm and classifier."""
@@ -471,12 +558,19 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
         return count_flops(self, inputs, stitch_config_id=self.stitch_config(config_id)["id"])
 
     @torch.no_grad()
-    def evaluate_configs(self, pixel_values: torch.Tensor, labels: torch.Tensor, batch_size: int = 64,
-                         config_ids: list[int] | None = None) -> list[dict]:
+    def evaluate_configs(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int = 64,
+        config_ids: list[int] | None = None,
+    ) -> list[dict]:
         """Top-1 accuracy, parameters and FLOPs per sample of each config (all by default), for Pareto plots."""
         if pixel_values.shape[0] != labels.shape[0] or pixel_values.shape[0] == 0:
-            raise ValueError(f"evaluate_configs needs as many labels as images, got {pixel_values.shape[0]} images "
-                             f"and {labels.shape[0]} labels.")
+            raise ValueError(
+                f"evaluate_configs needs as many labels as images, got {pixel_values.shape[0]} images "
+                f"and {labels.shape[0]} labels."
+            )
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
@@ -486,19 +580,22 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
                 c = self.stitch_config(cid)
                 correct = 0
                 for start in range(0, pixel_values.shape[0], batch_size):
-                    batch = pixel_values[start:start + batch_size].to(device)
+                    batch = pixel_values[start : start + batch_size].to(device)
                     logits = self(pixel_values=batch, stitch_config_id=cid).logits
-                    correct += (logits.argmax(-1).cpu() == labels[start:start + batch_size].cpu()).sum().item()
-                rows.append({key: c[key] for key in ("id", "front", "end", "j", "k", "depth")} | {
-                    "params": self.config_num_parameters(cid),
-                    "flops": self.config_flops(cid, pixel_values[:1].to(device)),
-                    "accuracy": correct / pixel_values.shape[0],
-                })
+                    correct += (logits.argmax(-1).cpu() == labels[start : start + batch_size].cpu()).sum().item()
+                rows.append(
+                    {key: c[key] for key in ("id", "front", "end", "j", "k", "depth")}
+                    | {
+                        "params": self.config_num_parameters(cid),
+                        "flops": self.config_flops(cid, pixel_values[:1].to(device)),
+                        "accuracy": correct / pixel_values.shape[0],
+                    }
+                )
         finally:
             self.train(was_training)
         return rows
 
-    # --- export --------------------------------------------------------------------------------------------------------
+    # --- export -------------------------------------------------------------------------------------------------------
     def _provenance(self, config_id: int) -> dict:
         c = self.stitch_config(config_id)
         init_method = None
@@ -506,7 +603,12 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
             init_method = self.config.stitch_init.get(f"{c['front']}-{c['end']}", "random")
         elif c["j"] is not None:
             init_method = self.config.stitch_init
-        return {"pool": self.name_or_path or None, "num_instances": len(self.instances), **c, "stitch_init": init_method}
+        return {
+            "pool": self.name_or_path or None,
+            "num_instances": len(self.instances),
+            **c,
+            "stitch_init": init_method,
+        }
 
     @torch.no_grad()
     def export(self, config_id: int) -> PreTrainedModel:
@@ -527,9 +629,14 @@ class LearngenePoolModel(HfMethodsModel, PreTrainedModel):
             with_card_push(model, _stitched_card)  # its card, not a generic one
             return model.train(self.training)
         n = self.num_instance_layers
-        config = StitchedViTConfig(front_config=self.config.instance_configs[c["front"]],
-                                   end_config=self.config.instance_configs[c["end"]], front_layers=c["j"] + 1,
-                                   end_start=c["k"], instance_num_layers=n, stitch_config=self._provenance(config_id))
+        config = StitchedViTConfig(
+            front_config=self.config.instance_configs[c["front"]],
+            end_config=self.config.instance_configs[c["end"]],
+            front_layers=c["j"] + 1,
+            end_start=c["k"],
+            instance_num_layers=n,
+            stitch_config=self._provenance(config_id),
+        )
         model = build_from_config(StitchedViTForImageClassification, config, attn_implementation=impl)
         model.to(device=reference.device, dtype=reference.dtype)
         front, front_layers, stitch, end, end_layers = self._path(config_id)
@@ -570,8 +677,10 @@ class StitchedViTForImageClassification(HfMethodsModel, PreTrainedModel):
     def __init__(self, config: StitchedViTConfig):
         super().__init__(config)
         if config.front_config is None:
-            raise ValueError("StitchedViTConfig needs front_config and end_config; export one with "
-                             "LearngenePoolModel.export(config_id).")
+            raise ValueError(
+                "StitchedViTConfig needs front_config and end_config; export one with "
+                "LearngenePoolModel.export(config_id)."
+            )
         impl = attn_implementation(config)
         front = build_vit_config(config.front_config, impl)
         end = build_vit_config(config.end_config, impl)
@@ -600,11 +709,25 @@ class StitchedViTForImageClassification(HfMethodsModel, PreTrainedModel):
             init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
             init.trunc_normal_(module.cls_token, mean=0.0, std=std)
 
-    def forward(self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                interpolate_pos_encoding: bool | None = None, **kwargs) -> ImageClassifierOutput:
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput:
         if pixel_values is None:
             raise ValueError("StitchedViTForImageClassification.forward needs pixel_values.")
         stitch = None if self.stitch.is_identity else self.stitch
-        logits = _stitched_logits(self.embeddings, self.front_layers, stitch, self.end_layers, self.layernorm,
-                                  self.classifier, pixel_values, interpolate_pos_encoding, **kwargs)
+        logits = _stitched_logits(
+            self.embeddings,
+            self.front_layers,
+            stitch,
+            self.end_layers,
+            self.layernorm,
+            self.classifier,
+            pixel_values,
+            interpolate_pos_encoding,
+            **kwargs,
+        )
         return ImageClassifierOutput(loss=_classification_loss(logits, labels), logits=logits)

@@ -20,8 +20,9 @@ TASKS = ("causal-lm", "sequence-classification")
 def check_alpha(value, field: str) -> float:
     """A finite real number (not a bool): the weight of the proxy's logit offset."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"`{field}` must be a finite number (the weight of z_proxy - z_small, 1.0 by default), "
-                         f"got {value!r}.")
+        raise ValueError(
+            f"`{field}` must be a finite number (the weight of z_proxy - z_small, 1.0 by default), got {value!r}."
+        )
     return float(value)
 
 
@@ -57,24 +58,34 @@ class ProxyTunedConfig(PreTrainedConfig):
         if unknown:
             base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
             own = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in base)
-            raise ValueError(f"ProxyTunedConfig got unknown field(s) {unknown}. Its own fields are {own}; remove or "
-                             "rename the unknown ones (the models' own settings live in their configs).")
+            raise ValueError(
+                f"ProxyTunedConfig got unknown field(s) {unknown}. Its own fields are {own}; remove or "
+                "rename the unknown ones (the models' own settings live in their configs)."
+            )
         super().__post_init__(**kwargs)
         if self.task not in TASKS:
             raise ValueError(f"`task` must be one of {list(TASKS)}, got {self.task!r}.")
         self.alpha_test = check_alpha(self.alpha_test, "alpha_test")
-        for field in ("large_model_name_or_path", "small_model_name_or_path", "large_model_revision",
-                      "small_model_revision"):
+        for field in (
+            "large_model_name_or_path",
+            "small_model_name_or_path",
+            "large_model_revision",
+            "small_model_revision",
+        ):
             value = getattr(self, field)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"`{field}` must be a non-empty string (a Hub id or a local folder) or None, "
-                                 f"got {value!r}.")
+                raise ValueError(
+                    f"`{field}` must be a non-empty string (a Hub id or a local folder) or None, got {value!r}."
+                )
         if self.proxy_config is not None:
             if isinstance(self.proxy_config, PreTrainedConfig):
                 self.proxy_config = self.proxy_config.to_dict()
             if not isinstance(self.proxy_config, dict) or "model_type" not in self.proxy_config:
-                raise ValueError("`proxy_config` must be the proxy's config as a dict with its model_type "
-                                 "(proxy.config.to_dict()), or None.")
-        if self.vocab_size is not None and (isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int)
-                                            or self.vocab_size < 1):
+                raise ValueError(
+                    "`proxy_config` must be the proxy's config as a dict with its model_type "
+                    "(proxy.config.to_dict()), or None."
+                )
+        if self.vocab_size is not None and (
+            isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < 1
+        ):
             raise ValueError(f"`vocab_size` must be a positive integer or None, got {self.vocab_size!r}.")

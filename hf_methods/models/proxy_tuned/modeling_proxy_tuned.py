@@ -97,8 +97,10 @@ def proxy_from_small(small: PreTrainedModel) -> PreTrainedModel:
     """The proxy at initialization: a trainable copy of the small base model (CPT and Proxy-tuning start θ at S), so
     that the proxy-tuned model starts as the large model exactly."""
     if getattr(small, "hf_device_map", None) and len(set(small.hf_device_map.values())) > 1:
-        raise ValueError("proxy_from_small needs the small model on one device (it is copied); load it without a "
-                         "multi-device device_map.")
+        raise ValueError(
+            "proxy_from_small needs the small model on one device (it is copied); load it without a "
+            "multi-device device_map."
+        )
     proxy = copy.deepcopy(small)
     proxy.requires_grad_(True)
     return proxy.train()
@@ -177,19 +179,30 @@ class ProxyTunedCache(Cache):
 
 
 def _output_fields():
-    types = {"loss": torch.Tensor, "logits": torch.Tensor, CACHE_NAME: ProxyTunedCache, "large_logits": torch.Tensor,
-             "small_logits": torch.Tensor, "proxy_logits": torch.Tensor}
+    types = {
+        "loss": torch.Tensor,
+        "logits": torch.Tensor,
+        CACHE_NAME: ProxyTunedCache,
+        "large_logits": torch.Tensor,
+        "small_logits": torch.Tensor,
+        "proxy_logits": torch.Tensor,
+    }
     return [(name, kind | None, dataclasses.field(default=None)) for name, kind in types.items()]
 
 
 # The cache field is named as the installed transformers names it (`cache` from 5.24, `past_key_values` before,
 # `hf_methods.compat.CACHE_NAME`): generation reads the cache back from that field.
-ProxyTunedOutput = dataclasses.make_dataclass("ProxyTunedOutput", _output_fields(), bases=(ModelOutput,), namespace={
-    "__module__": __name__,
-    "__doc__": "`logits` = `large_logits + alpha_test * (proxy_logits - small_logits)` (float32); the KV cache "
-               "(`output.cache`, or `output.past_key_values` before transformers 5.24) is a `ProxyTunedCache` when "
-               "`use_cache=True`.",
-})
+ProxyTunedOutput = dataclasses.make_dataclass(
+    "ProxyTunedOutput",
+    _output_fields(),
+    bases=(ModelOutput,),
+    namespace={
+        "__module__": __name__,
+        "__doc__": "`logits` = `large_logits + alpha_test * (proxy_logits - small_logits)` (float32); the KV cache "
+        "(`output.cache`, or `output.past_key_values` before transformers 5.24) is a `ProxyTunedCache` when "
+        "`use_cache=True`.",
+    },
+)
 
 
 # --- references -----------------------------------------------------------------------------------------------------
@@ -235,12 +248,19 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
-    def __init__(self, config: ProxyTunedConfig, large_model: PreTrainedModel | None = None,
-                 small_model: PreTrainedModel | None = None, proxy_model: PreTrainedModel | None = None):
+    def __init__(
+        self,
+        config: ProxyTunedConfig,
+        large_model: PreTrainedModel | None = None,
+        small_model: PreTrainedModel | None = None,
+        proxy_model: PreTrainedModel | None = None,
+    ):
         super().__init__(config)
         if config.task != self.task:
-            raise ValueError(f"this config has task={config.task!r}; load it with "
-                             f"{_CLASS_FOR_TASK[config.task]} instead of {type(self).__name__}.")
+            raise ValueError(
+                f"this config has task={config.task!r}; load it with "
+                f"{_CLASS_FOR_TASK[config.task]} instead of {type(self).__name__}."
+            )
         self.large = freeze(large_model if large_model is not None else self._load_reference("large"))
         self.small = freeze(small_model if small_model is not None else self._load_reference("small"))
         if proxy_model is None:
@@ -249,8 +269,10 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
         self.proxy = proxy_model
         size = check_shared_output_space({"large": self.large, "small": self.small, "proxy": self.proxy})
         if config.vocab_size is not None and size is not None and size != config.vocab_size:
-            raise ValueError(f"config.vocab_size={config.vocab_size} but the models' output size is {size}; the "
-                             "referenced large/small models are not the ones this proxy was tuned with.")
+            raise ValueError(
+                f"config.vocab_size={config.vocab_size} but the models' output size is {size}; the "
+                "referenced large/small models are not the ones this proxy was tuned with."
+            )
         config.vocab_size = size
         config.proxy_config = _architecture(self.proxy)
         if self.can_generate() and getattr(self.large, "generation_config", None) is not None:
@@ -260,8 +282,10 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
     def _load_reference(self, which: str) -> PreTrainedModel:
         ref = getattr(self.config, f"{which}_model_name_or_path")
         if ref is None:
-            raise ValueError(f"config.{which}_model_name_or_path is not set: pass `{which}_model=` or name the "
-                             f"{which} model (Hub id or folder) in the config.")
+            raise ValueError(
+                f"config.{which}_model_name_or_path is not set: pass `{which}_model=` or name the "
+                f"{which} model (Hub id or folder) in the config."
+            )
         revision = getattr(self.config, f"{which}_model_revision")
         auto = getattr(transformers, _AUTO_CLASSES[self.task])
         return auto.from_pretrained(ref, **({"revision": revision} if revision else {}))
@@ -281,16 +305,26 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
 
     # --- construction -----------------------------------------------------------------------------------------------
     @classmethod
-    def from_models(cls, large_model: PreTrainedModel, small_model: PreTrainedModel,
-                    proxy_model: PreTrainedModel | None = None, alpha_test: float = 1.0, *,
-                    large_model_name_or_path: str | None = None, small_model_name_or_path: str | None = None,
-                    large_model_revision: str | None = None, small_model_revision: str | None = None):
+    def from_models(
+        cls,
+        large_model: PreTrainedModel,
+        small_model: PreTrainedModel,
+        proxy_model: PreTrainedModel | None = None,
+        alpha_test: float = 1.0,
+        *,
+        large_model_name_or_path: str | None = None,
+        small_model_name_or_path: str | None = None,
+        large_model_revision: str | None = None,
+        small_model_revision: str | None = None,
+    ):
         """A proxy-tuned model from loaded models (frozen in place: `requires_grad=False`, eval mode). `proxy_model`
         defaults to a copy of `small_model` (the untuned start). The large and small models are saved by reference:
         their `name_or_path` (the Hub id or folder they were loaded from), or the names given here."""
         refs = {}
-        for which, model, given in (("large", large_model, large_model_name_or_path),
-                                    ("small", small_model, small_model_name_or_path)):
+        for which, model, given in (
+            ("large", large_model, large_model_name_or_path),
+            ("small", small_model, small_model_name_or_path),
+        ):
             ref = given or getattr(model, "name_or_path", None) or None
             if not ref:
                 raise ValueError(
@@ -300,8 +334,11 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
                 )
             refs[which] = str(ref)
         config = ProxyTunedConfig(
-            task=cls.task, large_model_name_or_path=refs["large"], small_model_name_or_path=refs["small"],
-            large_model_revision=large_model_revision, small_model_revision=small_model_revision,
+            task=cls.task,
+            large_model_name_or_path=refs["large"],
+            small_model_name_or_path=refs["small"],
+            large_model_revision=large_model_revision,
+            small_model_revision=small_model_revision,
             alpha_test=check_alpha(alpha_test, "alpha_test"),
         )
         return cls(config, large_model=large_model, small_model=small_model, proxy_model=proxy_model)
@@ -314,8 +351,15 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
         auto[_AUTO_CLASSES[self.task]] = auto.pop("AutoModel")
         return auto
 
-    def save_pretrained(self, save_directory, is_main_process: bool = True, state_dict: dict | None = None,
-                        push_to_hub: bool = False, max_shard_size: int | str = "50GB", **kwargs):
+    def save_pretrained(
+        self,
+        save_directory,
+        is_main_process: bool = True,
+        state_dict: dict | None = None,
+        push_to_hub: bool = False,
+        max_shard_size: int | str = "50GB",
+        **kwargs,
+    ):
         """Write `config.json` (the large and small models by reference), `generation_config.json` and the proxy in
         `proxy/` as a plain transformers model. The large and small models' weights are never written.
 
@@ -326,7 +370,7 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
         proxy_state = None
         if state_dict is not None:
             prefix = "proxy."
-            proxy_state = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            proxy_state = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if is_main_process:
             os.makedirs(save_directory, exist_ok=True)
             config = copy.deepcopy(self.config)
@@ -340,17 +384,30 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
             if self.can_generate() and self.generation_config is not None:
                 self.generation_config.save_pretrained(save_directory)
         push = {k: kwargs.pop(k) for k in ("repo_id", "commit_message", "private", "token") if k in kwargs}
-        self.proxy.save_pretrained(os.path.join(save_directory, PROXY_FOLDER), is_main_process=is_main_process,
-                                   state_dict=proxy_state, max_shard_size=max_shard_size, **kwargs)
+        self.proxy.save_pretrained(
+            os.path.join(save_directory, PROXY_FOLDER),
+            is_main_process=is_main_process,
+            state_dict=proxy_state,
+            max_shard_size=max_shard_size,
+            **kwargs,
+        )
         if push_to_hub:
             repo_id = push.pop("repo_id", None) or os.path.basename(os.path.normpath(save_directory))
             self.push_to_hub(repo_id, **push)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config: ProxyTunedConfig | None = None,
-                        large_model: PreTrainedModel | None = None, small_model: PreTrainedModel | None = None,
-                        large_model_kwargs: dict | None = None, small_model_kwargs: dict | None = None,
-                        proxy_model_kwargs: dict | None = None, **kwargs):
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path,
+        *model_args,
+        config: ProxyTunedConfig | None = None,
+        large_model: PreTrainedModel | None = None,
+        small_model: PreTrainedModel | None = None,
+        large_model_kwargs: dict | None = None,
+        small_model_kwargs: dict | None = None,
+        proxy_model_kwargs: dict | None = None,
+        **kwargs,
+    ):
         """Load a proxy-tuned checkpoint: the large and small models from their references (or `large_model=` /
         `small_model=` already loaded), the proxy from `proxy/`, strictly (missing, unexpected or misshaped proxy
         tensors are an error).
@@ -367,19 +424,26 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
         shared = kwargs  # dtype, device_map, attn_implementation, ...
         revision, subfolder = own.get("revision"), own.get("subfolder") or ""
         if config is None:
-            config = ProxyTunedConfig.from_pretrained(pretrained_model_name_or_path, revision=revision,
-                                                      subfolder=subfolder, **hub)
+            config = ProxyTunedConfig.from_pretrained(
+                pretrained_model_name_or_path, revision=revision, subfolder=subfolder, **hub
+            )
         if not isinstance(config, ProxyTunedConfig):
-            raise ValueError(f"{pretrained_model_name_or_path!r} is not a proxy-tuned checkpoint (its config is a "
-                             f"{type(config).__name__}).")
+            raise ValueError(
+                f"{pretrained_model_name_or_path!r} is not a proxy-tuned checkpoint (its config is a "
+                f"{type(config).__name__})."
+            )
         if config.task != cls.task:
-            raise ValueError(f"{pretrained_model_name_or_path!r} is a {config.task!r} proxy-tuned model; load it with "
-                             f"{_CLASS_FOR_TASK[config.task]}.")
+            raise ValueError(
+                f"{pretrained_model_name_or_path!r} is a {config.task!r} proxy-tuned model; load it with "
+                f"{_CLASS_FOR_TASK[config.task]}."
+            )
         checkpoint = os.path.join(os.fspath(pretrained_model_name_or_path), subfolder)
         auto = getattr(transformers, _AUTO_CLASSES[cls.task])
         loaded = {}
-        for which, given, extra in (("large", large_model, large_model_kwargs), ("small", small_model,
-                                                                                small_model_kwargs)):
+        for which, given, extra in (
+            ("large", large_model, large_model_kwargs),
+            ("small", small_model, small_model_kwargs),
+        ):
             field = f"{which}_model_name_or_path"
             ref = getattr(config, field)
             if given is not None:
@@ -396,13 +460,21 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
         proxy_kwargs = {**hub, **shared, **(proxy_model_kwargs or {})}
         proxy_sub = f"{subfolder}/{PROXY_FOLDER}" if subfolder else PROXY_FOLDER
         try:
-            proxy, info = auto.from_pretrained(pretrained_model_name_or_path, subfolder=proxy_sub, revision=revision,
-                                               output_loading_info=True, **proxy_kwargs)
+            proxy, info = auto.from_pretrained(
+                pretrained_model_name_or_path,
+                subfolder=proxy_sub,
+                revision=revision,
+                output_loading_info=True,
+                **proxy_kwargs,
+            )
         except OSError as err:
-            raise OSError(f"{pretrained_model_name_or_path!r} has no readable proxy in {proxy_sub}/ ({err}); it is not "
-                          "a complete proxy-tuned checkpoint.") from err
-        problems = {k: sorted(v) for k, v in info.items()
-                    if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+            raise OSError(
+                f"{pretrained_model_name_or_path!r} has no readable proxy in {proxy_sub}/ ({err}); it is not "
+                "a complete proxy-tuned checkpoint."
+            ) from err
+        problems = {
+            k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v
+        }
         if problems:
             raise ValueError(f"the proxy in {pretrained_model_name_or_path!r} does not match its config: {problems}")
         model = cls(config, large_model=loaded["large"], small_model=loaded["small"], proxy_model=proxy)
@@ -410,15 +482,25 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
         if model.can_generate():
             try:
                 model.generation_config = GenerationConfig.from_pretrained(
-                    pretrained_model_name_or_path, subfolder=subfolder, revision=revision, **hub)
+                    pretrained_model_name_or_path, subfolder=subfolder, revision=revision, **hub
+                )
             except OSError:
                 pass  # no generation_config.json: keep the large model's
         model.eval()
         return (model, info) if want_info else model
 
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                    token: str | None = None, revision: str | None = None, card=None, results: dict | None = None,
-                    **_):
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        card=None,
+        results: dict | None = None,
+        **_,
+    ):
         """Push config, generation config, the proxy and the hf-methods card in one commit. The large and small models
         must be Hub ids (what the checkpoint refers to must be downloadable); their weights are not uploaded."""
         from ...cards import hub_id
@@ -431,8 +513,15 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
                     f"could not load it. Push the {which} model first and build this model from the Hub copy (or "
                     f"set config.{which}_model_name_or_path to its Hub id)."
                 )
-        return super().push_to_hub(repo_id, commit_message=commit_message, private=private, token=token,
-                                   revision=revision, card=card, results=results)
+        return super().push_to_hub(
+            repo_id,
+            commit_message=commit_message,
+            private=private,
+            token=token,
+            revision=revision,
+            card=card,
+            results=results,
+        )
 
     def model_card(self, repo_or_path, results: dict | None = None):
         return proxy_tuned_card(self, repo_or_path, results)
@@ -455,8 +544,10 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
 
     def _components(self, inputs: dict, past_key_values, use_cache: bool, logits_to_keep=0):
         if past_key_values is not None and not isinstance(past_key_values, ProxyTunedCache):
-            raise TypeError(f"the KV cache ({CACHE_NAME}) must be the ProxyTunedCache this model returned, got "
-                            f"{type(past_key_values).__name__}.")
+            raise TypeError(
+                f"the KV cache ({CACHE_NAME}) must be the ProxyTunedCache this model returned, got "
+                f"{type(past_key_values).__name__}."
+            )
         caches = past_key_values or ProxyTunedCache()
         with torch.no_grad():
             z_large, c_large = self._run(self.large, inputs, caches.large, use_cache, logits_to_keep)
@@ -468,7 +559,10 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
         return z_large, z_small, z_proxy, cache
 
 
-_CLASS_FOR_TASK = {"causal-lm": "ProxyTunedForCausalLM", "sequence-classification": "ProxyTunedForSequenceClassification"}
+_CLASS_FOR_TASK = {
+    "causal-lm": "ProxyTunedForCausalLM",
+    "sequence-classification": "ProxyTunedForSequenceClassification",
+}
 
 
 class ProxyTunedForCausalLM(ProxyTunedPreTrainedModel, GenerationMixin):
@@ -487,14 +581,23 @@ class ProxyTunedForCausalLM(ProxyTunedPreTrainedModel, GenerationMixin):
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # the forward creates a ProxyTunedCache of the three models' own caches
 
-    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                labels: torch.LongTensor | None = None, use_cache: bool | None = None,
-                logits_to_keep: int | torch.Tensor = 0, **kwargs) -> ProxyTunedOutput:
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> ProxyTunedOutput:
         """The KV cache comes as `cache=` (transformers >= 5.24) or `past_key_values=` (before); either is taken."""
         if inputs_embeds is not None:
-            raise ValueError("ProxyTunedForCausalLM needs input_ids: the three models embed tokens in different "
-                             "spaces, so one inputs_embeds cannot feed them all.")
+            raise ValueError(
+                "ProxyTunedForCausalLM needs input_ids: the three models embed tokens in different "
+                "spaces, so one inputs_embeds cannot feed them all."
+            )
         if input_ids is None:
             raise ValueError("ProxyTunedForCausalLM.forward needs input_ids.")
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
@@ -505,10 +608,17 @@ class ProxyTunedForCausalLM(ProxyTunedPreTrainedModel, GenerationMixin):
         logits = combine_logits(z_large, z_small, z_proxy, self.config.alpha_test)
         loss = None
         if labels is not None:
-            loss = causal_lm_loss(logits, labels.to(logits.device), vocab_size=logits.shape[-1],
-                                  num_items_in_batch=num_items_in_batch)
-        return ProxyTunedOutput(loss=loss, logits=logits, large_logits=z_large, small_logits=z_small,
-                                proxy_logits=z_proxy, **{CACHE_NAME: cache})
+            loss = causal_lm_loss(
+                logits, labels.to(logits.device), vocab_size=logits.shape[-1], num_items_in_batch=num_items_in_batch
+            )
+        return ProxyTunedOutput(
+            loss=loss,
+            logits=logits,
+            large_logits=z_large,
+            small_logits=z_small,
+            proxy_logits=z_proxy,
+            **{CACHE_NAME: cache},
+        )
 
 
 class ProxyTunedForSequenceClassification(ProxyTunedPreTrainedModel):
@@ -519,12 +629,19 @@ class ProxyTunedForSequenceClassification(ProxyTunedPreTrainedModel):
     method_name = "Proxy-tuning"
     task = "sequence-classification"
 
-    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                **kwargs) -> ProxyTunedOutput:
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> ProxyTunedOutput:
         if inputs_embeds is not None:
-            raise ValueError("ProxyTunedForSequenceClassification needs input_ids (or the models' own input, e.g. "
-                             "pixel_values), not inputs_embeds: the three models embed in different spaces.")
+            raise ValueError(
+                "ProxyTunedForSequenceClassification needs input_ids (or the models' own input, e.g. "
+                "pixel_values), not inputs_embeds: the three models embed in different spaces."
+            )
         kwargs.pop("num_items_in_batch", None)
         kwargs.pop("return_dict", None)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
@@ -535,14 +652,16 @@ class ProxyTunedForSequenceClassification(ProxyTunedPreTrainedModel):
             labels = labels.to(logits.device)
             problem = getattr(self.large.config, "problem_type", None)
             if logits.shape[-1] == 1 or problem == "regression":
-                loss = F.mse_loss(logits.squeeze(-1), labels.float().view(-1) if logits.shape[-1] == 1 else
-                                  labels.float())
+                loss = F.mse_loss(
+                    logits.squeeze(-1), labels.float().view(-1) if logits.shape[-1] == 1 else labels.float()
+                )
             elif problem == "multi_label_classification":
                 loss = F.binary_cross_entropy_with_logits(logits, labels.float())
             else:
                 loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
-        return ProxyTunedOutput(loss=loss, logits=logits, large_logits=z_large, small_logits=z_small,
-                                proxy_logits=z_proxy)
+        return ProxyTunedOutput(
+            loss=loss, logits=logits, large_logits=z_large, small_logits=z_small, proxy_logits=z_proxy
+        )
 
 
 # --- card -----------------------------------------------------------------------------------------------------------
@@ -558,16 +677,25 @@ def proxy_tuned_card(model: ProxyTunedPreTrainedModel, repo_or_path, results: di
     cls_name = type(model).__name__
     tags = ["proxy-tuning", "consistent-proxy-tuning", "black-box-tuning"]
     data = _data(os.path.basename(str(repo_or_path).rstrip("/")), tags, cls_name, base_model=hub_id(large_ref))
-    metrics = [(k, f"{v:.4g}") for k, v in sorted((results.get("metrics") or {}).items())
-               if isinstance(v, (int, float))]
+    metrics = [
+        (k, f"{v:.4g}") for k, v in sorted((results.get("metrics") or {}).items()) if isinstance(v, (int, float))
+    ]
     from ...cards import render_card
 
     return render_card(
-        "proxy_tuned", data, title=f"Proxy-tuned {type(model.large).__name__}", cls_name=cls_name,
-        auto_class=_AUTO_CLASSES[config.task], alpha_test=config.alpha_test,
-        large_link=link(large_ref), small_link=link(small_ref),
+        "proxy_tuned",
+        data,
+        title=f"Proxy-tuned {type(model.large).__name__}",
+        cls_name=cls_name,
+        auto_class=_AUTO_CLASSES[config.task],
+        alpha_test=config.alpha_test,
+        large_link=link(large_ref),
+        small_link=link(small_ref),
         large_params=fmt_params(sum(p.numel() for p in model.large.parameters())),
         small_params=fmt_params(sum(p.numel() for p in model.small.parameters())),
-        proxy_class=type(model.proxy).__name__, repo_or_path=str(repo_or_path),
-        training_setup=results.get("training_setup"), metrics=metrics, citation=CITATION,
+        proxy_class=type(model.proxy).__name__,
+        repo_or_path=str(repo_or_path),
+        training_setup=results.get("training_setup"),
+        metrics=metrics,
+        citation=CITATION,
     )

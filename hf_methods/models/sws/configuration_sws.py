@@ -26,8 +26,10 @@ class SWSConfig(LearngeneConfig):
         if self.stage_sizes is None:
             self.stage_sizes = [3, 3, 4, 3, 3]
         sizes = self.stage_sizes
-        if not isinstance(sizes, (list, tuple)) or not sizes or any(
-            isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes
+        if (
+            not isinstance(sizes, (list, tuple))
+            or not sizes
+            or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes)
         ):
             raise ValueError(f"stage_sizes must be a non-empty list of positive integers, got {sizes!r}.")
         self.stage_sizes = list(sizes)

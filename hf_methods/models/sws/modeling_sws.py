@@ -177,8 +177,15 @@ class SWSModel(LearngeneModel):
     def describe_layer(self, index, depth):
         return f"stage {self.default_layers_source(depth)[index]}"
 
-    def expand(self, num_layers: int, layers_source=None, *, allow_any_order: bool = False, model_class=None,
-               **config_overrides):
+    def expand(
+        self,
+        num_layers: int,
+        layers_source=None,
+        *,
+        allow_any_order: bool = False,
+        model_class=None,
+        **config_overrides,
+    ):
         """A stock model of `num_layers` layers whose layer i copies stage `layers_source[i]`.
 
         `layers_source`: one stage index per layer (a list or "0,0,1,..."); non-decreasing unless
@@ -192,7 +199,9 @@ class SWSModel(LearngeneModel):
         else:
             mapping = check_layers_source(layers_source, num_layers, self.num_stages, allow_any_order)
         model = self._expand(
-            num_layers, model_class, config_overrides,
+            num_layers,
+            model_class,
+            config_overrides,
             lambda i, depth: self.stage_parameters(mapping[i]),
             lambda i, depth: f"stage {mapping[i]}",
         )

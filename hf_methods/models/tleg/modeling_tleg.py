@@ -31,8 +31,9 @@ def fit_linear_in_depth(
     undetermined and set to 0 (A = W_mean). Computed and returned in float64, streaming (one layer at a time).
     """
     if len(tensors) != len(coefficients) or not tensors:
-        raise ValueError(f"need one coefficient per tensor, got {len(tensors)} tensors and {len(coefficients)} "
-                         "coefficients.")
+        raise ValueError(
+            f"need one coefficient per tensor, got {len(tensors)} tensors and {len(coefficients)} coefficients."
+        )
     c = torch.tensor([float(x) for x in coefficients], dtype=torch.float64)
     dc = c - c.mean()
     spread = float((dc * dc).sum())
@@ -111,6 +112,8 @@ class TLEGModel(LearngeneModel):
         return {"coefficients": [self.coefficient(i, teacher_num_layers) for i in range(teacher_num_layers)]}
 
     def describe_layer(self, index, depth):
-        return f"theta_A + {index}/{depth} * theta_B" if self.config.coefficient == "index_over_depth" else (
-            f"theta_A + {self.coefficient(index, depth):.4g} * theta_B"
+        return (
+            f"theta_A + {index}/{depth} * theta_B"
+            if self.config.coefficient == "index_over_depth"
+            else (f"theta_A + {self.coefficient(index, depth):.4g} * theta_B")
         )
