@@ -20,7 +20,7 @@ from transformers import ViTForImageClassification
 from hf_methods import SWSConfig, SWSModel, TLEGConfig, TLEGModel, __version__
 from hf_methods.cards import descendant_card, hub_id, learngene_card
 from hf_methods.data import digits
-from hf_methods.engine import count_flops
+from hf_methods.engine import count_flops, select_teacher_layers
 from hf_methods.hub import push_model
 from hf_methods.recipe import (
     Run,
@@ -36,6 +36,8 @@ from hf_methods.report import fmt_params, learngene_figure, learngene_markdown, 
 from hf_methods.trainers import DistillationConfig, DistillationTrainer
 
 METHODS = {"tleg": ("TLEG", TLEGConfig, TLEGModel), "sws": ("SWS", SWSConfig, SWSModel)}
+# the practitioner's baselines: a stock model initialized from some of the teacher's layers (`select_teacher_layers`)
+BASELINES = {"first": "first-k teacher layers", "even": "evenly spaced teacher layers"}
 
 
 @dataclass
@@ -67,6 +69,13 @@ class LearngeneRecipe(TeacherRecipe):
         default=3, metadata={"help": "Fine-tuning epochs, for learngene-initialized and scratch models alike."}
     )
     finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Fine-tuning learning rate."})
+    baselines: list[str] = field(
+        default_factory=lambda: ["first", "even"],
+        metadata={
+            "help": "Baselines fine-tuned with the same budget at every depth <= the teacher's: 'first' (the teacher's "
+            "first D layers) and/or 'even' (D evenly spaced teacher layers); an empty list disables them."
+        },
+    )
     push_to_hub: bool = field(default=False, metadata={"help": "Push the learngene and every descendant at the end."})
     hub_model_id: str | None = field(
         default=None,
@@ -86,14 +95,20 @@ class LearngeneRecipe(TeacherRecipe):
             raise ValueError(f"depths must be positive integers, got {self.depths}.")
         if self.kd_normalization not in ("numel", "batchmean"):
             raise ValueError(f"kd_normalization must be 'numel' or 'batchmean', got {self.kd_normalization!r}.")
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown or len(set(self.baselines)) != len(self.baselines):
+            raise ValueError(f"baselines must list distinct names from {sorted(BASELINES)}, got {self.baselines}.")
 
 
 def run(recipe: LearngeneRecipe) -> dict:
-    run = Run(recipe, stages=2 + 2 * len(recipe.depths))  # under `accelerate launch`: every process trains
+    # under `accelerate launch`: every process trains
+    run = Run(recipe, stages=_num_stages(recipe, recipe.teacher_num_layers))
     data = digits(recipe.image_size, seed=recipe.seed, max_train_samples=recipe.max_train_samples)
 
     # 1. the teacher
     teacher, teacher_source, teacher_acc = get_teacher(run, data)
+    teacher_depth = teacher.config.num_hidden_layers
+    run.stages = _num_stages(recipe, teacher_depth)  # a loaded teacher may have another depth than the recipe's
 
     # 2. the learngene: distill the auxiliary network
     method, config_cls, model_cls = METHODS[recipe.method]
@@ -137,6 +152,20 @@ def run(recipe: LearngeneRecipe) -> dict:
         scratch = ViTForImageClassification(learngene.config.stock_config(depth))
         trainer, initial = train_and_evaluate(scratch, ft_args, data)
         sc_curve = accuracy_curve(trainer, initial)
+        baselines = {}
+        for strategy in recipe.baselines if depth <= teacher_depth else []:
+            # after learngene and scratch, re-seeded like them: their figures do not depend on the baselines
+            run.stage(f"depth {depth}: fine-tuning the {BASELINES[strategy]} baseline")
+            transformers.set_seed(recipe.seed)
+            selected = select_teacher_layers(teacher, depth, strategy=strategy)
+            trainer, initial = train_and_evaluate(selected, ft_args, data)
+            curve = accuracy_curve(trainer, initial)
+            baselines[strategy] = {
+                "curve": curve,
+                "final_accuracy": curve[-1]["accuracy"],
+                "teacher_layers": selected.config.layer_selection["layers"],
+                "params": num_parameters(selected),
+            }
         rows.append(
             {
                 "depth": depth,
@@ -147,6 +176,8 @@ def run(recipe: LearngeneRecipe) -> dict:
                 "learngene": {"curve": lg_curve, "final_accuracy": lg_curve[-1]["accuracy"]},
                 "scratch": {"curve": sc_curve, "final_accuracy": sc_curve[-1]["accuracy"]},
                 "steps_to_reach_scratch": steps_to_reach(lg_curve, sc_curve[-1]["accuracy"]),
+                **baselines,
+                "baselines": list(baselines),
                 "_model": model,
             }
         )
@@ -169,6 +200,16 @@ def run(recipe: LearngeneRecipe) -> dict:
         choices.append(
             {"method": "scratch", **common, "accuracy": r["scratch"]["final_accuracy"], "stored_params": r["params"]}
         )
+        for strategy in r["baselines"]:  # nothing smaller than the selected model itself is stored
+            choices.append(
+                {
+                    "method": f"teacher layers ({strategy})",
+                    **common,
+                    "params": r[strategy]["params"],
+                    "accuracy": r[strategy]["final_accuracy"],
+                    "stored_params": r[strategy]["params"],
+                }
+            )
     results = {
         "method": method,
         "dataset": f"scikit-learn digits ({recipe.image_size}x{recipe.image_size})",
@@ -215,6 +256,12 @@ def run(recipe: LearngeneRecipe) -> dict:
     return results
 
 
+def _num_stages(recipe: LearngeneRecipe, teacher_depth: int) -> int:
+    """Teacher, learngene, then per depth: learngene, scratch and each baseline (at depths <= the teacher's)."""
+    shallow = sum(d <= teacher_depth for d in recipe.depths)
+    return 2 + 2 * len(recipe.depths) + len(recipe.baselines) * shallow
+
+
 def _training_setup(recipe: LearngeneRecipe, teacher_source: str) -> str:
     return (
         f"Data: scikit-learn digits upsampled to {recipe.image_size}x{recipe.image_size}, stratified 80/20 split "
@@ -224,6 +271,17 @@ def _training_setup(recipe: LearngeneRecipe, teacher_source: str) -> str:
         f"{recipe.alpha}, T {recipe.temperature}, {recipe.kd_normalization} normalization, AdamW lr "
         f"{recipe.distill_learning_rate}, cosine). Descendants and scratch baselines: {recipe.finetune_epochs:g} "
         f"epochs, AdamW lr {recipe.finetune_learning_rate}, batch {recipe.batch_size}, cosine with 10% warmup."
+        + _baselines_setup(recipe)
+    )
+
+
+def _baselines_setup(recipe: LearngeneRecipe) -> str:
+    if not recipe.baselines:
+        return ""
+    names = " and ".join(f"{BASELINES[b]} ('{b}')" for b in recipe.baselines)
+    return (
+        f" Baselines at every depth up to the teacher's: a ViT initialized from the {names} of the teacher "
+        "(`select_teacher_layers`), fine-tuned with the same budget."
     )
 
 

@@ -57,7 +57,7 @@ def test_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("TLEG done") and str(out) in last
-    assert "[6/6]" in proc.stdout  # 2 + 2 per depth stages announced
+    assert "[8/8]" in proc.stdout  # 2 + 2 per depth + one per baseline at depth 1 (depth 3 > the teacher's 2 layers)
 
     report = json.loads((out / "report.json").read_text())
     assert [r["depth"] for r in report["descendants"]] == [1, 3]
@@ -65,10 +65,27 @@ def test_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     for row in report["descendants"]:
         assert [p["epoch"] for p in row["learngene"]["curve"]] == [0, 1, 2]
         assert len(row["scratch"]["curve"]) == 3
+    shallow, deep = report["descendants"]
+    assert shallow["baselines"] == ["first", "even"] and deep["baselines"] == []  # only at depths <= the teacher's
+    for name in ("first", "even"):
+        assert [p["epoch"] for p in shallow[name]["curve"]] == [0, 1, 2]
+        assert shallow[name]["final_accuracy"] == shallow[name]["curve"][-1]["accuracy"]
+        assert shallow[name]["teacher_layers"] == [0] and name not in deep
+    baseline_choices = [c for c in report["choices"] if c["method"].startswith("teacher layers")]
+    assert [(c["method"], c["name"]) for c in baseline_choices] == [
+        ("teacher layers (first)", "depth 1"),
+        ("teacher layers (even)", "depth 1"),
+    ]
+    assert all(c["stored_params"] == c["params"] == shallow["params"] for c in baseline_choices)
+    assert baseline_choices[1]["accuracy"] == shallow["even"]["final_accuracy"]
     gene_params = report["learngene"]["params"]
     assert report["stored_ratio"] == pytest.approx(sum(r["params"] for r in report["descendants"]) / gene_params)
     assert (out / "report.png").stat().st_size > 10_000
-    assert "Stored-parameter ratio" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "Stored-parameter ratio" in markdown
+    assert "final accuracy, teacher layers (first) | final accuracy, teacher layers (even) |" in markdown
+    assert f"| {shallow['first']['final_accuracy']:.3f} | {shallow['even']['final_accuracy']:.3f} |" in markdown
+    assert "- depth 1: learngene " in markdown and "- depth 3:" not in markdown  # one verdict per baselined depth
     assert not (out / "_trainer").exists()
 
     learngene = T.AutoModel.from_pretrained(out / "learngene")
@@ -86,6 +103,47 @@ def test_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     # the saved descendant is the fine-tuned model: not equal to a fresh expansion of the learngene
     fresh = learngene.expand(3)
     assert not torch.equal(fresh.vit.layers[1].mlp.fc1.weight, desc.vit.layers[1].mlp.fc1.weight)
+
+
+def test_baselines_start_from_the_teachers_layers_and_leave_the_other_stages_alone(tmp_path, monkeypatch):
+    from hf_methods.engine.architectures import layer_list, spec_for
+    from hf_methods.recipes import learngene_pipeline
+
+    initial = []  # (layer_selection, state dict before fine-tuning) of every model the pipeline fine-tunes
+    train = learngene_pipeline.train_and_evaluate
+
+    def recording(model, *args, **kwargs):
+        selection = getattr(model.config, "layer_selection", None)
+        initial.append((selection, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        return train(model, *args, **kwargs)
+
+    monkeypatch.setattr(learngene_pipeline, "train_and_evaluate", recording)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "teacher_num_layers": 3, "depths": [2]}))
+    with_baselines = learngene_pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "a")])
+    selected = [(sel, state) for sel, state in initial if sel]
+    assert [sel["strategy"] for sel, _ in selected] == ["first", "even"]
+    assert [sel["layers"] for sel, _ in selected] == [[0, 1], [0, 1]]  # 3 -> 2: even keeps 0 and 3 // 2 = 1
+
+    teacher = T.ViTForImageClassification.from_pretrained(tmp_path / "a" / "teacher")
+    spec = spec_for("vit")
+    prefix, teacher_layers = layer_list(teacher, spec)
+    for sel, state in selected:
+        for i, t in enumerate(sel["layers"]):
+            for name, value in teacher_layers[t].state_dict().items():
+                assert torch.equal(state[f"{prefix}.{i}.{name}"], value), (sel["strategy"], i, name)
+        for name, value in teacher.state_dict().items():  # embeddings, final norm and head too
+            if not name.startswith(prefix + "."):
+                assert torch.equal(state[name], value), name
+
+    config.write_text(yaml.safe_dump({**TINY, "teacher_num_layers": 3, "depths": [2], "baselines": []}))
+    # an empty list disables them; learngene and scratch figures are the same either way
+    without = learngene_pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "b")])
+    assert without["descendants"][0]["baselines"] == []
+    for kind in ("learngene", "scratch"):
+        assert with_baselines["descendants"][0][kind] == without["descendants"][0][kind]
+    with pytest.raises(ValueError, match="baselines must list"):
+        parse_recipe(TLEGRecipe, ["--baselines", "last"], default_config=DEFAULT_RECIPE)
 
 
 def test_recipe_fields_and_overrides(tmp_path):
@@ -132,7 +190,7 @@ def test_pipeline_under_accelerate_launch_with_two_processes(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("[1/4]") == 1  # only the main process speaks
+    assert proc.stdout.count("[1/6]") == 1  # only the main process speaks
     assert "parallel_mode != ParallelMode.DISTRIBUTED" not in proc.stderr  # a real 2-rank DDP run
     assert (out / "descendants" / "depth-2" / "model.safetensors").is_file()
 
