@@ -119,11 +119,11 @@ def test_baselines_start_from_the_teachers_layers_and_leave_the_other_stages_alo
 
     monkeypatch.setattr(learngene_pipeline, "train_and_evaluate", recording)
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "teacher_num_layers": 3, "depths": [2]}))
+    config.write_text(yaml.safe_dump({**TINY, "teacher_num_layers": 4, "depths": [1, 2]}))
     with_baselines = learngene_pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "a")])
     selected = [(sel, state) for sel, state in initial if sel]
-    assert [sel["strategy"] for sel, _ in selected] == ["first", "even"]
-    assert [sel["layers"] for sel, _ in selected] == [[0, 1], [0, 1]]  # 3 -> 2: even keeps 0 and 3 // 2 = 1
+    assert [sel["strategy"] for sel, _ in selected] == ["first", "even"] * 2
+    assert [sel["layers"] for sel, _ in selected] == [[0], [0], [0, 1], [0, 2]]  # depth 1, then depth 2
 
     teacher = T.ViTForImageClassification.from_pretrained(tmp_path / "a" / "teacher")
     spec = spec_for("vit")
@@ -136,12 +136,15 @@ def test_baselines_start_from_the_teachers_layers_and_leave_the_other_stages_alo
             if not name.startswith(prefix + "."):
                 assert torch.equal(state[name], value), name
 
-    config.write_text(yaml.safe_dump({**TINY, "teacher_num_layers": 3, "depths": [2], "baselines": []}))
-    # an empty list disables them; learngene and scratch figures are the same either way
+    config.write_text(yaml.safe_dump({**TINY, "teacher_num_layers": 4, "depths": [1, 2], "baselines": []}))
+    # an empty list disables them; learngene and scratch figures (depth 2's come after depth 1's baselines) are the
+    # same either way
     without = learngene_pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "b")])
-    assert without["descendants"][0]["baselines"] == []
-    for kind in ("learngene", "scratch"):
-        assert with_baselines["descendants"][0][kind] == without["descendants"][0][kind]
+    assert [row["baselines"] for row in without["descendants"]] == [[], []]
+    assert without["choices"] == [c for c in with_baselines["choices"] if not c["method"].startswith("teacher")]
+    for row, other in zip(with_baselines["descendants"], without["descendants"]):
+        for kind in ("learngene", "scratch"):
+            assert row[kind] == other[kind]
     with pytest.raises(ValueError, match="baselines must list"):
         parse_recipe(TLEGRecipe, ["--baselines", "last"], default_config=DEFAULT_RECIPE)
 
