@@ -12,6 +12,7 @@ from pathlib import Path
 from .pareto import _atomic_write, fmt_params
 
 __all__ = [
+    "BASELINE_LABELS",
     "fmt_params",
     "learngene_figure",
     "learngene_markdown",
@@ -22,6 +23,15 @@ __all__ = [
     "write_report",
     "write_text_atomic",
 ]
+
+
+TIE = 0.01  # final accuracies closer than this are reported as a tie
+# the learngene job's baselines (`baselines` of its recipe), as reports and `choices` name them
+BASELINE_LABELS = {
+    "first": "teacher layers (first)",
+    "even": "teacher layers (even)",
+    "kd": "KD into teacher layers (even)",
+}
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -121,14 +131,14 @@ def learngene_figure(results: dict):
         params, [row["learngene"]["final_accuracy"] for row in rows], "o-", label=f"{results['method']} learngene init"
     )
     ax_size.plot(params, [row["scratch"]["final_accuracy"] for row in rows], "s--", label="scratch, same budget")
-    for name, style in (("first", "^:"), ("even", "v:")):
+    for name, style in (("first", "^:"), ("even", "v:"), ("kd", "d:")):
         with_it = [row for row in rows if name in row.get("baselines", ())]
         if with_it:
             ax_size.plot(
                 [row["params"] for row in with_it],
                 [row[name]["final_accuracy"] for row in with_it],
                 style,
-                label=f"teacher layers ({name}), same budget",
+                label=f"{BASELINE_LABELS[name]}, same budget",
             )
     for row in rows:
         ax_size.annotate(f"L{row['depth']}", (row["params"], row["learngene"]["final_accuracy"]), fontsize=8)
@@ -136,9 +146,6 @@ def learngene_figure(results: dict):
     ax_size.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-TIE = 0.01  # final accuracies closer than this are reported as a tie
 
 
 def learngene_verdict(row: dict) -> str | None:
@@ -149,7 +156,7 @@ def learngene_verdict(row: dict) -> str | None:
         return None
     best = max(names, key=lambda name: row[name]["final_accuracy"])
     lg, other = row["learngene"]["final_accuracy"], row[best]["final_accuracy"]
-    versus = f"{lg:.3f} vs {other:.3f} for teacher layers ({best})"
+    versus = f"{lg:.3f} vs {other:.3f} for {BASELINE_LABELS[best]}"
     if abs(lg - other) < TIE:
         return f"learngene ties the best baseline within {TIE} ({versus})"
     return f"learngene {'wins' if lg > other else 'loses'} ({versus})"
@@ -171,11 +178,11 @@ def learngene_markdown(results: dict) -> str:
         f"{fmt_params(results['descendants_total_params'])}; learngene: {fmt_params(gene['params'])}).",
         "",
     ]
-    baselines = [name for name in ("first", "even") if any(name in row.get("baselines", ()) for row in rows)]
+    baselines = [name for name in BASELINE_LABELS if any(name in row.get("baselines", ()) for row in rows)]
     lines += [
         "| depth | parameters | accuracy per epoch, learngene init | accuracy per epoch, scratch | "
         "steps to reach scratch's final accuracy |"
-        + "".join(f" final accuracy, teacher layers ({b}) |" for b in baselines),
+        + "".join(f" final accuracy, {BASELINE_LABELS[b]} |" for b in baselines),
         "|---|---|---|---|---|" + "---|" * len(baselines),
     ]
     for row in rows:
@@ -195,8 +202,8 @@ def learngene_markdown(results: dict) -> str:
     lines += [
         "",
         "Accuracy is on the held-out split, first before fine-tuning (step 0), then after each epoch. Teacher-layer "
-        "baselines (`select_teacher_layers`: the first D layers, or D evenly spaced ones) exist only at depths up to "
-        "the teacher's.",
+        "baselines (`select_teacher_layers`: the first D layers, or D evenly spaced ones, fine-tuned; KD: the evenly "
+        "spaced ones trained with distillation from the teacher plus labels) exist only at depths up to the teacher's.",
         "",
         "![accuracy](report.png)",
         "",

@@ -32,12 +32,17 @@ from hf_methods.recipe import (
     train_and_evaluate,
     training_args,
 )
-from hf_methods.report import fmt_params, learngene_figure, learngene_markdown, steps_to_reach
+from hf_methods.report import BASELINE_LABELS, fmt_params, learngene_figure, learngene_markdown, steps_to_reach
 from hf_methods.trainers import DistillationConfig, DistillationTrainer
 
 METHODS = {"tleg": ("TLEG", TLEGConfig, TLEGModel), "sws": ("SWS", SWSConfig, SWSModel)}
-# the practitioner's baselines: a stock model initialized from some of the teacher's layers (`select_teacher_layers`)
-BASELINES = {"first": "first-k teacher layers", "even": "evenly spaced teacher layers"}
+# the practitioner's baselines: a stock model initialized from some of the teacher's layers (`select_teacher_layers`),
+# fine-tuned ('first', 'even') or distilled from the teacher with labels ('kd': the 'even' student)
+BASELINES = {
+    "first": "first-k teacher layers",
+    "even": "evenly spaced teacher layers",
+    "kd": "evenly spaced teacher layers distilled from the teacher (KD)",
+}
 
 
 @dataclass
@@ -70,11 +75,16 @@ class LearngeneRecipe(TeacherRecipe):
     )
     finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Fine-tuning learning rate."})
     baselines: list[str] = field(
-        default_factory=lambda: ["first", "even"],
+        default_factory=lambda: ["first", "even", "kd"],
         metadata={
-            "help": "Baselines fine-tuned with the same budget at every depth <= the teacher's: 'first' (the teacher's "
-            "first D layers) and/or 'even' (D evenly spaced teacher layers); an empty list disables them."
+            "help": "Baselines trained with the same budget at every depth <= the teacher's: 'first' (the teacher's "
+            "first D layers), 'even' (D evenly spaced teacher layers), 'kd' (the 'even' model trained with "
+            "DistillationTrainer from the teacher, soft + hard labels); an empty list disables them."
         },
+    )
+    kd_baseline_alpha: float = field(
+        default=0.5,
+        metadata={"help": "The 'kd' baseline's alpha in (1 - alpha) * CE + alpha * KD (temperature: `temperature`)."},
     )
     push_to_hub: bool = field(default=False, metadata={"help": "Push the learngene and every descendant at the end."})
     hub_model_id: str | None = field(
@@ -98,6 +108,8 @@ class LearngeneRecipe(TeacherRecipe):
         unknown = [b for b in self.baselines if b not in BASELINES]
         if unknown or len(set(self.baselines)) != len(self.baselines):
             raise ValueError(f"baselines must list distinct names from {sorted(BASELINES)}, got {self.baselines}.")
+        if not 0 <= self.kd_baseline_alpha <= 1:
+            raise ValueError(f"kd_baseline_alpha must be in [0, 1], got {self.kd_baseline_alpha}.")
 
 
 def run(recipe: LearngeneRecipe) -> dict:
@@ -136,6 +148,17 @@ def run(recipe: LearngeneRecipe) -> dict:
 
     # 3-4. expand to each depth and fine-tune, against scratch with the same budget
     sample = {"pixel_values": torch.tensor(data["test"][:1]["pixel_values"])}
+    kd_args = training_args(
+        recipe,
+        run.work,
+        learning_rate=recipe.finetune_learning_rate,
+        num_train_epochs=recipe.finetune_epochs,
+        cls=DistillationConfig,
+        distillation_type="soft",
+        alpha=recipe.kd_baseline_alpha,
+        temperature=recipe.temperature,
+        kd_normalization=recipe.kd_normalization,
+    )
     rows = []
     for depth in recipe.depths:
         run.stage(f"depth {depth}: fine-tuning the learngene-initialized model")
@@ -155,10 +178,16 @@ def run(recipe: LearngeneRecipe) -> dict:
         baselines = {}
         for strategy in recipe.baselines if depth <= teacher_depth else []:
             # after learngene and scratch, re-seeded like them: their figures do not depend on the baselines
-            run.stage(f"depth {depth}: fine-tuning the {BASELINES[strategy]} baseline")
+            run.stage(f"depth {depth}: training the {BASELINES[strategy]} baseline")
             transformers.set_seed(recipe.seed)
-            selected = select_teacher_layers(teacher, depth, strategy=strategy)
-            trainer, initial = train_and_evaluate(selected, ft_args, data)
+            if strategy == "kd":  # the 'even' student, distilled for as many steps as the others are fine-tuned
+                selected = select_teacher_layers(teacher, depth, strategy="even")
+                trainer, initial = train_and_evaluate(
+                    selected, kd_args, data, trainer_cls=DistillationTrainer, teacher_model=teacher
+                )
+            else:
+                selected = select_teacher_layers(teacher, depth, strategy=strategy)
+                trainer, initial = train_and_evaluate(selected, ft_args, data)
             curve = accuracy_curve(trainer, initial)
             baselines[strategy] = {
                 "curve": curve,
@@ -203,7 +232,7 @@ def run(recipe: LearngeneRecipe) -> dict:
         for strategy in r["baselines"]:  # nothing smaller than the selected model itself is stored
             choices.append(
                 {
-                    "method": f"teacher layers ({strategy})",
+                    "method": BASELINE_LABELS[strategy],
                     **common,
                     "params": r[strategy]["params"],
                     "accuracy": r[strategy]["final_accuracy"],
@@ -278,10 +307,15 @@ def _training_setup(recipe: LearngeneRecipe, teacher_source: str) -> str:
 def _baselines_setup(recipe: LearngeneRecipe) -> str:
     if not recipe.baselines:
         return ""
-    names = " and ".join(f"{BASELINES[b]} ('{b}')" for b in recipe.baselines)
+    names = "; ".join(f"'{b}': {BASELINES[b]}" for b in recipe.baselines)
+    kd = (
+        f" (soft + hard labels, alpha {recipe.kd_baseline_alpha}, T {recipe.temperature})"
+        if "kd" in recipe.baselines
+        else ""
+    )
     return (
-        f" Baselines at every depth up to the teacher's: a ViT initialized from the {names} of the teacher "
-        "(`select_teacher_layers`), fine-tuned with the same budget."
+        f" Baselines at every depth up to the teacher's, a ViT initialized from the teacher's layers "
+        f"(`select_teacher_layers`) and trained with the same budget: {names}{kd}."
     )
 
 

@@ -59,7 +59,7 @@ def test_sws_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     entries = load_entries([out / "report.json"])
     assert sorted((e["method"], e["name"]) for e in entries) == sorted(
         [(m, f"depth {d}") for m in ("SWS", "scratch") for d in (1, 3, 4)]
-        + [("teacher layers (first)", "depth 1"), ("teacher layers (even)", "depth 1")]
+        + [(m, "depth 1") for m in ("teacher layers (first)", "teacher layers (even)", "KD into teacher layers (even)")]
     )
     baseline = next(e for e in entries if e["method"] == "teacher layers (even)")
     assert baseline["stored_params"] == baseline["params"] == report["descendants"][0]["params"]
