@@ -12,15 +12,26 @@ from pathlib import Path
 from .pareto import _atomic_write, fmt_params
 
 __all__ = [
+    "BASELINE_LABELS",
     "fmt_params",
     "learngene_figure",
     "learngene_markdown",
+    "learngene_verdict",
     "steps_to_reach",
     "write_figure_atomic",
     "write_folder_atomic",
     "write_report",
     "write_text_atomic",
 ]
+
+
+TIE = 0.01  # final accuracies closer than this are reported as a tie
+# the learngene job's baselines (`baselines` of its recipe), as reports and `choices` name them
+BASELINE_LABELS = {
+    "first": "teacher layers (first)",
+    "even": "teacher layers (even)",
+    "kd": "KD into teacher layers (even)",
+}
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -120,12 +131,35 @@ def learngene_figure(results: dict):
         params, [row["learngene"]["final_accuracy"] for row in rows], "o-", label=f"{results['method']} learngene init"
     )
     ax_size.plot(params, [row["scratch"]["final_accuracy"] for row in rows], "s--", label="scratch, same budget")
+    for name, style in (("first", "^:"), ("even", "v:"), ("kd", "d:")):
+        with_it = [row for row in rows if name in row.get("baselines", ())]
+        if with_it:
+            ax_size.plot(
+                [row["params"] for row in with_it],
+                [row[name]["final_accuracy"] for row in with_it],
+                style,
+                label=f"{BASELINE_LABELS[name]}, same budget",
+            )
     for row in rows:
         ax_size.annotate(f"L{row['depth']}", (row["params"], row["learngene"]["final_accuracy"]), fontsize=8)
     ax_size.set(xlabel="parameters", ylabel="final test accuracy", title="Accuracy vs size")
     ax_size.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def learngene_verdict(row: dict) -> str | None:
+    """One plain line for a report row: the learngene's final accuracy against the best teacher-layer baseline
+    (None when the row has no baseline)."""
+    names = row.get("baselines") or []
+    if not names:
+        return None
+    best = max(names, key=lambda name: row[name]["final_accuracy"])
+    lg, other = row["learngene"]["final_accuracy"], row[best]["final_accuracy"]
+    versus = f"{lg:.3f} vs {other:.3f} for {BASELINE_LABELS[best]}"
+    if abs(lg - other) < TIE:
+        return f"learngene ties the best baseline within {TIE} ({versus})"
+    return f"learngene {'wins' if lg > other else 'loses'} ({versus})"
 
 
 def learngene_markdown(results: dict) -> str:
@@ -143,9 +177,13 @@ def learngene_markdown(results: dict) -> str:
         f"**Stored-parameter ratio: {results['stored_ratio']:.1f}x** (all descendants: "
         f"{fmt_params(results['descendants_total_params'])}; learngene: {fmt_params(gene['params'])}).",
         "",
+    ]
+    baselines = [name for name in BASELINE_LABELS if any(name in row.get("baselines", ()) for row in rows)]
+    lines += [
         "| depth | parameters | accuracy per epoch, learngene init | accuracy per epoch, scratch | "
-        "steps to reach scratch's final accuracy |",
-        "|---|---|---|---|---|",
+        "steps to reach scratch's final accuracy |"
+        + "".join(f" final accuracy, {BASELINE_LABELS[b]} |" for b in baselines),
+        "|---|---|---|---|---|" + "---|" * len(baselines),
     ]
     for row in rows:
         lg = " / ".join(f"{p['accuracy']:.3f}" for p in row["learngene"]["curve"])
@@ -153,10 +191,19 @@ def learngene_markdown(results: dict) -> str:
         reach = row["steps_to_reach_scratch"]
         total = row["scratch"]["curve"][-1]["step"]
         reach_text = "not reached" if reach is None else f"{reach} of {total}"
-        lines.append(f"| {row['depth']} | {fmt_params(row['params'])} | {lg} | {sc} | {reach_text} |")
+        extra = "".join(
+            f" {row[b]['final_accuracy']:.3f} |" if b in row.get("baselines", ()) else " - |" for b in baselines
+        )
+        lines.append(f"| {row['depth']} | {fmt_params(row['params'])} | {lg} | {sc} | {reach_text} |{extra}")
+    verdicts = [(row["depth"], learngene_verdict(row)) for row in rows]
+    if any(v for _, v in verdicts):
+        lines += ["", "Learngene against the best teacher-layer baseline (same fine-tuning budget):", ""]
+        lines += [f"- depth {depth}: {v}." for depth, v in verdicts if v]
     lines += [
         "",
-        "Accuracy is on the held-out split, first before fine-tuning (step 0), then after each epoch.",
+        "Accuracy is on the held-out split, first before fine-tuning (step 0), then after each epoch. Teacher-layer "
+        "baselines (`select_teacher_layers`: the first D layers, or D evenly spaced ones, fine-tuned; KD: the evenly "
+        "spaced ones trained with distillation from the teacher plus labels) exist only at depths up to the teacher's.",
         "",
         "![accuracy](report.png)",
         "",

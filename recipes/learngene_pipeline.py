@@ -20,7 +20,7 @@ from transformers import ViTForImageClassification
 from hf_methods import SWSConfig, SWSModel, TLEGConfig, TLEGModel, __version__
 from hf_methods.cards import descendant_card, hub_id, learngene_card
 from hf_methods.data import digits
-from hf_methods.engine import count_flops
+from hf_methods.engine import count_flops, select_teacher_layers
 from hf_methods.hub import push_model
 from hf_methods.recipe import (
     Run,
@@ -32,10 +32,17 @@ from hf_methods.recipe import (
     train_and_evaluate,
     training_args,
 )
-from hf_methods.report import fmt_params, learngene_figure, learngene_markdown, steps_to_reach
+from hf_methods.report import BASELINE_LABELS, fmt_params, learngene_figure, learngene_markdown, steps_to_reach
 from hf_methods.trainers import DistillationConfig, DistillationTrainer
 
 METHODS = {"tleg": ("TLEG", TLEGConfig, TLEGModel), "sws": ("SWS", SWSConfig, SWSModel)}
+# the practitioner's baselines: a stock model initialized from some of the teacher's layers (`select_teacher_layers`),
+# fine-tuned ('first', 'even') or distilled from the teacher with labels ('kd': the 'even' student)
+BASELINES = {
+    "first": "first-k teacher layers",
+    "even": "evenly spaced teacher layers",
+    "kd": "evenly spaced teacher layers distilled from the teacher (KD)",
+}
 
 
 @dataclass
@@ -67,6 +74,18 @@ class LearngeneRecipe(TeacherRecipe):
         default=3, metadata={"help": "Fine-tuning epochs, for learngene-initialized and scratch models alike."}
     )
     finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Fine-tuning learning rate."})
+    baselines: list[str] = field(
+        default_factory=lambda: ["first", "even", "kd"],
+        metadata={
+            "help": "Baselines trained with the same budget at every depth <= the teacher's: 'first' (the teacher's "
+            "first D layers), 'even' (D evenly spaced teacher layers), 'kd' (the 'even' model trained with "
+            "DistillationTrainer from the teacher, soft + hard labels); an empty list disables them."
+        },
+    )
+    kd_baseline_alpha: float = field(
+        default=0.5,
+        metadata={"help": "The 'kd' baseline's alpha in (1 - alpha) * CE + alpha * KD (temperature: `temperature`)."},
+    )
     push_to_hub: bool = field(default=False, metadata={"help": "Push the learngene and every descendant at the end."})
     hub_model_id: str | None = field(
         default=None,
@@ -86,14 +105,22 @@ class LearngeneRecipe(TeacherRecipe):
             raise ValueError(f"depths must be positive integers, got {self.depths}.")
         if self.kd_normalization not in ("numel", "batchmean"):
             raise ValueError(f"kd_normalization must be 'numel' or 'batchmean', got {self.kd_normalization!r}.")
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown or len(set(self.baselines)) != len(self.baselines):
+            raise ValueError(f"baselines must list distinct names from {sorted(BASELINES)}, got {self.baselines}.")
+        if not 0 <= self.kd_baseline_alpha <= 1:
+            raise ValueError(f"kd_baseline_alpha must be in [0, 1], got {self.kd_baseline_alpha}.")
 
 
 def run(recipe: LearngeneRecipe) -> dict:
-    run = Run(recipe, stages=2 + 2 * len(recipe.depths))  # under `accelerate launch`: every process trains
+    # under `accelerate launch`: every process trains
+    run = Run(recipe, stages=_num_stages(recipe, recipe.teacher_num_layers))
     data = digits(recipe.image_size, seed=recipe.seed, max_train_samples=recipe.max_train_samples)
 
     # 1. the teacher
     teacher, teacher_source, teacher_acc = get_teacher(run, data)
+    teacher_depth = teacher.config.num_hidden_layers
+    run.stages = _num_stages(recipe, teacher_depth)  # a loaded teacher may have another depth than the recipe's
 
     # 2. the learngene: distill the auxiliary network
     method, config_cls, model_cls = METHODS[recipe.method]
@@ -121,6 +148,17 @@ def run(recipe: LearngeneRecipe) -> dict:
 
     # 3-4. expand to each depth and fine-tune, against scratch with the same budget
     sample = {"pixel_values": torch.tensor(data["test"][:1]["pixel_values"])}
+    kd_args = training_args(
+        recipe,
+        run.work,
+        learning_rate=recipe.finetune_learning_rate,
+        num_train_epochs=recipe.finetune_epochs,
+        cls=DistillationConfig,
+        distillation_type="soft",
+        alpha=recipe.kd_baseline_alpha,
+        temperature=recipe.temperature,
+        kd_normalization=recipe.kd_normalization,
+    )
     rows = []
     for depth in recipe.depths:
         run.stage(f"depth {depth}: fine-tuning the learngene-initialized model")
@@ -137,6 +175,26 @@ def run(recipe: LearngeneRecipe) -> dict:
         scratch = ViTForImageClassification(learngene.config.stock_config(depth))
         trainer, initial = train_and_evaluate(scratch, ft_args, data)
         sc_curve = accuracy_curve(trainer, initial)
+        baselines = {}
+        for strategy in recipe.baselines if depth <= teacher_depth else []:
+            # after learngene and scratch, re-seeded like them: their figures do not depend on the baselines
+            run.stage(f"depth {depth}: training the {BASELINES[strategy]} baseline")
+            transformers.set_seed(recipe.seed)
+            if strategy == "kd":  # the 'even' student, distilled for as many steps as the others are fine-tuned
+                selected = select_teacher_layers(teacher, depth, strategy="even")
+                trainer, initial = train_and_evaluate(
+                    selected, kd_args, data, trainer_cls=DistillationTrainer, teacher_model=teacher
+                )
+            else:
+                selected = select_teacher_layers(teacher, depth, strategy=strategy)
+                trainer, initial = train_and_evaluate(selected, ft_args, data)
+            curve = accuracy_curve(trainer, initial)
+            baselines[strategy] = {
+                "curve": curve,
+                "final_accuracy": curve[-1]["accuracy"],
+                "teacher_layers": selected.config.layer_selection["layers"],
+                "params": num_parameters(selected),
+            }
         rows.append(
             {
                 "depth": depth,
@@ -147,6 +205,8 @@ def run(recipe: LearngeneRecipe) -> dict:
                 "learngene": {"curve": lg_curve, "final_accuracy": lg_curve[-1]["accuracy"]},
                 "scratch": {"curve": sc_curve, "final_accuracy": sc_curve[-1]["accuracy"]},
                 "steps_to_reach_scratch": steps_to_reach(lg_curve, sc_curve[-1]["accuracy"]),
+                **baselines,
+                "baselines": list(baselines),
                 "_model": model,
             }
         )
@@ -169,6 +229,16 @@ def run(recipe: LearngeneRecipe) -> dict:
         choices.append(
             {"method": "scratch", **common, "accuracy": r["scratch"]["final_accuracy"], "stored_params": r["params"]}
         )
+        for strategy in r["baselines"]:  # nothing smaller than the selected model itself is stored
+            choices.append(
+                {
+                    "method": BASELINE_LABELS[strategy],
+                    **common,
+                    "params": r[strategy]["params"],
+                    "accuracy": r[strategy]["final_accuracy"],
+                    "stored_params": r[strategy]["params"],
+                }
+            )
     results = {
         "method": method,
         "dataset": f"scikit-learn digits ({recipe.image_size}x{recipe.image_size})",
@@ -215,6 +285,12 @@ def run(recipe: LearngeneRecipe) -> dict:
     return results
 
 
+def _num_stages(recipe: LearngeneRecipe, teacher_depth: int) -> int:
+    """Teacher, learngene, then per depth: learngene, scratch and each baseline (at depths <= the teacher's)."""
+    shallow = sum(d <= teacher_depth for d in recipe.depths)
+    return 2 + 2 * len(recipe.depths) + len(recipe.baselines) * shallow
+
+
 def _training_setup(recipe: LearngeneRecipe, teacher_source: str) -> str:
     return (
         f"Data: scikit-learn digits upsampled to {recipe.image_size}x{recipe.image_size}, stratified 80/20 split "
@@ -224,6 +300,22 @@ def _training_setup(recipe: LearngeneRecipe, teacher_source: str) -> str:
         f"{recipe.alpha}, T {recipe.temperature}, {recipe.kd_normalization} normalization, AdamW lr "
         f"{recipe.distill_learning_rate}, cosine). Descendants and scratch baselines: {recipe.finetune_epochs:g} "
         f"epochs, AdamW lr {recipe.finetune_learning_rate}, batch {recipe.batch_size}, cosine with 10% warmup."
+        + _baselines_setup(recipe)
+    )
+
+
+def _baselines_setup(recipe: LearngeneRecipe) -> str:
+    if not recipe.baselines:
+        return ""
+    names = "; ".join(f"'{b}': {BASELINES[b]}" for b in recipe.baselines)
+    kd = (
+        f" (soft + hard labels, alpha {recipe.kd_baseline_alpha}, T {recipe.temperature})"
+        if "kd" in recipe.baselines
+        else ""
+    )
+    return (
+        f" Baselines at every depth up to the teacher's, a ViT initialized from the teacher's layers "
+        f"(`select_teacher_layers`) and trained with the same budget: {names}{kd}."
     )
 
 

@@ -54,11 +54,15 @@ def test_sws_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     desc = T.AutoModelForImageClassification.from_pretrained(out / "descendants" / "depth-4")
     assert desc.config.learngene_ancestry["layers_source"] == [0, 1, 1, 1]
 
-    # the report's choices: one SWS and one scratch entry per depth, with params and FLOPs
+    # the report's choices: one SWS and one scratch entry per depth, with params and FLOPs, and the teacher-layer
+    # baselines where the depth is at most the teacher's (2 layers)
     entries = load_entries([out / "report.json"])
     assert sorted((e["method"], e["name"]) for e in entries) == sorted(
-        (m, f"depth {d}") for m in ("SWS", "scratch") for d in (1, 3, 4)
+        [(m, f"depth {d}") for m in ("SWS", "scratch") for d in (1, 3, 4)]
+        + [(m, "depth 1") for m in ("teacher layers (first)", "teacher layers (even)", "KD into teacher layers (even)")]
     )
+    baseline = next(e for e in entries if e["method"] == "teacher layers (even)")
+    assert baseline["stored_params"] == baseline["params"] == report["descendants"][0]["params"]
     sws = {e["name"]: e for e in entries if e["method"] == "SWS"}
     assert sws["depth 4"]["params"] == sum(p.numel() for p in desc.parameters())
     assert sws["depth 1"]["flops"] < sws["depth 3"]["flops"] < sws["depth 4"]["flops"]

@@ -57,7 +57,7 @@ def test_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("TLEG done") and str(out) in last
-    assert "[6/6]" in proc.stdout  # 2 + 2 per depth stages announced
+    assert "[9/9]" in proc.stdout  # 2 + 2 per depth + one per baseline at depth 1 (depth 3 > the teacher's 2 layers)
 
     report = json.loads((out / "report.json").read_text())
     assert [r["depth"] for r in report["descendants"]] == [1, 3]
@@ -65,10 +65,32 @@ def test_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     for row in report["descendants"]:
         assert [p["epoch"] for p in row["learngene"]["curve"]] == [0, 1, 2]
         assert len(row["scratch"]["curve"]) == 3
+    shallow, deep = report["descendants"]
+    assert shallow["baselines"] == ["first", "even", "kd"] and deep["baselines"] == []  # depths <= the teacher's
+    for name in ("first", "even", "kd"):
+        assert [p["epoch"] for p in shallow[name]["curve"]] == [0, 1, 2]
+        assert shallow[name]["final_accuracy"] == shallow[name]["curve"][-1]["accuracy"]
+        assert shallow[name]["teacher_layers"] == [0] and name not in deep
+    baseline_choices = [c for c in report["choices"] if c["method"] not in ("TLEG", "scratch")]
+    assert [(c["method"], c["name"]) for c in baseline_choices] == [
+        ("teacher layers (first)", "depth 1"),
+        ("teacher layers (even)", "depth 1"),
+        ("KD into teacher layers (even)", "depth 1"),
+    ]
+    assert all(c["stored_params"] == c["params"] == shallow["params"] for c in baseline_choices)
+    assert baseline_choices[1]["accuracy"] == shallow["even"]["final_accuracy"]
+    assert baseline_choices[2]["accuracy"] == shallow["kd"]["final_accuracy"]
     gene_params = report["learngene"]["params"]
     assert report["stored_ratio"] == pytest.approx(sum(r["params"] for r in report["descendants"]) / gene_params)
     assert (out / "report.png").stat().st_size > 10_000
-    assert "Stored-parameter ratio" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "Stored-parameter ratio" in markdown
+    assert (
+        "final accuracy, teacher layers (first) | final accuracy, teacher layers (even) | "
+        "final accuracy, KD into teacher layers (even) |"
+    ) in markdown
+    assert f"| {shallow['first']['final_accuracy']:.3f} | {shallow['even']['final_accuracy']:.3f} |" in markdown
+    assert "- depth 1: learngene " in markdown and "- depth 3:" not in markdown  # one verdict per baselined depth
     assert not (out / "_trainer").exists()
 
     learngene = T.AutoModel.from_pretrained(out / "learngene")
@@ -86,6 +108,54 @@ def test_cli_runs_a_tiny_recipe_end_to_end(tmp_path):
     # the saved descendant is the fine-tuned model: not equal to a fresh expansion of the learngene
     fresh = learngene.expand(3)
     assert not torch.equal(fresh.vit.layers[1].mlp.fc1.weight, desc.vit.layers[1].mlp.fc1.weight)
+
+
+def test_baselines_start_from_the_teachers_layers_and_leave_the_other_stages_alone(tmp_path, monkeypatch):
+    from hf_methods.engine.architectures import layer_list, spec_for
+    from hf_methods.recipes import learngene_pipeline
+
+    initial = []  # (layer_selection, state dict before fine-tuning) of every model the pipeline fine-tunes
+    trainers = []  # (layer_selection, trainer class, alpha) of the same
+    train = learngene_pipeline.train_and_evaluate
+
+    def recording(model, *args, **kwargs):
+        selection = getattr(model.config, "layer_selection", None)
+        initial.append((selection, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        trainers.append((selection, kwargs.get("trainer_cls"), getattr(args[0], "alpha", None)))
+        return train(model, *args, **kwargs)
+
+    monkeypatch.setattr(learngene_pipeline, "train_and_evaluate", recording)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "teacher_num_layers": 4, "depths": [1, 2]}))
+    with_baselines = learngene_pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "a")])
+    selected = [(sel, state) for sel, state in initial if sel]
+    assert [sel["strategy"] for sel, _ in selected] == ["first", "even", "even"] * 2  # kd distills the even one
+    assert [sel["layers"] for sel, _ in selected] == [[0], [0], [0], [0, 1], [0, 2], [0, 2]]  # depth 1, depth 2
+
+    teacher = T.ViTForImageClassification.from_pretrained(tmp_path / "a" / "teacher")
+    spec = spec_for("vit")
+    prefix, teacher_layers = layer_list(teacher, spec)
+    for sel, state in selected:
+        for i, t in enumerate(sel["layers"]):
+            for name, value in teacher_layers[t].state_dict().items():
+                assert torch.equal(state[f"{prefix}.{i}.{name}"], value), (sel["strategy"], i, name)
+        for name, value in teacher.state_dict().items():  # embeddings, final norm and head too
+            if not name.startswith(prefix + "."):
+                assert torch.equal(state[name], value), name
+
+    config.write_text(yaml.safe_dump({**TINY, "teacher_num_layers": 4, "depths": [1, 2], "baselines": []}))
+    # an empty list disables them; learngene and scratch figures (depth 2's come after depth 1's baselines) are the
+    # same either way
+    without = learngene_pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "b")])
+    assert [row["baselines"] for row in without["descendants"]] == [[], []]
+    assert without["choices"] == [c for c in with_baselines["choices"] if c["method"] in ("TLEG", "scratch")]
+    kinds = [(cls.__name__ if cls else None, alpha) for sel, cls, alpha in trainers if sel]
+    assert kinds == [(None, None), (None, None), ("DistillationTrainer", 0.5)] * 2  # kd: soft + hard labels
+    for row, other in zip(with_baselines["descendants"], without["descendants"]):
+        for kind in ("learngene", "scratch"):
+            assert row[kind] == other[kind]
+    with pytest.raises(ValueError, match="baselines must list"):
+        parse_recipe(TLEGRecipe, ["--baselines", "last"], default_config=DEFAULT_RECIPE)
 
 
 def test_recipe_fields_and_overrides(tmp_path):
@@ -132,7 +202,7 @@ def test_pipeline_under_accelerate_launch_with_two_processes(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("[1/4]") == 1  # only the main process speaks
+    assert proc.stdout.count("[1/7]") == 1  # only the main process speaks
     assert "parallel_mode != ParallelMode.DISTRIBUTED" not in proc.stderr  # a real 2-rank DDP run
     assert (out / "descendants" / "depth-2" / "model.safetensors").is_file()
 
