@@ -80,9 +80,7 @@ def main(outdir):
         }
         with open(os.path.join(outdir, "result.json"), "w") as f:
             json.dump(result, f)
-    trainer.accelerator.wait_for_everyone()
-    if torch.distributed.is_initialized():  # close gloo before exit (an exiting rank can abort otherwise)
-        torch.distributed.destroy_process_group()
+    trainer.accelerator.wait_for_everyone()  # both ranks leave together
 
 
 if __name__ == "__main__":
