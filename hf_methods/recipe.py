@@ -26,6 +26,7 @@ A recipe says only what is specific to its method:
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import re
@@ -223,6 +224,16 @@ def num_parameters(model) -> int:
 
 
 # --- the run ----------------------------------------------------------------------------------------------------------
+def leave_process_group() -> None:
+    """Destroys the process group while the interpreter is still whole: gloo's worker threads that outlive it abort
+    the rank at exit (SIGABRT, "terminate called without an active exception"; pytorch/pytorch#179291). Local to
+    this rank, so it cannot wait on a rank that already left."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class Run:
     """One run of a recipe. Creating it starts the clock, sets torch's threads (`recipe.num_threads`), seeds every
     library (`transformers.set_seed(recipe.seed)`), sets transformers' log level and joins the process group
@@ -249,6 +260,8 @@ class Run:
             from accelerate import PartialState
 
             self.state = PartialState(cpu=CPU)
+            if self.state.num_processes > 1:
+                atexit.register(leave_process_group)
             self.is_main_process = self.state.is_main_process
             self.num_processes = self.state.num_processes
         else:

@@ -4,6 +4,8 @@ digits-on-canvas generator the L2D and RDD recipes share."""
 
 import dataclasses
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -183,6 +185,23 @@ def test_only_the_main_process_speaks_and_writes(tmp_path, capsys):
     run.save_card("model", "card")
     run.finish("hidden")
     assert capsys.readouterr().out == "" and not (tmp_path / "out").exists()
+
+
+def test_a_rank_destroys_its_process_group_before_the_interpreter_goes():
+    """gloo threads left at interpreter exit abort a rank (SIGABRT); `Run` in a process group leaves it atexit."""
+    code = """
+import atexit, os, torch.distributed as dist
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="0", RANK="0", WORLD_SIZE="1")
+from hf_methods.recipe import leave_process_group
+dist.init_process_group("gloo", rank=0, world_size=1)
+dist.all_reduce(__import__("torch").ones(2))
+leave_process_group()
+print(dist.is_initialized())
+leave_process_group()  # a second call (atexit after an explicit one) is harmless
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False"]
 
 
 @pytest.mark.parametrize("command", ["tleg", "sws", "pool", "l2d", "cpt", "rdd", "gtl"])

@@ -80,7 +80,8 @@ def main(outdir):
         }
         with open(os.path.join(outdir, "result.json"), "w") as f:
             json.dump(result, f)
-    trainer.accelerator.wait_for_everyone()  # both ranks leave together
+    trainer.accelerator.wait_for_everyone()  # both ranks leave together,
+    trainer.accelerator.end_training()  # and gloo's threads go before the interpreter (pytorch/pytorch#179291)
 
 
 if __name__ == "__main__":
