@@ -40,11 +40,18 @@ def push_main(argv) -> None:
     parser.add_argument("--private", action="store_true", help="create the repos private")
     parser.add_argument("--revision", default=None, help="branch to push to (created if missing)")
     args = parser.parse_args(argv)
+    from huggingface_hub.errors import HfHubHTTPError
+
     try:
         pushed = push_run(args.output_dir, args.repo_id, private=args.private or None, revision=args.revision)
-    except (FileNotFoundError, ValueError, PermissionError) as err:
-        parser.exit(2, f"hf-methods push: error: {err}\n")
-    print("pushed " + ", ".join(f"{name} -> {repo}" for name, repo in pushed.items()), flush=True)
+    except (FileNotFoundError, ValueError, PermissionError, ConnectionError, HfHubHTTPError) as err:
+        # a down Hub (hub.HubUnreachableError, or HF_HUB_OFFLINE's OfflineModeIsEnabled), 5xx after the retries
+        # (hub.HubServerError) and any other Hub answer: one line, no traceback
+        parser.exit(2, "hf-methods push: error: " + " ".join(str(err).split()) + "\n")
+    results = getattr(pushed, "results", {})
+    unchanged = {repo for repo, result in results.items() if not result.committed}
+    lines = [f"{name} -> {repo}" + (" (unchanged)" if repo in unchanged else "") for name, repo in pushed.items()]
+    print("pushed " + ", ".join(lines), flush=True)
 
 
 def main(argv=None) -> int:
@@ -62,7 +69,14 @@ def main(argv=None) -> int:
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
-    resolve(known[argv[0]][0])(argv[1:])
+    from .recipe import RecipeError
+    from .run_folder import RunFolderError
+
+    try:
+        resolve(known[argv[0]][0])(argv[1:])
+    except (RecipeError, RunFolderError) as err:  # a user's choice of value or folder, not a bug: one line
+        print(f"hf-methods {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

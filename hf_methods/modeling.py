@@ -7,10 +7,12 @@ exported networks) stay stock classes; `with_card_push` gives one object a `push
 
 from __future__ import annotations
 
+import json
 import os
 import types
 
-from safetensors import SafetensorError
+import torch
+from safetensors import SafetensorError, safe_open
 
 STUB_MODULE = "hf_methods_learngene"
 _STUB_SOURCE = '''"""This repository holds an hf-methods {method} model (model_type {model_type!r}).
@@ -37,6 +39,59 @@ def loading_problems(info: dict, *, allow_mismatched: bool = False) -> dict[str,
     """The non-empty missing / unexpected / mismatched key lists of a `from_pretrained` loading info."""
     kinds = [k for k in _LOADING_PROBLEMS if not (allow_mismatched and k == "mismatched_keys")]
     return {k: sorted(map(str, info[k])) for k in kinds if info.get(k)}
+
+
+def _with_variant(name: str, variant: str | None) -> str:
+    """transformers' file name of a weights variant: "model.safetensors" -> "model.fp16.safetensors"."""
+    if not variant:
+        return name
+    stem, ext = name.rsplit(".", 1)
+    return f"{stem}.{variant}.{ext}"
+
+
+def stored_dtypes(
+    pretrained_model_name_or_path, *, subfolder: str = "", variant=None, cache_dir=None, revision=None
+) -> dict[str, str] | None:
+    """The stored dtype ("F32", "BF16", "I64", "BOOL", ...) of every tensor of a safetensors checkpoint, a folder or a
+    Hub repo already in the local cache, read from the file headers only (no tensor is read, nothing is downloaded).
+    None when there is no such checkpoint (e.g. `.bin` weights)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = str(pretrained_model_name_or_path)
+
+    def locate(name: str) -> str | None:
+        relative = "/".join(part for part in (subfolder, name) if part)
+        if os.path.isdir(path):
+            full = os.path.join(path, relative)
+            return full if os.path.isfile(full) else None
+        try:
+            found = try_to_load_from_cache(path, relative, cache_dir=cache_dir, revision=revision)
+        except ValueError:  # not a repo id (huggingface_hub's HFValidationError): nothing to read
+            return None
+        return found if isinstance(found, str) else None
+
+    index = locate(_with_variant("model.safetensors.index.json", variant))
+    if index is not None:
+        with open(index, encoding="utf-8") as f:
+            files = [locate(name) for name in sorted(set(json.load(f)["weight_map"].values()))]
+    else:
+        files = [locate(_with_variant("model.safetensors", variant))]
+    if None in files:
+        return None
+    dtypes = {}
+    for file in files:
+        with safe_open(file, framework="pt") as f:
+            dtypes.update({key: f.get_slice(key).get_dtype() for key in f.keys()})
+    return dtypes
+
+
+def _is_floating_code(code: str) -> bool:
+    """Whether a safetensors dtype code is a floating type (F16, F32, F64, BF16, F8_*), not I*, U*, BOOL or C*."""
+    return code.startswith(("F", "BF"))
+
+
+def _leaf(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
 
 
 def push_with_card(
@@ -88,8 +143,9 @@ class HfMethodsModel:
       installed ends in "pip install hf-methods" rather than an unknown model type (with hf-methods installed, its
       registered classes win over `auto_map`).
     - `from_pretrained` is strict: missing, unexpected or misshaped tensors, or a truncated weights file, are errors
-      instead of a partly random model (`ignore_mismatched_sizes=True` still allows a new head). `check_loaded` adds a
-      class's own consistency checks.
+      instead of a partly random model (`ignore_mismatched_sizes=True` still allows a new head); so are an integer or
+      bool tensor stored for a floating one (transformers would cast it silently) and NaN / inf values (unless
+      `allow_non_finite=True`). `check_loaded` adds a class's own consistency checks.
     - `push_to_hub` pushes weights, config and the class's `model_card(repo_id, results)` in one commit.
     """
 
@@ -113,7 +169,16 @@ class HfMethodsModel:
             self.write_stub(save_directory)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, allow_non_finite: bool = False, **kwargs):
+        """`PreTrainedModel.from_pretrained`, strictly: every tensor present with its shape (`ignore_mismatched_sizes`
+        still allows a new head), no integer or bool tensor stored where the model holds a floating one (read from the
+        safetensors headers, or from `state_dict=`), and only finite values.
+
+        Args:
+            allow_non_finite: load a checkpoint whose floating tensors hold NaN or inf (default False: an error naming
+                the tensor, since such weights come from a diverged run or a corrupt save). Checking costs one
+                `isfinite().all()` per tensor.
+        """
         want_info = kwargs.pop("output_loading_info", False)
         try:
             model, info = super().from_pretrained(
@@ -130,8 +195,48 @@ class HfMethodsModel:
                 f"{cls.method_name} checkpoint {pretrained_model_name_or_path!r} does not match "
                 f"{cls.__name__}: {problems}"
             )
+        model._check_loaded_values(pretrained_model_name_or_path, kwargs, allow_non_finite)
         model.check_loaded(pretrained_model_name_or_path)
         return (model, info) if want_info else model
+
+    def _check_loaded_values(self, pretrained_model_name_or_path, kwargs: dict, allow_non_finite: bool) -> None:
+        """The dtype and value checks of `from_pretrained` (see there)."""
+        state = self.state_dict()
+        given = kwargs.get("state_dict")
+        if given is not None:
+            stored = {key: (str(t.dtype), t.is_floating_point()) for key, t in given.items() if torch.is_tensor(t)}
+        else:
+            codes = stored_dtypes(
+                pretrained_model_name_or_path,
+                subfolder=kwargs.get("subfolder") or "",
+                variant=kwargs.get("variant"),
+                cache_dir=kwargs.get("cache_dir"),
+                revision=kwargs.get("revision"),
+            )
+            stored = {key: (code, _is_floating_code(code)) for key, code in (codes or {}).items()}
+        # A stored key the model does not have (transformers renamed it on load) is judged by its last name part.
+        integer_leaves = {_leaf(k) for k, t in state.items() if not t.is_floating_point()}
+        floating_leaves = {_leaf(k): t.dtype for k, t in state.items() if t.is_floating_point()}
+        for key, (code, floating) in sorted(stored.items()):
+            tensor = state.get(key)
+            expected = tensor.dtype if tensor is not None else floating_leaves.get(_leaf(key))
+            if tensor is None and _leaf(key) in integer_leaves:
+                continue
+            if not floating and expected is not None and expected.is_floating_point:
+                raise ValueError(
+                    f"{self.method_name} checkpoint {str(pretrained_model_name_or_path)!r} stores {key} as {code}, but "
+                    f"{type(self).__name__} holds it as {expected}, so loading would cast its values silently; save "
+                    "the checkpoint again from a model with floating weights."
+                )
+        if allow_non_finite:
+            return
+        for key, tensor in state.items():
+            if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(
+                    f"{self.method_name} checkpoint {str(pretrained_model_name_or_path)!r}: {key} holds NaN or inf "
+                    "values (a diverged run or a corrupt save); load a healthy checkpoint, or pass "
+                    "allow_non_finite=True to load it anyway."
+                )
 
     def check_loaded(self, pretrained_model_name_or_path) -> None:
         """Consistency checks of a freshly loaded checkpoint beyond its tensor names and shapes (none by default)."""

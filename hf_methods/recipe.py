@@ -110,7 +110,14 @@ def parse_recipe(
         if unknown:
             raise SystemExit(f"recipe {path} has unknown field(s) {unknown}; known fields: {sorted(known)}")
         parser.set_defaults(**values)
-    return parser.parse_args_into_dataclasses(argv)
+    try:
+        return parser.parse_args_into_dataclasses(argv)
+    except (ValueError, TypeError) as err:  # a field's own check (`__post_init__`): the CLI prints it in one line
+        raise RecipeError(str(err)) from None
+
+
+class RecipeError(ValueError):
+    """A recipe field has a value its recipe refuses (`hf-methods` prints the message in one line, exit 2)."""
 
 
 # --- the arguments every recipe shares --------------------------------------------------------------------------------
@@ -135,6 +142,13 @@ class RecipeArguments:
         metadata={"help": "Repo of the run's main model (org/name); the run's other models go to <id>-<suffix>."},
     )
     hub_private: bool | None = field(default=None, metadata={"help": "Create the repos private."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace what a finished (or unfinished, other-settings) run wrote to output_dir. Without it such "
+            "a folder is refused; an unfinished run with the same settings is continued."
+        },
+    )
 
     def __post_init__(self):
         if self.num_threads is not None and self.num_threads < 1:
@@ -327,6 +341,11 @@ def training_args(
     return cls(**{**kwargs, **overrides})
 
 
+def epochs_text(epochs: float) -> str:
+    """'1 epoch', '2.5 epochs'."""
+    return f"{epochs:g} epoch{'' if epochs == 1 else 's'}"
+
+
 def num_parameters(model) -> int:
     """All parameters of `model` (what the reports call its size)."""
     return sum(p.numel() for p in model.parameters())
@@ -377,6 +396,14 @@ class Run:
             self.state = None
             self.is_main_process = rank == 0
             self.num_processes = 1
+        self.results = None
+        if self.is_main_process:  # the folder is this run's (`hf_methods.run_folder`), before anything is written
+            from . import run_folder
+
+            self.folder_state = run_folder.claim(self.out, recipe, overwrite=recipe.overwrite_output_dir)
+            if self.folder_state == "continued":
+                self.say(f"continuing the unfinished run in {self.out}/ (same settings)")
+        self.wait_for_everyone()
 
     # --- what the user sees -------------------------------------------------------------------------------------------
     def stage(self, text: str) -> None:
@@ -397,6 +424,37 @@ class Run:
         if self.state is not None:
             self.state.wait_for_everyone()
 
+    # --- resuming a killed run ---------------------------------------------------------------------------------------
+    # A stage that finished saves its result (and model) under out/_stages/<key>/, result.json last; a rerun of the
+    # same recipe into the same folder (`hf_methods.run_folder`) takes it from there instead of training again.
+    # Stages re-seed themselves, so a continued run computes what an uninterrupted one does.
+    def stage_folder(self, key: str) -> Path:
+        return self.out / "_stages" / key
+
+    def resumed(self, key: str) -> dict | None:
+        """The result of stage `key` saved by an earlier attempt of this run, or None (then run the stage)."""
+        path = self.stage_folder(key) / "result.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save_stage(self, key: str, result: dict, model=None) -> None:
+        """Record that stage `key` finished: `model` (`save_pretrained`, atomically) and `result`, written last."""
+        from .hub import save_model_folder
+        from .report import write_text_atomic
+
+        if self.is_main_process:
+            folder = self.stage_folder(key)
+            if model is not None:
+                save_model_folder(model, folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(folder / "result.json", json.dumps(result))
+        self.wait_for_everyone()
+
+    def resume_stage(self, text: str, key: str) -> dict | None:
+        """`stage(text)`, and the stage's saved result when an earlier attempt finished it."""
+        done = self.resumed(key)
+        self.stage(text + (" (done by an earlier attempt of this run)" if done is not None else ""))
+        return done
+
     # --- writing (main process only) ----------------------------------------------------------------------------------
     def save_model(self, model, relative_path: str, card=None, processor=None) -> Path:
         """`model` (+ `processor`, + `card` as README.md) into `out/relative_path`, atomically
@@ -416,8 +474,8 @@ class Run:
             write_text_atomic(self.out / relative_path / "README.md", str(card))
 
     def write_report(self, results: dict, markdown: str | None = None, figure=None) -> None:
-        """report.json, and report.md / report.png (a matplotlib figure, closed here) when given, each written
-        atomically."""
+        """report.md / report.png (a matplotlib figure, closed here) when given, each written atomically; report.json
+        is written by `finish`, last, so that it lists only what exists (a folder without it is unfinished)."""
         from .report import write_figure_atomic, write_text_atomic
 
         if not self.is_main_process:
@@ -427,18 +485,26 @@ class Run:
                 plt.close(figure)
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.out / "report.json", json.dumps(results, indent=2))
+        self.results = results
         if figure is not None:
             write_figure_atomic(figure, self.out / "report.png")
         if markdown is not None:
             write_text_atomic(self.out / "report.md", markdown)
 
     def finish(self, summary: str) -> None:
-        """End of the run (main process): remove the scratch folder, push the run when the recipe asks
-        (`hf_methods.hub.push_run`, laid out by the method), print the one-line `summary`."""
+        """End of the run (main process): remove the scratch folder, write report.json (last: the run is then
+        finished), push the run when the recipe asks (`hf_methods.hub.push_run`, laid out by the method), print the
+        one-line `summary`."""
         if not self.is_main_process:
             return
+        from . import run_folder
+        from .report import write_text_atomic
+
         shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(self.out / "_stages", ignore_errors=True)
+        if self.results is not None:
+            write_text_atomic(self.out / "report.json", json.dumps(self.results, indent=2))
+        run_folder.finished(self.out)
         if self.recipe.push_to_hub:
             from .hub import push_run
 
@@ -504,8 +570,12 @@ def get_teacher(run: Run, data, tokenizer=None) -> tuple:
             args = training_args(recipe, run.work, learning_rate=1e-3, num_train_epochs=1)
             acc = Trainer(model=teacher, args=args, eval_dataset=data["test"], compute_metrics=accuracy).evaluate()
             return teacher, source, acc["eval_accuracy"]
-        epochs = f"{recipe.teacher_epochs:g} epoch{'s' if recipe.teacher_epochs != 1 else ''}"
-        run.stage(f"fine-tuning teacher {recipe.teacher} on the data set ({epochs}, a new {len(names)}-way head)")
+        epochs = epochs_text(recipe.teacher_epochs)
+        source = f"{source}, fine-tuned here for {epochs} with a new {len(names)}-way head"
+        text = f"fine-tuning teacher {recipe.teacher} on the data set ({epochs}, a new {len(names)}-way head)"
+        done = run.resume_stage(text, "teacher")
+        if done is not None:
+            return cls.from_pretrained(run.out / "teacher", trust_remote_code=False), source, done["accuracy"]
         transformers.set_seed(recipe.seed)  # the new head
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # its load report lists the new head, which is the point
@@ -515,9 +585,12 @@ def get_teacher(run: Run, data, tokenizer=None) -> tuple:
             )
         finally:
             transformers.logging.set_verbosity(verbosity)
-        source = f"{source}, fine-tuned here for {epochs} with a new {len(names)}-way head"
     else:
-        run.stage(f"training a {recipe.teacher_num_layers}-layer ViT teacher")
+        source = "a ViT trained by this recipe"
+        done = run.resume_stage(f"training a {recipe.teacher_num_layers}-layer ViT teacher", "teacher")
+        if done is not None:
+            teacher = ViTForImageClassification.from_pretrained(run.out / "teacher", trust_remote_code=False)
+            return teacher, source, done["accuracy"]
         config = ViTConfig(
             image_size=recipe.image_size,
             patch_size=recipe.patch_size,
@@ -530,10 +603,11 @@ def get_teacher(run: Run, data, tokenizer=None) -> tuple:
             **labels,
         )
         teacher = ViTForImageClassification(config)
-        source = "a ViT trained by this recipe"
     args = training_args(
         recipe, run.work, learning_rate=recipe.teacher_learning_rate, num_train_epochs=recipe.teacher_epochs
     )
     trainer, _ = train_and_evaluate(teacher, args, data)
     run.save_model(teacher, "teacher", processor=tokenizer)
-    return teacher, source, accuracy_curve(trainer, 0.0)[-1]["accuracy"]
+    accuracy = accuracy_curve(trainer, 0.0)[-1]["accuracy"]
+    run.save_stage("teacher", {"accuracy": accuracy})  # the model is out/teacher
+    return teacher, source, accuracy

@@ -27,6 +27,7 @@ from hf_methods.recipe import (
     Run,
     TeacherRecipe,
     accuracy_curve,
+    epochs_text,
     get_teacher,
     load_task,
     num_parameters,
@@ -170,7 +171,12 @@ def run(recipe: LearngeneRecipe) -> dict:
     )
     genes = {}
     for init in recipe.learngene_init:
-        run.stage(f"distilling the {method} auxiliary network ({recipe.aux_num_layers} layers, {init} init)")
+        key = f"learngene-{init}"
+        text = f"distilling the {method} auxiliary network ({recipe.aux_num_layers} layers, {init} init)"
+        done = run.resume_stage(text, key)
+        if done is not None:
+            genes[init] = {**done, "model": METHODS[recipe.method][2].from_pretrained(run.stage_folder(key))}
+            continue
         transformers.set_seed(recipe.seed)
         learngene = _initial_learngene(recipe, teacher, init)
         trainer, initial = train_and_evaluate(
@@ -178,7 +184,6 @@ def run(recipe: LearngeneRecipe) -> dict:
         )
         seen = num_train * recipe.distill_epochs
         genes[init] = {
-            "model": learngene,
             "aux_initial_accuracy": initial,
             "aux_accuracy": accuracy_curve(trainer, initial)[-1]["accuracy"],
             # the compute spent after the teacher exists to produce this initialization: the teacher's forward
@@ -186,6 +191,8 @@ def run(recipe: LearngeneRecipe) -> dict:
             "teacher_flops": teacher_flops * seen,
             "training_flops": 3 * count_flops(learngene, sample) * seen,
         }
+        run.save_stage(key, genes[init], learngene)
+        genes[init]["model"] = learngene
     main_init = recipe.learngene_init[0]
     learngene = genes[main_init]["model"]
 
@@ -209,7 +216,13 @@ def run(recipe: LearngeneRecipe) -> dict:
     for depth in recipe.depths:
         inits = {}
         for init in recipe.learngene_init:
-            run.stage(f"depth {depth}: fine-tuning the learngene-initialized model ({init} init)")
+            key = f"depth-{depth}-{init}"
+            text = f"depth {depth}: fine-tuning the learngene-initialized model ({init} init)"
+            done = run.resume_stage(text, key)
+            if done is not None:
+                model = stock_class.from_pretrained(run.stage_folder(key)) if init == main_init else None
+                inits[init] = {**done, "_model": model}
+                continue
             transformers.set_seed(recipe.seed)
             model = genes[init]["model"].expand(depth)
             trainer, initial = train_and_evaluate(model, ft_args, data)
@@ -219,23 +232,42 @@ def run(recipe: LearngeneRecipe) -> dict:
                 "final_accuracy": curve[-1]["accuracy"],
                 "trainable_params": num_parameters(model),
                 "step_time_s": step_time(trainer),
-                "_model": model,
+                "expansion": model.expansion_report.summary(),
             }
+            run.save_stage(key, inits[init], model if init == main_init else None)
+            inits[init]["_model"] = model
         model = inits[main_init].pop("_model")
         lora = None
         if recipe.peft:
-            run.stage(f"depth {depth}: LoRA fine-tuning of the learngene-initialized model ({main_init} init)")
+            text = f"depth {depth}: LoRA fine-tuning of the learngene-initialized model ({main_init} init)"
+            key = f"depth-{depth}-lora"
+            lora_result = run.resume_stage(text, key)
+            if lora_result is not None:
+                from peft import PeftModel
+
+                lora = PeftModel.from_pretrained(learngene.expand(depth), run.stage_folder(key))
+            else:
+                transformers.set_seed(recipe.seed)
+                lora, lora_result = _lora_finetune(recipe, learngene.expand(depth), data, run)
+                if run.is_main_process:
+                    save_adapter(lora, run.stage_folder(key), "(resume state)")
+                run.save_stage(key, lora_result)
+        text = f"depth {depth}: training a scratch model with the same budget"
+        sc_curve = run.resume_stage(text, f"depth-{depth}-scratch")
+        if sc_curve is None:
             transformers.set_seed(recipe.seed)
-            lora, lora_result = _lora_finetune(recipe, learngene.expand(depth), data, run)
-        run.stage(f"depth {depth}: training a scratch model with the same budget")
-        transformers.set_seed(recipe.seed)
-        scratch = stock_class(learngene.config.stock_config(depth))
-        trainer, initial = train_and_evaluate(scratch, ft_args, data)
-        sc_curve = accuracy_curve(trainer, initial)
+            scratch = stock_class(learngene.config.stock_config(depth))
+            trainer, initial = train_and_evaluate(scratch, ft_args, data)
+            sc_curve = accuracy_curve(trainer, initial)
+            run.save_stage(f"depth-{depth}-scratch", sc_curve)
         baselines = {}
         for strategy in recipe.baselines if depth <= teacher_depth else []:
             # after learngene and scratch, re-seeded like them: their figures do not depend on the baselines
-            run.stage(f"depth {depth}: training the {BASELINES[strategy]} baseline")
+            key = f"depth-{depth}-{strategy}"
+            done = run.resume_stage(f"depth {depth}: training the {BASELINES[strategy]} baseline", key)
+            if done is not None:
+                baselines[strategy] = done
+                continue
             transformers.set_seed(recipe.seed)
             if strategy == "kd":  # the 'even' student, distilled for as many steps as the others are fine-tuned
                 selected = select_teacher_layers(teacher, depth, strategy="even")
@@ -254,18 +286,20 @@ def run(recipe: LearngeneRecipe) -> dict:
                 # 'first'/'even' copy the teacher's weights; 'kd' also runs the teacher on every training example
                 "teacher_flops": teacher_flops * num_train * recipe.finetune_epochs if strategy == "kd" else 0,
             }
+            run.save_stage(key, baselines[strategy])
         lg = inits.pop(main_init)
         rows.append(
             {
                 "depth": depth,
                 "params": num_parameters(model),
                 "flops": count_flops(model, sample),
-                "expansion": model.expansion_report.summary(),
+                "expansion": lg.pop("expansion"),
                 "layers_source": model.config.learngene_ancestry.get("layers_source"),
                 "learngene": {**lg, "init": main_init},
                 **({"lora": lora_result} if lora is not None else {}),
                 "learngene_inits": {
-                    init: {k: v for k, v in other.items() if k != "_model"} for init, other in inits.items()
+                    init: {k: v for k, v in other.items() if k not in ("_model", "expansion")}
+                    for init, other in inits.items()
                 },
                 "scratch": {"curve": sc_curve, "final_accuracy": sc_curve[-1]["accuracy"]},
                 "steps_to_reach_scratch": steps_to_reach(lg["curve"], sc_curve[-1]["accuracy"]),
@@ -434,11 +468,22 @@ def _training_setup(recipe: LearngeneRecipe, teacher_source: str, dataset_name: 
         f"Data: {dataset_name}, {split}, stratified 80/20 split (seed {recipe.seed}), {num_train} training "
         f"examples. Teacher: {teacher_source}. Learngene: {METHODS[recipe.method][0]} auxiliary "
         f"network of {recipe.aux_num_layers} layers{_stages(recipe)} started as {inits}, distilled for "
-        f"{recipe.distill_epochs:g} epochs (soft KD, alpha "
+        f"{epochs_text(recipe.distill_epochs)} (soft KD, alpha "
         f"{recipe.alpha}, T {recipe.temperature}, {recipe.kd_normalization} normalization, AdamW lr "
-        f"{recipe.distill_learning_rate}, cosine). Descendants and scratch baselines: {recipe.finetune_epochs:g} "
-        f"epochs, AdamW lr {recipe.finetune_learning_rate}, batch {recipe.batch_size}, cosine with 10% warmup."
-        + _baselines_setup(recipe)
+        f"{recipe.distill_learning_rate}, cosine). Descendants and scratch baselines: "
+        f"{epochs_text(recipe.finetune_epochs)}, AdamW lr {recipe.finetune_learning_rate}, batch {recipe.batch_size}, "
+        "cosine with 10% warmup." + _lora_setup(recipe) + _baselines_setup(recipe)
+    )
+
+
+def _lora_setup(recipe: LearngeneRecipe) -> str:
+    if not recipe.peft:
+        return ""
+    targets = recipe.lora_target_modules or "peft's default for the architecture"
+    return (
+        f" LoRA (peft) of the learngene-initialized models, beside full fine-tuning: r {recipe.lora_r}, alpha "
+        f"{recipe.lora_alpha:g}, dropout {recipe.lora_dropout}, target modules {targets}, the task head trained in "
+        f"full, AdamW lr {recipe.lora_learning_rate}, the same epochs."
     )
 
 
@@ -483,7 +528,7 @@ def push_learngene_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs)
     point at those repos."""
     links = {row["depth"]: f"{repo_id}-depth-{row['depth']}" for row in results["descendants"]}
     # the saved folders go as they are (a tokenizer saved beside a model goes along), with cards re-rendered
-    learngene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
+    learngene = transformers.AutoModel.from_pretrained(out_dir / "learngene", trust_remote_code=False)
     push_saved_model(
         out_dir / "learngene",
         repo_id,
@@ -494,7 +539,7 @@ def push_learngene_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs)
     pushed = {"learngene": repo_id}
     for depth, target in links.items():
         folder = out_dir / "descendants" / f"depth-{depth}"
-        config = transformers.AutoConfig.from_pretrained(folder)
+        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
         model = getattr(transformers, config.architectures[0]).from_pretrained(folder)
         adapter = folder.with_name(f"depth-{depth}-lora")
         lora = adapter.is_dir()

@@ -6,8 +6,8 @@ Tests therefore drive the *real* client code (`HfApi`, `hf_hub_download`, `snaps
 `from_pretrained`) over real HTTP.
 
 Emulated (model repos "ns/name" only, all state in memory):
-- `POST /api/repos/create` (409 with the repo url when it exists, as the Hub does), `GET /api/whoami-v2`,
-  `POST /api/validate-yaml` (always valid);
+- `POST /api/repos/create` (409 with the repo url when it exists, as the Hub does), `DELETE /api/repos/delete`,
+  `GET /api/whoami-v2`, `POST /api/validate-yaml` (always valid);
 - repo info `GET|HEAD /api/models/{repo}[/revision/{rev}]`, `GET .../tree/{rev}[/{path}]`, `POST .../paths-info/{rev}`;
 - uploads: `POST .../preupload/{rev}` (LFS for *.safetensors/.bin/.pt/.pth and files > 10 MB), the legacy git-LFS
   batch API `POST /{repo}.git/info/lfs/objects/batch` (basic transfer, single PUT + verify on this server; used when
@@ -16,10 +16,15 @@ Emulated (model repos "ns/name" only, all state in memory):
 - downloads: `HEAD|GET /{repo}/resolve/{rev}/{path}` with `X-Repo-Commit`, `ETag`, `X-Linked-Etag`/`X-Linked-Size`
   (LFS files) and `X-Error-Code` (RepoNotFound / RevisionNotFound / EntryNotFound) on errors;
 - bearer-token auth when `tokens` is given (unknown tokens are rejected on every route, like the real Hub; writes and
-  private repos need a valid one), `reject_all_with_401`, `fail_next_commits`, and a request log `requests`.
+  private repos need a valid one), `reject_all_with_401`, and a request log `requests`;
+- faults: `fail_next_commits = N` answers the next N commit requests with `commit_failure_status` (500 unless set;
+  nothing applied), `fail_commits_to[repo_id] = N` does so for the next N commits to one repo,
+  `lose_next_commit_answers = N` applies the next N commits but answers them with that status (an answer lost on
+  the way back, e.g. a gateway timeout), and `stop()` takes the server down (connection refused on its port);
+  `commits(repo_id)` (a branch's history) and `commit_requests(repo_id)` count commits and commit attempts.
 
 Not emulated: Xet storage (set `HF_HUB_DISABLE_XET=1`), multipart LFS uploads, dataset/space repos, pull requests,
-tags, deletion of repos or branches, pagination, gated repos, redirects to a CDN, Range requests.
+tags, deletion of branches, pagination, gated repos, redirects to a CDN, Range requests.
 """
 
 from __future__ import annotations
@@ -94,6 +99,9 @@ class FakeHub:
         self.requests: list[tuple[str, str]] = []
         self.reject_all_with_401 = False
         self.fail_next_commits = 0
+        self.fail_commits_to: dict[str, int] = {}
+        self.lose_next_commit_answers = 0
+        self.commit_failure_status = 500
         self._lock = threading.RLock()
         self._counter = itertools.count()
         self._server: ThreadingHTTPServer | None = None
@@ -134,6 +142,14 @@ class FakeHub:
     def routes_used(self, method: str | None = None) -> list[str]:
         return [p for m, p in self.requests if method is None or m == method]
 
+    def commits(self, repo_id: str, revision: str = "main") -> list[Commit]:
+        """The history of a branch of `repo_id`, oldest first ("initial commit" from create_repo included)."""
+        return list(self.repos[repo_id].branches[revision])
+
+    def commit_requests(self, repo_id: str) -> int:
+        """How many commit requests reached `repo_id` (answered or failed)."""
+        return sum(m == "POST" and p.startswith(f"/api/models/{repo_id}/commit/") for m, p in self.requests)
+
     # state changes (called with the lock held)
     def _new_commit(self, parent: Commit | None, message: str, files: dict, lfs) -> Commit:
         seed = f"{parent and parent.oid}|{message}|{next(self._counter)}|" + "|".join(
@@ -151,6 +167,7 @@ _REPO = r"/(?P<ns>[^/]+)/(?P<name>[^/]+)"
 # (method, path regex, route_* handler name, needs a valid token when tokens are configured)
 _ROUTES = [
     ("POST", r"/api/repos/create", "create_repo", True),
+    ("DELETE", r"/api/repos/delete", "delete_repo", True),
     ("GET", r"/api/whoami-v2", "whoami", True),
     ("POST", r"/api/validate-yaml", "validate_yaml", False),
     ("GET", r"/api/models" + _REPO + r"(?:/revision/(?P<rev>[^/]+))?", "repo_info", False),
@@ -201,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug or a malformed request: answer (no retries on 4xx) instead of hanging up
             self._send(error(400, f"FakeHub could not handle {method} {url.path}: {exc!r}"))
 
-    do_GET = do_HEAD = do_POST = do_PUT = _dispatch
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -275,6 +292,14 @@ class _Handler(BaseHTTPRequestHandler):
         private = payload.get("visibility", "private" if payload.get("private") else "public") == "private"
         self.hub._create_repo(repo_id, private)
         return {"url": url, "name": repo_id, "id": repo_id}
+
+    def route_delete_repo(self) -> dict:
+        payload = self._json()
+        if payload.get("type", "model") not in (None, "model"):
+            raise error(400, "FakeHub only supports model repos")
+        repo = self._repo(payload.get("organization") or USER, payload["name"])
+        del self.hub.repos[repo.repo_id]
+        return {}
 
     def route_whoami(self) -> dict:
         role = {"displayName": "fake", "role": "write"}
@@ -407,7 +432,10 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._repo(ns, name)
         if self.hub.fail_next_commits > 0:  # injected failure: the body was read, nothing is applied
             self.hub.fail_next_commits -= 1
-            raise error(500, "Internal Error (injected by FakeHub.fail_next_commits)")
+            raise error(self.hub.commit_failure_status, "Internal Error (injected by FakeHub.fail_next_commits)")
+        if self.hub.fail_commits_to.get(repo.repo_id, 0) > 0:
+            self.hub.fail_commits_to[repo.repo_id] -= 1
+            raise error(self.hub.commit_failure_status, "Internal Error (injected by FakeHub.fail_commits_to)")
         if self.query.get("create_pr"):
             raise error(400, "FakeHub does not support pull requests")
         if rev not in repo.branches:
@@ -446,6 +474,9 @@ class _Handler(BaseHTTPRequestHandler):
         message = "\n\n".join(filter(None, (header.get("summary"), header.get("description"))))
         commit = self.hub._new_commit(head, message, files, lfs)
         repo.branches[rev].append(commit)
+        if self.hub.lose_next_commit_answers > 0:  # injected: applied, but the client is told it failed
+            self.hub.lose_next_commit_answers -= 1
+            raise error(self.hub.commit_failure_status, "Error after the commit (injected: lose_next_commit_answers)")
         return {
             "commitUrl": f"{self.hub.endpoint}/{repo.repo_id}/commit/{commit.oid}",
             "commitOid": commit.oid,

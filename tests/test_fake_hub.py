@@ -3,6 +3,7 @@
 import hashlib
 from pathlib import Path
 
+import httpx2
 import pytest
 import torch
 from huggingface_hub import (
@@ -183,6 +184,43 @@ def test_failed_commit_applies_nothing_and_retry_succeeds(fake_hub, tmp_path):
     assert [c.oid for c in fake_hub.repos["tester/flaky"].branches["main"]] == [before, info.oid]
     # The LFS object uploaded by the failed attempt was reused: one PUT in all.
     assert len([p for p in fake_hub.routes_used("PUT") if p.startswith("/_lfs_upload/")]) == 1
+
+
+def test_injected_commit_faults_repo_deletion_and_commit_counts(fake_hub):
+    api = HfApi()
+    api.create_repo("tester/faults")
+    add = [CommitOperationAdd(path_in_repo="a.txt", path_or_fileobj=b"a")]
+
+    fake_hub.fail_next_commits, fake_hub.commit_failure_status = 1, 503
+    with pytest.raises(HfHubHTTPError) as err:  # create_commit sends its commit once: no retry in huggingface_hub
+        api.create_commit("tester/faults", add, commit_message="refused")
+    assert err.value.response.status_code == 503
+    assert [c.message for c in fake_hub.commits("tester/faults")] == ["initial commit"]
+
+    fake_hub.fail_commits_to["tester/faults"], fake_hub.commit_failure_status = 1, 500
+    with pytest.raises(HfHubHTTPError, match="fail_commits_to"):
+        api.create_commit("tester/faults", add, commit_message="refused too")
+    assert fake_hub.fail_commits_to == {"tester/faults": 0}
+
+    fake_hub.lose_next_commit_answers = 1  # applied, answered 500
+    with pytest.raises(HfHubHTTPError) as err:
+        api.create_commit("tester/faults", add, commit_message="applied")
+    assert err.value.response.status_code == 500
+    assert [c.message for c in fake_hub.commits("tester/faults")] == ["initial commit", "applied"]
+    assert fake_hub.files("tester/faults")["a.txt"] == b"a"
+    assert fake_hub.commit_requests("tester/faults") == 3
+
+    api.delete_repo("tester/faults")
+    assert "tester/faults" not in fake_hub.repos
+    with pytest.raises(RepositoryNotFoundError):
+        api.delete_repo("tester/faults")
+    api.delete_repo("tester/faults", missing_ok=True)
+
+
+def test_a_stopped_hub_refuses_connections(fake_hub):
+    fake_hub.stop()
+    with pytest.raises(httpx2.ConnectError):  # what huggingface_hub lets through when the Hub is down
+        HfApi().model_info("tester/anything")
 
 
 def test_tree_paths_info_and_deletions(fake_hub):

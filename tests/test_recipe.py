@@ -154,7 +154,7 @@ def test_run_stages_reports_and_finish(tmp_path, capsys):
         run = Run(ToyRecipe(output_dir=str(tmp_path / "out"), num_threads=1, seed=3), stages=2)
         assert torch.get_num_threads() == 1 and run.is_main_process and run.num_processes == 1
         first = torch.rand(3)
-        Run(ToyRecipe(output_dir=str(tmp_path / "out"), num_threads=1, seed=3), stages=2)
+        Run(ToyRecipe(output_dir=str(tmp_path / "other"), num_threads=1, seed=3), stages=2)
         assert torch.equal(first, torch.rand(3))  # seeded
     finally:
         torch.set_num_threads(threads)

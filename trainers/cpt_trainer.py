@@ -303,6 +303,8 @@ class ConsistentProxyTuningTrainer(FrozenModelsTrainer):
         check_shared_output_space({"large": large, "small": small, "proxy": self.model}, tokenizer)
         if small is not None and large is not None and small is large:
             raise ValueError("`large_model` and `small_model` are the same object; CPT needs two different models.")
+        self._refuse_shared_parameters(large, "large_model", trained="proxy")
+        self._refuse_shared_parameters(small, "small_model", trained="proxy")
         self.large_model = self._prepare_frozen(large, args.large_dtype)
         self.small_model = self._prepare_frozen(small, args.small_dtype)
         columns = [c for c in (args.large_logits_column, args.small_logits_column) if c]
@@ -483,7 +485,8 @@ def _load_frozen(
         auto_name = auto_class_name_for(type(_unwrap(reference)).__name__)
         if auto_name is not None:
             return detach_from_checkpoint(getattr(transformers, auto_name).from_pretrained(name_or_path, **kwargs))
-    architectures = getattr(AutoConfig.from_pretrained(name_or_path), "architectures", None) or []
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=kwargs["trust_remote_code"])
+    architectures = getattr(config, "architectures", None) or []
     cls = getattr(transformers, architectures[0], None) if architectures else None
     if cls is None:
         raise ValueError(

@@ -73,6 +73,22 @@ def _saved_keys(folder: str) -> set[str] | None:
     return None
 
 
+def label_names(model: nn.Module) -> dict[int, str] | None:
+    """The model's `config.id2label`, or None when it has none or only transformers' defaults (`LABEL_0`, ...), which
+    say nothing about what the classes are."""
+    id2label = getattr(getattr(_unwrap(model), "config", None), "id2label", None)
+    if not id2label:
+        return None
+    names = {int(k): str(v) for k, v in id2label.items()}
+    return None if all(v == f"LABEL_{k}" for k, v in names.items()) else names
+
+
+def _short_labels(names: dict[int, str], shown: int = 4) -> str:
+    items = sorted(names.items())
+    text = ", ".join(f"{k}: {v!r}" for k, v in items[:shown])
+    return "{" + text + (", ..." if len(items) > shown else "") + "}"
+
+
 def cast_floating(inputs: dict, dtype: str) -> dict:
     """`inputs` with their floating tensors in `dtype` (a config's `teacher_dtype`, `large_dtype`, ...), for a frozen
     model kept in that dtype; unchanged for "auto"."""
@@ -84,8 +100,9 @@ def cast_floating(inputs: dict, dtype: str) -> dict:
 
 def frozen_init_kwargs(init_kwargs: dict | None, dtype: str) -> dict:
     """`from_pretrained` keyword arguments of a frozen model loaded by name: the config's init kwargs, plus `dtype`
-    unless it is "auto"."""
-    kwargs = dict(init_kwargs or {})
+    unless it is "auto", and `trust_remote_code=False` unless the init kwargs opt in (a folder's own code never runs
+    by accident)."""
+    kwargs = {"trust_remote_code": False, **(init_kwargs or {})}
     if dtype != "auto":
         kwargs["dtype"] = getattr(torch, dtype)
     return kwargs
@@ -173,6 +190,18 @@ class FrozenModelsTrainer(Trainer):
                 "DeepSpeed engines). Use DDP or FSDP."
             )
 
+    def _refuse_shared_parameters(self, frozen: nn.Module | None, field: str, trained: str = "student") -> None:
+        """A ValueError when the frozen model given as `field` is the trained model or shares a parameter with it:
+        freezing it would freeze the trained model too (and backward would fail with "does not require grad")."""
+        if frozen is None or self.model is None or not isinstance(frozen, nn.Module):
+            return
+        own = {id(p) for p in self.model.parameters()}
+        if frozen is self.model or any(id(p) in own for p in frozen.parameters()):
+            raise ValueError(
+                f"`{field}` is the {trained} or shares its parameters, so freezing it would freeze the {trained} "
+                "too; pass a separate model (a copy.deepcopy or another from_pretrained of the checkpoint)."
+            )
+
     def _prepare_frozen(self, model: nn.Module | None, dtype: str) -> nn.Module | None:
         """A model that only gives targets (teacher, CPT's large and small): frozen, in eval mode, in `dtype`, on this
         process's device and prepared for evaluation only. A model dispatched over devices (`hf_device_map`) stays
@@ -244,9 +273,10 @@ class FrozenTeacherTrainer(FrozenModelsTrainer):
     `teacher_model` is a `PreTrainedModel` or a Hub id / folder (default `args.teacher_model_name_or_path`), loaded
     with `args.teacher_model_init_kwargs` in `args.teacher_dtype` by `_load_teacher` (default: the Auto class whose
     mapping lists the student's class: `AutoModelForCausalLM`, `AutoModelForImageClassification`, ...; for other
-    students, pass a loaded teacher). Output sizes (vocabulary or `num_labels`) are checked in `__init__`. The teacher
-    is then `self.teacher_model`, prepared by `_prepare_frozen`; `self.teacher_ref` says where it came from (for the
-    card).
+    students, pass a loaded teacher). Output sizes (vocabulary or `num_labels`) and label names (`id2label`, unless
+    either is transformers' default `LABEL_i`) are checked in `__init__`, and a teacher that is the student or shares
+    its parameters is refused. The teacher is then `self.teacher_model`, prepared by `_prepare_frozen`;
+    `self.teacher_ref` says where it came from (for the card).
 
     A subclass sets `config_class` (a `FrozenTeacherConfig` subclass holding its loss fields), overrides
     `_uses_teacher()` when a setting trains without one, and describes its loss for the model card
@@ -298,6 +328,7 @@ class FrozenTeacherTrainer(FrozenModelsTrainer):
         self.teacher_ref = teacher if isinstance(teacher, str) else getattr(teacher, "name_or_path", None) or None
         if teacher is None:
             raise ValueError(self._missing_teacher_message())
+        self._refuse_shared_parameters(teacher, "teacher_model")
         self._check_frozen_support()  # before loading anything
         if isinstance(teacher, str):
             teacher = detach_from_checkpoint(self._load_teacher(teacher))
@@ -308,6 +339,13 @@ class FrozenTeacherTrainer(FrozenModelsTrainer):
             raise ValueError(
                 f"Teacher and student output sizes differ: teacher {teacher_size}, student {student_size} ({kind}). "
                 "Distillation needs the same label set / vocabulary."
+            )
+        student_labels, teacher_labels = label_names(self.model), label_names(teacher)
+        if None not in (student_labels, teacher_labels) and student_labels != teacher_labels:
+            raise ValueError(
+                f"the teacher's id2label {_short_labels(teacher_labels)} differs from the student's "
+                f"{_short_labels(student_labels)}, so it would teach the wrong classes; give the teacher the student's "
+                "labels (same names, same order) or remap its head to the student's label order."
             )
         self.teacher_model = self._prepare_frozen(teacher, self.args.teacher_dtype)
 

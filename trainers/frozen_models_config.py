@@ -1,6 +1,7 @@
 """Arguments shared by the trainers that hold frozen models (`FrozenModelsTrainer`, `FrozenTeacherTrainer`), and the
 checks of the knobs their methods share (see "One vocabulary" in the README)."""
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -16,16 +17,33 @@ def check_choices(config, choices: dict[str, tuple]) -> None:
             raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(config, name)!r}.")
 
 
+def _is_real(value) -> bool:
+    """A finite int or float, not a bool (True would silently count as 1)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def check_alpha(alpha: float) -> None:
-    """`alpha`: the weight of the distillation part in `(1 - alpha) * CE + alpha * KD`, in [0, 1]."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"`alpha` must be in [0, 1] (weight of the distillation term), got {alpha}.")
+    """`alpha`: the weight of the distillation part in `(1 - alpha) * CE + alpha * KD`, a finite number in [0, 1]."""
+    if not (_is_real(alpha) and 0.0 <= alpha <= 1.0):
+        raise ValueError(
+            f"`alpha` must be a number in [0, 1] (the weight of the distillation term in the convex mix), got "
+            f"{alpha!r}; e.g. alpha=0.5."
+        )
 
 
 def check_temperature(temperature: float) -> None:
-    """`temperature`: the softmax temperature of a soft distillation term, > 0."""
-    if not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+    """`temperature`: the softmax temperature of a soft distillation term, a finite number > 0."""
+    if not (_is_real(temperature) and temperature > 0):
+        raise ValueError(
+            f"`temperature` must be a finite number > 0 (the softmax temperature of the soft KD term), got "
+            f"{temperature!r}; e.g. temperature=1.0."
+        )
+
+
+def check_weight(value, name: str) -> None:
+    """An unbounded loss weight (`lambda_<term>`, RDD's `aux_weight`): a finite number >= 0."""
+    if not (_is_real(value) and value >= 0):
+        raise ValueError(f"`{name}` must be a finite number >= 0 (a loss weight), got {value!r}; 0 turns the term off.")
 
 
 @dataclass

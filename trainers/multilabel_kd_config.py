@@ -1,10 +1,9 @@
 """Arguments for `MultiLabelKDTrainer` (multi-label distillation, L2D: Yang et al., ICCV 2023, arXiv 2308.06453)."""
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .frozen_models_config import FrozenTeacherConfig, check_choices, check_temperature
+from .frozen_models_config import FrozenTeacherConfig, check_choices, check_temperature, check_weight
 
 DISTILLATION_TYPES = ("soft", "none")
 MULTILABEL_KD_TYPES = ("l2d", "softmax")
@@ -133,13 +132,7 @@ class MultiLabelKDConfig(FrozenTeacherConfig):
         )
         check_temperature(self.temperature)
         for name in _LAMBDAS:
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not (math.isfinite(value) and value >= 0)
-            ):
-                raise ValueError(f"`{name}` must be a finite number >= 0 (a loss weight), got {value!r}.")
+            check_weight(getattr(self, name), name)
         if self.multilabel_kd_type == "l2d" and self.temperature != 1.0:
             raise ValueError(
                 f"`temperature`={self.temperature} is only used by multilabel_kd_type='softmax'; MLD (L2D) has no "

@@ -196,8 +196,8 @@ def l2d_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`lambda_bce * BCE + lambda_le * (lambda_cd * L_CD + lambda_id * L_ID) + lambda_logits * L_logits`.
 
-    - BCE on multi-hot `labels`: summed over images and classes (`bce_reduction="sum"`, official) or divided by
-      N x C (`"mean"`).
+    - BCE on multi-hot `labels` (soft targets allowed; a value outside [0, 1] is an error): summed over images and
+      classes (`bce_reduction="sum"`, official) or divided by N x C (`"mean"`).
     - `multilabel_kd_type="l2d"`: L_logits = MLD (`multilabel_logit_distillation`); the embedding terms
       (`labelwise_embedding_distillation`) when both embeddings are given and `lambda_le > 0`.
     - `"softmax"` (baseline): L_logits = `T^2 * KL(softmax(z_t / T) || softmax(z_s / T))` summed, divided by N
@@ -236,6 +236,13 @@ def l2d_loss(
                 f"labels have shape {tuple(labels.shape)} but the logits {tuple(s.shape)}: give multi-hot "
                 "float labels of shape (batch, num_classes)."
             )
+        if labels.numel():
+            low, high = torch.aminmax(labels)  # one pass and one sync; NaN fails both comparisons
+            if not bool((low >= 0) & (high <= 1)):
+                raise ValueError(
+                    f"`labels` must be multi-hot (or soft) targets in [0, 1], got values from {float(low):g} to "
+                    f"{float(high):g}; map each class to 0/1 (or a probability) before training."
+                )
     n = _count(num_items_in_batch, batch)
     zero = s.sum() * 0.0
     parts = {"bce": zero, "kd": zero, "cd": zero, "id": zero}

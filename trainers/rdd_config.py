@@ -1,9 +1,10 @@
 """Arguments for `RDDTrainer` (Relative Difficulty Distillation for semantic segmentation, arXiv 2407.03719)."""
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .frozen_models_config import FrozenTeacherConfig, check_choices, check_temperature
+from .frozen_models_config import FrozenTeacherConfig, check_choices, check_temperature, check_weight
 
 RDD_METHODS = ("rdd", "kd_only")
 STAGE1_WITHOUT_AUX_HEAD = ("error", "uniform_weights")
@@ -131,12 +132,12 @@ class RDDConfig(FrozenTeacherConfig):
                 f"`ohem_thresh` must be in [0, 1] (a probability of the true class), got {self.ohem_thresh}."
             )
         for name in ("aux_weight", "lambda_logits"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+            check_weight(getattr(self, name), name)
         if self.class_weights is not None:
             self.class_weights = [float(w) for w in self.class_weights]
-            if not self.class_weights or any(not w >= 0 for w in self.class_weights) or sum(self.class_weights) <= 0:
+            weights = self.class_weights
+            if not weights or any(not (math.isfinite(w) and w >= 0) for w in weights) or sum(weights) <= 0:
                 raise ValueError(
-                    "`class_weights` must be None or one non-negative weight per class (not all 0), got "
+                    "`class_weights` must be None or one finite non-negative weight per class (not all 0), got "
                     f"{self.class_weights}."
                 )

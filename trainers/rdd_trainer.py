@@ -174,6 +174,7 @@ def rdd_task_loss(
     """RDD's task loss for `stage` 1 or 2, or the plain CE of the `kd_only` baseline (`stage=0`).
 
     All logits (B, C, h, w) are upsampled to the labels' (H, W) (bilinear, `align_corners=True`); CE runs in float32.
+    A label that is neither a class id in 0..C-1 nor `ignore_index` is an error (one min/max over the labels).
 
     - stage 0: `CE_w(z_s, y) + aux_weight * CE_w(a_s, y)`, class-weighted means over valid pixels.
     - stage 1: `mean over all B*H*W pixels of w * (CE(z_s, y) + aux_weight * CE(a_s, y))` with `w` =
@@ -194,6 +195,15 @@ def rdd_task_loss(
     if stage > 0 and teacher_logits is None:
         raise ValueError(f"Stage {stage} of RDD needs `teacher_logits`.")
     labels = labels.long().to(student_logits.device)
+    num_classes = student_logits.shape[1]
+    if labels.numel():
+        low, high = torch.aminmax(labels.masked_fill(labels == ignore_index, 0))  # one pass and one sync
+        if bool((low < 0) | (high >= num_classes)):
+            bad = int(low) if low < 0 else int(high)
+            raise ValueError(
+                f"`labels` hold {bad}, which is neither a class id in 0..{num_classes - 1} nor "
+                f"ignore_index={ignore_index}; map such pixels to a class or to the ignore index."
+            )
     size = labels.shape[-2:]
     if class_weights is not None and not torch.is_tensor(class_weights):
         class_weights = torch.tensor(class_weights)

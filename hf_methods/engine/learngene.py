@@ -46,6 +46,15 @@ _CONFIG_BOOKKEEPING = {
 # init_from_teacher records which teacher initialized a learngene, and how).
 _RUNTIME_CONFIG_KEYS = {"use_cache", "learngene_ancestry", "teacher_init"}
 
+# The deepest network a learngene config (`aux_num_layers`, SWS `stage_sizes`), `expand(num_layers)` or
+# `descendant_num_parameters` accepts. Real transformers stop near 100 layers; the bound turns a typo such as 10**9
+# into an error instead of an allocation that runs the machine out of memory.
+MAX_NUM_LAYERS = 1024
+
+# Architectures whose attention splits hidden_size into num_attention_heads equal heads. ViT builds a narrower
+# attention silently when the heads do not divide the width; others may set an explicit head_dim instead.
+_HEADS_SPLIT_HIDDEN = {"vit", "bert", "gpt2", "llama"}
+
 
 def _known_config_keys(config_cls: type) -> set[str]:
     fields = {f.name for f in dataclasses.fields(config_cls)} | set(getattr(config_cls, "attribute_map", {}))
@@ -58,8 +67,9 @@ class LearngeneConfig(PreTrainedConfig):
     Args:
         base_model_class: transformers class of the auxiliary network and of every descendant
             (e.g. `"ViTForImageClassification"`, `"BertForSequenceClassification"`, `"GPT2LMHeadModel"`).
-        base_config: the stock config (`config.to_dict()`) of that architecture; its depth is ignored.
-        aux_num_layers: depth L of the auxiliary network the learngene is trained in.
+        base_config: the stock config (`config.to_dict()`, a dict) of that architecture; its depth is ignored. Its
+            `num_attention_heads` must divide its `hidden_size`.
+        aux_num_layers: depth L of the auxiliary network the learngene is trained in, 1 .. `MAX_NUM_LAYERS` (1024).
     """
 
     model_type = "hf_methods_learngene"
@@ -85,6 +95,11 @@ class LearngeneConfig(PreTrainedConfig):
 
     def validate_learngene(self):
         cls = resolve_model_class(self.base_model_class)
+        if self.base_config is not None and not isinstance(self.base_config, dict):
+            raise ValueError(
+                f"base_config must be a dict (a stock config's to_dict()), got a {type(self.base_config).__name__}; "
+                f"build the config with {type(self).__name__}.from_base(stock_config_or_model)."
+            )
         base = dict(self.base_config or {})
         model_type = base.get("model_type", cls.config_class.model_type)
         if model_type != cls.config_class.model_type:
@@ -95,8 +110,13 @@ class LearngeneConfig(PreTrainedConfig):
         spec_for(model_type)
         # base_config is not checked field by field: real Hub configs carry legacy keys (MiniLM's has
         # `gradient_checkpointing`, `position_embedding_type`) that stock transformers keeps as attributes.
-        if not isinstance(self.aux_num_layers, int) or self.aux_num_layers < 1:
-            raise ValueError(f"aux_num_layers must be a positive integer, got {self.aux_num_layers!r}.")
+        check_attention_heads(cls.config_class, base, {}, "base_config has")
+        depth = self.aux_num_layers
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_NUM_LAYERS:
+            raise ValueError(
+                f"aux_num_layers must be an integer in 1..{MAX_NUM_LAYERS} (MAX_NUM_LAYERS, the depth of the "
+                f"auxiliary network), got {depth!r}; pick a depth in that range."
+            )
 
     @classmethod
     def from_base(cls, base: PreTrainedConfig | PreTrainedModel, base_model_class: str | None = None, **kwargs):
@@ -113,9 +133,38 @@ class LearngeneConfig(PreTrainedConfig):
         return build_stock_config(resolve_model_class(self.base_model_class), self.base_config, num_layers, **overrides)
 
 
+def _config_value(config_class: type, sources: tuple[dict, ...], name: str):
+    """`name`'s value in the first of `sources` (dicts of config fields) that sets it, under `name` or under the field
+    the config class maps it to (GPT-2: num_attention_heads -> n_head); None when none does."""
+    keys = (name, getattr(config_class, "attribute_map", {}).get(name, name))
+    for source in sources:
+        for key in keys:
+            if source.get(key) is not None:
+                return source[key]
+    return None
+
+
+def check_attention_heads(config_class: type, base: dict, overrides: dict, where: str) -> None:
+    """A ValueError unless `num_attention_heads` divides `hidden_size` in `base` with `overrides` applied (checked for
+    the architectures of `_HEADS_SPLIT_HIDDEN`, and for others that do not set an explicit `head_dim`)."""
+    model_type = config_class.model_type
+    if model_type not in _HEADS_SPLIT_HIDDEN and _config_value(config_class, (overrides, base), "head_dim") is not None:
+        return
+    hidden = _config_value(config_class, (overrides, base), "hidden_size")
+    heads = _config_value(config_class, (overrides, base), "num_attention_heads")
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (hidden, heads)) or hidden % heads == 0:
+        return  # unset or not a count: the stock config's own checks speak
+    divisor = max(d for d in range(1, min(heads, hidden) + 1) if hidden % d == 0)
+    raise ValueError(
+        f"{where} hidden_size={hidden} and num_attention_heads={heads}: hidden_size must be divisible by "
+        f"num_attention_heads, so use e.g. num_attention_heads={divisor}."
+    )
+
+
 def build_stock_config(cls: type, base_config: dict | None, num_layers: int, **overrides) -> PreTrainedConfig:
     """The config of a depth-`num_layers` model of class `cls` with the settings of `base_config` (a stock config's
-    `to_dict()`), its depth replaced and `overrides` applied (each must be a field of the stock config)."""
+    `to_dict()`), its depth replaced and `overrides` applied (each must be a field of the stock config; a depth field
+    may only repeat `num_layers`)."""
     base = dict(base_config or {})
     base.pop("model_type", None)
     base.pop("transformers_version", None)
@@ -124,6 +173,17 @@ def build_stock_config(cls: type, base_config: dict | None, num_layers: int, **o
     if bad:
         raise ValueError(f"{cls.config_class.__name__} has no field(s) {bad}; check the spelling of the overrides.")
     spec = spec_for(cls.config_class.model_type)
+    aliases = getattr(cls.config_class, "attribute_map", {})
+    depth_fields = {spec.depth_attr} | {alias for alias, field in aliases.items() if field == spec.depth_attr}
+    for name in sorted(depth_fields & set(overrides)):
+        if overrides[name] != num_layers:
+            raise ValueError(
+                f"the override {name}={overrides[name]!r} contradicts num_layers={num_layers}, the depth requested; "
+                f"drop the override or ask for num_layers={overrides[name]!r}."
+            )
+    touched = {"hidden_size", "num_attention_heads"} | {aliases.get(k) for k in ("hidden_size", "num_attention_heads")}
+    where = "the overrides give" if touched & set(overrides) else "base_config has"
+    check_attention_heads(cls.config_class, base, overrides, where)
     base[spec.depth_attr] = num_layers
     if "num_labels" in overrides and "id2label" not in overrides:
         base.pop("id2label", None)
@@ -171,8 +231,11 @@ def _strip_parameters(module: nn.Module) -> None:
 
 
 def _check_depth(num_layers) -> None:
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive integer (the descendant's depth), got {num_layers!r}.")
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 1 <= num_layers <= MAX_NUM_LAYERS:
+        raise ValueError(
+            f"num_layers must be a positive integer (the descendant's depth) of at most {MAX_NUM_LAYERS} "
+            f"(MAX_NUM_LAYERS), got {num_layers!r}."
+        )
 
 
 def _layer_index(key: str, layers_prefix: str) -> tuple[int, str] | None:

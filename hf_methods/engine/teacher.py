@@ -7,6 +7,7 @@ learngene should beat this, so reports put it beside every learngene (`select_te
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Set
 
 from transformers import PreTrainedModel
 
@@ -49,6 +50,11 @@ def teacher_layer_indices(teacher_num_layers: int, num_layers: int, strategy="ev
         raise ValueError(
             f"strategy={strategy!r} is unknown; use 'first', 'even' or a list of teacher layer indices such as "
             "[0, 2, 4]."
+        )
+    if isinstance(strategy, (Mapping, Set)):
+        raise ValueError(
+            f"strategy must be 'first', 'even' or a list of teacher layer indices in order, such as [0, 2, 4], got a "
+            f"{type(strategy).__name__} ({strategy!r})."
         )
     try:
         indices = list(strategy)

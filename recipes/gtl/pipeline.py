@@ -460,6 +460,6 @@ def push_gtl_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> di
     from hf_methods.cards import gtl_card
     from hf_methods.hub import push_model
 
-    gene = transformers.AutoModel.from_pretrained(out_dir / "learngene")
+    gene = transformers.AutoModel.from_pretrained(out_dir / "learngene", trust_remote_code=False)
     push_model(gene, repo_id, gtl_card(gene, repo_id, results), commit_message="Upload the GTL learngene", **hub_kwargs)
     return {"learngene": repo_id}

@@ -363,7 +363,7 @@ def push_pool_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> d
 
     front = {int(e["path"].rsplit("-", 1)[1]) for e in pareto_front(results["choices"], "params")}
     links = {cid: f"{repo_id}-config-{cid}" for cid in sorted(front)}
-    pool = transformers.AutoModel.from_pretrained(out_dir / "pool")
+    pool = transformers.AutoModel.from_pretrained(out_dir / "pool", trust_remote_code=False)
     push_model(
         pool,
         repo_id,
@@ -374,7 +374,7 @@ def push_pool_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> d
     pushed = {"pool": repo_id}
     for cid, target in links.items():
         folder = out_dir / "stitched" / f"config-{cid}"
-        model = transformers.AutoModelForImageClassification.from_pretrained(folder)
+        model = transformers.AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=False)
         push_model(
             model,
             target,

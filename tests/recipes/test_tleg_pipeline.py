@@ -261,3 +261,53 @@ def test_recipe_push_to_hub_and_the_push_command(fake_hub, tmp_path):
         timeout=120,
     )
     assert bad.returncode != 0 and "no report.json" in bad.stderr
+
+
+@pytest.mark.parametrize("killed_after", [0, 1, 4, 7])
+def test_a_killed_run_continues_to_the_result_of_an_uninterrupted_one(tmp_path, monkeypatch, killed_after):
+    """Killed after the teacher (0 of the pipeline's trainings: the teacher's is in hf_methods.recipe), after the
+    learngene (1), inside depth 1's baselines (4) or before depth 3's scratch model (7): the rerun takes the finished
+    stages from out/_stages and ends with the same report and weights."""
+    from safetensors.torch import load_file
+
+    from hf_methods.recipes import learngene_pipeline
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "depths": [1, 3]}))
+    whole = learngene_pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "whole")])
+
+    train, calls = learngene_pipeline.train_and_evaluate, []
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > killed_after:
+            raise KeyboardInterrupt("killed")
+        return train(*args, **kwargs)
+
+    out = tmp_path / "resumed"
+    argv = ["--config", str(config), "--output_dir", str(out)]
+    monkeypatch.setattr(learngene_pipeline, "train_and_evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        learngene_pipeline.main(argv)
+    assert not (out / "report.json").exists() and (out / "_stages").is_dir()
+    monkeypatch.setattr(learngene_pipeline, "train_and_evaluate", train)
+    calls.clear()
+    resumed = learngene_pipeline.main(argv)
+
+    def same(report):
+        text = json.dumps({k: v for k, v in report.items() if k not in ("elapsed_s", "recipe", "training_setup")})
+        return json.loads(text.replace(str(out), "OUT").replace(str(tmp_path / "whole"), "OUT"))
+
+    def without_times(value):
+        if isinstance(value, dict):
+            return {k: without_times(v) for k, v in value.items() if k != "step_time_s"}
+        return [without_times(v) for v in value] if isinstance(value, list) else value
+
+    assert without_times(same(resumed)) == without_times(same(whole))
+    for folder in ("teacher", "learngene", "descendants/depth-1", "descendants/depth-3"):
+        a, b = (
+            load_file(tmp_path / "whole" / folder / "model.safetensors"),
+            load_file(out / folder / "model.safetensors"),
+        )
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
+    assert not (out / "_stages").exists() and json.loads((out / "report.json").read_text())["method"] == "TLEG"

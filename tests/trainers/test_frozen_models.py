@@ -157,8 +157,14 @@ def test_dtype_helpers():
     cast = cast_floating(inputs, "bfloat16")
     assert cast["pixel_values"].dtype == torch.bfloat16 and cast["input_ids"].dtype == torch.long and cast["flag"]
     assert cast_floating(inputs, "auto") is inputs
-    assert frozen_init_kwargs({"revision": "main"}, "float16") == {"revision": "main", "dtype": torch.float16}
-    assert frozen_init_kwargs(None, "auto") == {}
+    no_code = {"trust_remote_code": False}  # a folder's own code never runs unless the init kwargs opt in
+    assert frozen_init_kwargs({"revision": "main"}, "float16") == {
+        **no_code,
+        "revision": "main",
+        "dtype": torch.float16,
+    }
+    assert frozen_init_kwargs(None, "auto") == no_code
+    assert frozen_init_kwargs({"trust_remote_code": True}, "auto") == {"trust_remote_code": True}
 
 
 def test_frozen_models_loaded_by_name_own_their_integer_buffers(tmp_path):

@@ -41,6 +41,13 @@ class GTLConfig(PreTrainedConfig):
             )
             raise ValueError(f"GTLConfig got unknown field(s) {unknown}; its own fields are {own}.")
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
+        for name in ("layers", "lineage"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (list, tuple)):
+                raise ValueError(
+                    f"{name} must be a list (or None), got a {type(value).__name__} ({value!r}); give its entries "
+                    "in order as a list."
+                )
         check_granularity(self.granularity)
         check_fraction(self.gene_fraction)
         for i, layer in enumerate(self.layers or []):

@@ -30,6 +30,12 @@ def as_vit_config_dict(config, field: str) -> dict:
             f"{field} has model_type={model_type!r}; pool instances are stock ViTForImageClassification models, "
             "so give a ViT config (model_type 'vit')."
         )
+    hidden, heads = config.get("hidden_size", 768), config.get("num_attention_heads", 12)
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads:
+        raise ValueError(
+            f"{field} has hidden_size={hidden} and num_attention_heads={heads}: hidden_size must be divisible by "
+            "num_attention_heads (ViT would build a narrower attention silently), so pick a head count that divides it."
+        )
     canonical = build_vit_config(config).to_dict()  # defaults filled in, id2label keys as ints
     return {k: v for k, v in canonical.items() if k not in _NOT_ARCHITECTURE_KEYS}
 
@@ -111,6 +117,13 @@ class LearngenePoolConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         _reject_unknown_fields(self, kwargs, "architecture settings go inside instance_configs")
         super().__post_init__(**kwargs)
+        for name in ("instance_configs", "train_config_ids"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (list, tuple)):
+                raise ValueError(
+                    f"{name} must be a list (or None), got a {type(value).__name__} ({value!r}); give the items in "
+                    "order as a list."
+                )
         if self.instance_configs is not None:
             self.instance_configs = [
                 as_vit_config_dict(c, f"instance_configs[{i}]") for i, c in enumerate(self.instance_configs)

@@ -288,7 +288,7 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
             )
         revision = getattr(self.config, f"{which}_model_revision")
         auto = getattr(transformers, _AUTO_CLASSES[self.task])
-        return auto.from_pretrained(ref, **({"revision": revision} if revision else {}))
+        return auto.from_pretrained(ref, trust_remote_code=False, **({"revision": revision} if revision else {}))
 
     def init_weights(self):
         """Nothing to initialize or tie: the three submodels are complete models, initialized (or trained) already."""
@@ -421,7 +421,7 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
         want_info = kwargs.pop("output_loading_info", False)
         own = {k: kwargs.pop(k) for k in list(kwargs) if k in _CHECKPOINT_ONLY or k.startswith("_")}
         hub = {k: kwargs.pop(k) for k in list(kwargs) if k in _SHARED_HUB}
-        shared = kwargs  # dtype, device_map, attn_implementation, ...
+        shared = {"trust_remote_code": False, **kwargs}  # dtype, device_map, attn_implementation, ...
         revision, subfolder = own.get("revision"), own.get("subfolder") or ""
         if config is None:
             config = ProxyTunedConfig.from_pretrained(

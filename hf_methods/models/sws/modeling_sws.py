@@ -20,6 +20,7 @@ of the teacher layers it covers (`SWSModel.teacher_stage_split`) and copies the 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Set
 
 import torch
 from torch import nn
@@ -63,6 +64,11 @@ def default_layers_source(stage_sizes: list[int], depth: int) -> list[int]:
 
 def check_layers_source(layers_source, depth: int, num_stages: int, allow_any_order: bool = False) -> list[int]:
     """`layers_source` as a list of ints, or a ValueError that says what is wrong and how to fix it."""
+    if isinstance(layers_source, (Mapping, Set)):
+        raise ValueError(
+            f"layers_source must be a list of stage indices, one per layer in order, such as [0, 0, 1, 2], got a "
+            f"{type(layers_source).__name__} ({layers_source!r}); a mapping or set gives no per-layer order."
+        )
     if isinstance(layers_source, str):
         layers_source = [s.strip() for s in layers_source.split(",")]
     try:
