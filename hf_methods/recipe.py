@@ -359,6 +359,9 @@ def leave_process_group() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        # Let gloo's workers finish freeing the last collective's tensors first: each needs the GIL, and destroying
+        # the group joins them from this thread, which holds it (a deadlock seen right after a barrier).
+        time.sleep(0.1)
         dist.destroy_process_group()
 
 

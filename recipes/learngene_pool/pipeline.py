@@ -153,10 +153,16 @@ def run(recipe: PoolRecipe) -> dict:
     # 2. stage 1: distill each instance with the feature terms; the projectors are saved beside it
     instances, instance_rows = [], []
     for i in range(num_instances):
-        run.stage(
+        folder = run.out / "instances" / f"instance-{i}"
+        done = run.resume_stage(
             f"stage 1: distilling instance {i} (width {recipe.instance_hidden_sizes[i]}, "
-            f"{recipe.instance_num_layers} layers, features at {recipe.instance_feature_positions[i]})"
+            f"{recipe.instance_num_layers} layers, features at {recipe.instance_feature_positions[i]})",
+            f"instance-{i}",
         )
+        if done is not None:  # an earlier attempt of this run saved it (`Run.resumed`)
+            instances.append(ViTForImageClassification.from_pretrained(folder, trust_remote_code=False))
+            instance_rows.append(done)
+            continue
         transformers.set_seed(recipe.seed + i)
         args = training_args(
             recipe,
@@ -172,10 +178,9 @@ def run(recipe: PoolRecipe) -> dict:
         trainer, _ = train_and_evaluate(
             _instance(recipe, i), args, data, trainer_cls=LearngenePoolDistillationTrainer, teacher_model=teacher
         )
-        folder = run.out / "instances" / f"instance-{i}"
         trainer.save_model(str(folder))  # model.safetensors + feature_projectors.safetensors
         run.wait_for_everyone()
-        instances.append(ViTForImageClassification.from_pretrained(folder))
+        instances.append(ViTForImageClassification.from_pretrained(folder, trust_remote_code=False))
         instance_rows.append(
             {
                 "width": recipe.instance_hidden_sizes[i],
@@ -183,6 +188,7 @@ def run(recipe: PoolRecipe) -> dict:
                 "accuracy": accuracy_curve(trainer, 0.0)[-1]["accuracy"],
             }
         )
+        run.save_stage(f"instance-{i}", instance_rows[-1])  # the model is out/instances/instance-<i>
 
     # 3. stage 2: the pool, stitches initialized, all configurations trained together
     run.stage(

@@ -166,3 +166,37 @@ def test_pool_recipe_validation():
         parse_recipe(PoolRecipe, ["--push_to_hub", "true"], default_config=DEFAULT_RECIPE)
     with pytest.raises(ValueError, match="stitch_init"):
         parse_recipe(PoolRecipe, ["--stitch_init", "lstsq"], default_config=DEFAULT_RECIPE)
+
+
+def test_a_killed_pool_run_continues_from_its_distilled_instances(tmp_path, monkeypatch):
+    """Killed after the teacher and instance 0: the rerun takes both from the folder (stage lines say so) and ends
+    with the report and pool weights of an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from hf_methods.recipes.learngene_pool import pipeline
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    whole = pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "whole")])
+    train, calls = pipeline.train_and_evaluate, []
+
+    def killed(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt("killed")
+        return train(*args, **kwargs)
+
+    out = tmp_path / "resumed"
+    argv = ["--config", str(config), "--output_dir", str(out)]
+    monkeypatch.setattr(pipeline, "train_and_evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.main(argv)
+    monkeypatch.setattr(pipeline, "train_and_evaluate", train)
+    resumed = pipeline.main(argv)
+    for key in ("instances", "init_comparison", "configs", "choices"):
+        if key in whole:
+            assert json.dumps(resumed[key]).replace(str(out), "X") == json.dumps(whole[key]).replace(
+                str(tmp_path / "whole"), "X"
+            ), key
+    a, b = load_file(tmp_path / "whole" / "pool" / "model.safetensors"), load_file(out / "pool" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

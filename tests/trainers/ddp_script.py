@@ -80,8 +80,10 @@ def main(outdir):
         }
         with open(os.path.join(outdir, "result.json"), "w") as f:
             json.dump(result, f)
-    trainer.accelerator.wait_for_everyone()  # both ranks leave together,
-    trainer.accelerator.end_training()  # and gloo's threads go before the interpreter (pytorch/pytorch#179291)
+    trainer.accelerator.wait_for_everyone()  # both ranks leave together, and without destructors: at exit gloo's
+    sys.stdout.flush()  # threads abort the rank or deadlock on the GIL (see multilabel_ddp_script.shut_down)
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
