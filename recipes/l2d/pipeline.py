@@ -245,6 +245,24 @@ def _train_args(recipe: L2DRecipe, work: Path, epochs: float, lr: float, **overr
     )
 
 
+def _train_teacher(recipe: L2DRecipe, run: Run, data):
+    """The BCE-trained teacher (the official teacher is trained with BCE alone), saved to out/teacher."""
+    transformers.set_seed(recipe.seed)
+    teacher = label_query_vit(
+        recipe,
+        recipe.teacher_hidden_size,
+        recipe.teacher_num_layers,
+        recipe.teacher_num_attention_heads,
+        recipe.decoder_dim,
+    )
+    args = _train_args(recipe, run.work, recipe.teacher_epochs, recipe.teacher_learning_rate, distillation_type="none")
+    trainer = MultiLabelKDTrainer(model=teacher, args=args, train_dataset=data["train"])
+    trainer.train()
+    trainer.save_model(str(run.out / "teacher"))
+    run.save_stage("teacher", {})  # the model is out/teacher
+    return teacher
+
+
 def run(recipe: L2DRecipe) -> dict:
     run = Run(recipe, stages=2 + len(STUDENTS) + 1)
 
@@ -269,33 +287,31 @@ def run(recipe: L2DRecipe) -> dict:
         teacher = LabelQueryForMultiLabelClassification.from_pretrained(recipe.teacher)
         teacher_source = recipe.teacher
     else:
-        run.stage(
+        teacher_source = "a label-query ViT trained by this recipe"
+        text = (
             f"training a {recipe.teacher_num_layers}-layer label-query ViT teacher (width {recipe.teacher_hidden_size})"
         )
-        transformers.set_seed(recipe.seed)
-        teacher = label_query_vit(
-            recipe,
-            recipe.teacher_hidden_size,
-            recipe.teacher_num_layers,
-            recipe.teacher_num_attention_heads,
-            recipe.decoder_dim,
-        )
-        args = _train_args(
-            recipe, run.work, recipe.teacher_epochs, recipe.teacher_learning_rate, distillation_type="none"
-        )
-        trainer = MultiLabelKDTrainer(model=teacher, args=args, train_dataset=data["train"])
-        trainer.train()
-        trainer.save_model(str(run.out / "teacher"))
-        teacher_source = "a label-query ViT trained by this recipe"
+        if run.resume_stage(text, "teacher") is None:
+            teacher = _train_teacher(recipe, run, data)
+        else:  # an earlier attempt of this run trained it
+            teacher = LabelQueryForMultiLabelClassification.from_pretrained(
+                run.out / "teacher", trust_remote_code=False
+            )
     teacher_scores = multilabel_scores(*predict(teacher, data["test"]))
 
     # 3-5. the same student (same init, same data order and budget) trained three ways
     rows, students = [], {}
     for name, title, overrides in STUDENTS:
-        run.stage(
+        folder = run.out / "students" / name
+        done = run.resume_stage(
             f"training the {title} (student: ViT width {recipe.student_hidden_size}, "
-            f"{recipe.student_num_layers} layers), {recipe.student_epochs:g} epochs"
+            f"{recipe.student_num_layers} layers), {recipe.student_epochs:g} epochs",
+            f"student-{name}",
         )
+        if done is not None:  # an earlier attempt of this run trained and scored it
+            students[name] = LabelQueryForMultiLabelClassification.from_pretrained(folder, trust_remote_code=False)
+            rows.append(done)
+            continue
         transformers.set_seed(recipe.seed)
         student = label_query_vit(
             recipe,
@@ -310,7 +326,7 @@ def run(recipe: L2DRecipe) -> dict:
         kd = {} if overrides.get("distillation_type") == "none" else {"teacher_model": teacher}
         trainer = MultiLabelKDTrainer(model=student, args=args, train_dataset=data["train"], **kd)
         trainer.train()
-        trainer.save_model(str(run.out / "students" / name))  # an L2D projection, if any, is saved beside the student
+        trainer.save_model(str(folder))  # an L2D projection, if any, is saved beside the student
         students[name] = student
         rows.append(
             {
@@ -321,6 +337,7 @@ def run(recipe: L2DRecipe) -> dict:
                 "train_loss": trainer.state.log_history[-1].get("train_loss"),
             }
         )
+        run.save_stage(f"student-{name}", rows[-1])
     run.wait_for_everyone()
 
     results = {

@@ -182,3 +182,36 @@ def test_scores_and_recipe_validation():
         parse_recipe(L2DRecipe, ["--max_digits", "5"], default_config=DEFAULT_RECIPE)
     with pytest.raises(ValueError, match="bce_reduction"):
         parse_recipe(L2DRecipe, ["--bce_reduction", "avg"], default_config=DEFAULT_RECIPE)
+
+
+def test_a_killed_l2d_run_continues_from_its_trained_teacher_and_students(tmp_path, monkeypatch):
+    """Killed while training the second student: the rerun takes the teacher and the BCE student from the folder
+    and ends with the scores and student weights of an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from hf_methods.recipes.l2d import pipeline
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    whole = pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "whole")])
+    train, calls = pipeline.MultiLabelKDTrainer.train, []
+
+    def killed(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # the teacher, then the BCE student
+            raise KeyboardInterrupt("killed")
+        return train(self, *args, **kwargs)
+
+    out = tmp_path / "resumed"
+    argv = ["--config", str(config), "--output_dir", str(out)]
+    monkeypatch.setattr(pipeline.MultiLabelKDTrainer, "train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.main(argv)
+    monkeypatch.setattr(pipeline.MultiLabelKDTrainer, "train", train)
+    calls.clear()
+    resumed = pipeline.main(argv)
+    assert resumed["students"] == whole["students"]  # scores and train losses
+    for name in ("bce", "softmax_kd", "l2d"):
+        a = load_file(tmp_path / "whole" / "students" / name / "model.safetensors")
+        b = load_file(out / "students" / name / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
