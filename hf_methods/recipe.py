@@ -564,8 +564,9 @@ def get_teacher(run: Run, data, tokenizer=None) -> tuple:
     labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
     if recipe.teacher:
         path, source = local_model(recipe.teacher)
-        text = transformers.AutoModelForSequenceClassification
-        cls = ViTForImageClassification if recipe.dataset == "digits" else text
+        cls = (
+            ViTForImageClassification if recipe.dataset == "digits" else transformers.AutoModelForSequenceClassification
+        )
         config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=False)
         if [config.id2label.get(i) for i in range(config.num_labels)] == names:
             run.stage(f"loading teacher {recipe.teacher}")

