@@ -1,7 +1,8 @@
 """What every recipe shares: YAML recipes parsed into dataclasses (`parse_recipe`), the arguments every recipe has
 (`RecipeArguments`, and `TeacherRecipe` for recipes that start from a ViT teacher), one builder of the stages'
 `TrainingArguments` (`training_args`), and `Run`, the scaffolding of one run (seeding, threads, the main-process gate,
-numbered stage lines, saving models with cards, atomic reports, clean-up, push, the closing summary).
+numbered stage lines, saving models with cards, atomic reports, clean-up, push, the closing summary), and what lets a
+killed run continue (`Run.resume_stage` / `Run.save_stage` per stage, `train` from the stage's last checkpoint).
 
 A recipe says only what is specific to its method:
 
@@ -12,8 +13,12 @@ A recipe says only what is specific to its method:
 
     def run(recipe):
         run = Run(recipe, stages=2)
-        run.stage("training")
-        trainer = Trainer(model, training_args(recipe, run.work, learning_rate=1e-3, num_train_epochs=recipe.epochs))
+        done = run.resume_stage("training", "model")
+        if done is None:  # not finished by an earlier attempt of this run
+            args = training_args(recipe, run.trainer_dir("model"), learning_rate=1e-3, num_train_epochs=recipe.epochs)
+            train(Trainer(model, args, train_dataset=...))
+            done = {"accuracy": ...}
+            run.save_stage("model", done, model)
         ...
         run.save_model(model, "model", card)
         results["elapsed_s"] = run.elapsed()
@@ -29,6 +34,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import json
+import os
 import re
 import shutil
 import sys
@@ -147,6 +153,14 @@ class RecipeArguments:
         metadata={
             "help": "Replace what a finished (or unfinished, other-settings) run wrote to output_dir. Without it such "
             "a folder is refused; an unfinished run with the same settings is continued."
+        },
+    )
+    save_checkpoints: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep the last Trainer checkpoint (weights, optimizer, scheduler, RNG) of the stage being trained, "
+            "saved each epoch (every 20%% of the steps for a step budget), so a killed run continues inside that "
+            "stage. False saves that time and disk; a killed run then restarts the stage."
         },
     )
 
@@ -312,8 +326,10 @@ def training_args(
     """The `TrainingArguments` (or `cls`, a subclass such as a trainer's config) of one recipe stage.
 
     Defaults every recipe shares: the recipe's batch size and seed, AdamW with weight decay 0.05, cosine schedule
-    with 10% warmup, evaluation each epoch, no checkpoints, no logging or trackers, progress bars on, `use_cpu` on a
-    machine without CUDA. Give the budget as `num_train_epochs` or `max_steps`; `overrides` replace any default.
+    with 10% warmup, evaluation each epoch, no logging or trackers, progress bars on, `use_cpu` on a machine without
+    CUDA, and (`recipe.save_checkpoints`) the last checkpoint kept in `output_dir`, saved each epoch or every 20% of a
+    step budget, for `train` to continue a killed stage from. Give the budget as `num_train_epochs` or `max_steps`;
+    `overrides` replace any default.
     """
     if num_train_epochs is None and max_steps is None:
         raise TypeError("training_args needs num_train_epochs or max_steps.")
@@ -327,6 +343,7 @@ def training_args(
         lr_scheduler_type="cosine",
         eval_strategy="epoch",
         save_strategy="no",
+        save_total_limit=1,
         logging_strategy="no",
         report_to="none",
         seed=recipe.seed,
@@ -338,7 +355,27 @@ def training_args(
         kwargs["num_train_epochs"] = num_train_epochs
     if max_steps is not None:
         kwargs["max_steps"] = max_steps
+    if getattr(recipe, "save_checkpoints", False):
+        steps = {"save_strategy": "steps", "save_steps": 0.2}  # a step budget: every 20% of it
+        kwargs.update({"save_strategy": "epoch"} if max_steps is None else steps)
     return cls(**{**kwargs, **overrides})
+
+
+def train(trainer):
+    """`trainer.train()`, continued from the last checkpoint in its `output_dir` when an earlier attempt of the run
+    left one there (`training_args` saves them; `Run.trainer_dir` gives each training its own folder). Trainer restores
+    the weights, optimizer, scheduler, RNG states and logs, so the stage ends as an uninterrupted one does."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .trainers import ResumableTrainer
+
+    folder = trainer.args.output_dir
+    last = get_last_checkpoint(folder) if os.path.isdir(folder) else None
+    if last is not None and not isinstance(trainer, ResumableTrainer):
+        raise TypeError(f"train() continues only a ResumableTrainer (a {type(trainer).__name__} may not load {last}).")
+    if last is not None and trainer.is_world_process_zero():
+        print(f"  continuing from {Path(last).name}, saved by an earlier attempt of this run", flush=True)
+    return trainer.train(resume_from_checkpoint=last)
 
 
 def epochs_text(epochs: float) -> str:
@@ -387,6 +424,7 @@ class Run:
         self.work = self.out / "_trainer"
         self.stages = stages
         self._stage = 0
+        self._trainer_keys: set[str] = set()
         if rank is None:
             from accelerate import PartialState
 
@@ -434,6 +472,14 @@ class Run:
     def stage_folder(self, key: str) -> Path:
         return self.out / "_stages" / key
 
+    def trainer_dir(self, key: str) -> Path:
+        """The Trainer `output_dir` of training `key` (its checkpoints, for `train` to continue from): one folder per
+        training of the run, removed when stage `key` is saved (`save_stage`) or the run finishes."""
+        if key in self._trainer_keys:
+            raise ValueError(f"trainer_dir({key!r}) was already given to another training of this run.")
+        self._trainer_keys.add(key)
+        return self.work / key
+
     def resumed(self, key: str) -> dict | None:
         """The result of stage `key` saved by an earlier attempt of this run, or None (then run the stage)."""
         path = self.stage_folder(key) / "result.json"
@@ -450,6 +496,7 @@ class Run:
                 save_model_folder(model, folder)
             folder.mkdir(parents=True, exist_ok=True)
             write_text_atomic(folder / "result.json", json.dumps(result))
+            shutil.rmtree(self.work / key, ignore_errors=True)  # its checkpoints are no longer needed
         self.wait_for_everyone()
 
     def resume_stage(self, text: str, key: str) -> dict | None:
@@ -534,8 +581,9 @@ def step_time(trainer) -> float | None:
 def train_and_evaluate(model, args, data, trainer_cls=None, **trainer_kwargs):
     """(trainer, accuracy before training): `model` evaluated on `data["test"]`, then trained on `data["train"]`."""
     from .data import accuracy
+    from .trainers import ResumableTrainer
 
-    trainer_cls = trainer_cls or transformers.Trainer
+    trainer_cls = trainer_cls or ResumableTrainer
     trainer = trainer_cls(
         model=model,
         args=args,
@@ -545,7 +593,7 @@ def train_and_evaluate(model, args, data, trainer_cls=None, **trainer_kwargs):
         **trainer_kwargs,
     )
     initial = trainer.evaluate()["eval_accuracy"]
-    trainer.train()
+    train(trainer)
     return trainer, initial
 
 
@@ -608,7 +656,10 @@ def get_teacher(run: Run, data, tokenizer=None) -> tuple:
         )
         teacher = ViTForImageClassification(config)
     args = training_args(
-        recipe, run.work, learning_rate=recipe.teacher_learning_rate, num_train_epochs=recipe.teacher_epochs
+        recipe,
+        run.trainer_dir("teacher"),
+        learning_rate=recipe.teacher_learning_rate,
+        num_train_epochs=recipe.teacher_epochs,
     )
     trainer, _ = train_and_evaluate(teacher, args, data)
     run.save_model(teacher, "teacher", processor=tokenizer)

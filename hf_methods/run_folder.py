@@ -22,7 +22,15 @@ LOCK = ".hf-methods.lock"
 STATE = ".hf-methods-run.json"
 REPORT = "report.json"
 # recipe fields that do not change what a run computes: a rerun may change them and still continue
-NOT_SETTINGS = {"num_threads", "push_to_hub", "hub_model_id", "hub_private", "overwrite_output_dir", "output_dir"}
+NOT_SETTINGS = {
+    "num_threads",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private",
+    "overwrite_output_dir",
+    "output_dir",
+    "save_checkpoints",
+}
 
 
 class RunFolderError(ValueError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import transformers
@@ -158,9 +159,9 @@ def run(recipe: LearngeneRecipe) -> dict:
 
     # 2. the learngene(s): initialize and distill the auxiliary network
     method, _, _ = METHODS[recipe.method]
-    distill_args = training_args(
+    distill_args = partial(  # each training's own output_dir: Run.trainer_dir
+        training_args,
         recipe,
-        run.work,
         learning_rate=recipe.distill_learning_rate,
         num_train_epochs=recipe.distill_epochs,
         cls=DistillationConfig,
@@ -180,7 +181,7 @@ def run(recipe: LearngeneRecipe) -> dict:
         transformers.set_seed(recipe.seed)
         learngene = _initial_learngene(recipe, teacher, init)
         trainer, initial = train_and_evaluate(
-            learngene, distill_args, data, trainer_cls=DistillationTrainer, teacher_model=teacher
+            learngene, distill_args(run.trainer_dir(key)), data, trainer_cls=DistillationTrainer, teacher_model=teacher
         )
         seen = num_train * recipe.distill_epochs
         genes[init] = {
@@ -197,9 +198,9 @@ def run(recipe: LearngeneRecipe) -> dict:
     learngene = genes[main_init]["model"]
 
     # 3-4. expand to each depth and fine-tune, against scratch and the teacher-layer baselines with the same budget
-    kd_args = training_args(
+    kd_args = partial(
+        training_args,
         recipe,
-        run.work,
         learning_rate=recipe.finetune_learning_rate,
         num_train_epochs=recipe.finetune_epochs,
         cls=DistillationConfig,
@@ -208,8 +209,8 @@ def run(recipe: LearngeneRecipe) -> dict:
         temperature=recipe.temperature,
         kd_normalization=recipe.kd_normalization,
     )
-    ft_args = training_args(
-        recipe, run.work, learning_rate=recipe.finetune_learning_rate, num_train_epochs=recipe.finetune_epochs
+    ft_args = partial(
+        training_args, recipe, learning_rate=recipe.finetune_learning_rate, num_train_epochs=recipe.finetune_epochs
     )
     stock_class = resolve_model_class(learngene.config.base_model_class)
     rows = []
@@ -225,7 +226,7 @@ def run(recipe: LearngeneRecipe) -> dict:
                 continue
             transformers.set_seed(recipe.seed)
             model = genes[init]["model"].expand(depth)
-            trainer, initial = train_and_evaluate(model, ft_args, data)
+            trainer, initial = train_and_evaluate(model, ft_args(run.trainer_dir(key)), data)
             curve = accuracy_curve(trainer, initial)
             inits[init] = {
                 "curve": curve,
@@ -248,7 +249,7 @@ def run(recipe: LearngeneRecipe) -> dict:
                 lora = PeftModel.from_pretrained(learngene.expand(depth), run.stage_folder(key))
             else:
                 transformers.set_seed(recipe.seed)
-                lora, lora_result = _lora_finetune(recipe, learngene.expand(depth), data, run)
+                lora, lora_result = _lora_finetune(recipe, learngene.expand(depth), data, run.trainer_dir(key))
                 if run.is_main_process:
                     save_adapter(lora, run.stage_folder(key), "(resume state)")
                 run.save_stage(key, lora_result)
@@ -257,7 +258,7 @@ def run(recipe: LearngeneRecipe) -> dict:
         if sc_curve is None:
             transformers.set_seed(recipe.seed)
             scratch = stock_class(learngene.config.stock_config(depth))
-            trainer, initial = train_and_evaluate(scratch, ft_args, data)
+            trainer, initial = train_and_evaluate(scratch, ft_args(run.trainer_dir(f"depth-{depth}-scratch")), data)
             sc_curve = accuracy_curve(trainer, initial)
             run.save_stage(f"depth-{depth}-scratch", sc_curve)
         baselines = {}
@@ -272,11 +273,15 @@ def run(recipe: LearngeneRecipe) -> dict:
             if strategy == "kd":  # the 'even' student, distilled for as many steps as the others are fine-tuned
                 selected = select_teacher_layers(teacher, depth, strategy="even")
                 trainer, initial = train_and_evaluate(
-                    selected, kd_args, data, trainer_cls=DistillationTrainer, teacher_model=teacher
+                    selected,
+                    kd_args(run.trainer_dir(key)),
+                    data,
+                    trainer_cls=DistillationTrainer,
+                    teacher_model=teacher,
                 )
             else:
                 selected = select_teacher_layers(teacher, depth, strategy=strategy)
-                trainer, initial = train_and_evaluate(selected, ft_args, data)
+                trainer, initial = train_and_evaluate(selected, ft_args(run.trainer_dir(key)), data)
             curve = accuracy_curve(trainer, initial)
             baselines[strategy] = {
                 "curve": curve,
@@ -399,7 +404,7 @@ def run(recipe: LearngeneRecipe) -> dict:
     return results
 
 
-def _lora_finetune(recipe: LearngeneRecipe, base, data, run):
+def _lora_finetune(recipe: LearngeneRecipe, base, data, output_dir):
     """(the adapted model, its report entry): `base` (a fresh expansion) fine-tuned through a LoRA adapter with the
     same epochs as full fine-tuning; only the adapter and the task head train."""
     from hf_methods.lora import lora_model, trainable_parameters
@@ -412,7 +417,7 @@ def _lora_finetune(recipe: LearngeneRecipe, base, data, run):
         target_modules=recipe.lora_target_modules,
     )
     args = training_args(
-        recipe, run.work, learning_rate=recipe.lora_learning_rate, num_train_epochs=recipe.finetune_epochs
+        recipe, output_dir, learning_rate=recipe.lora_learning_rate, num_train_epochs=recipe.finetune_epochs
     )
     trainer, initial = train_and_evaluate(adapted, args, data)
     curve = accuracy_curve(trainer, initial)

@@ -178,15 +178,15 @@ def test_trainer_calls_the_hooks_we_override(tmp_path):
 
 def test_resume_still_skips_key_renaming_so_the_reload_workaround_is_needed(tmp_path):
     """huggingface/transformers#43701. Fails once a release loads renamed checkpoints on resume by itself: then
-    `compat.checkpoint_keys_need_reload` and `FrozenModelsTrainer._load_renamed_checkpoint` can go."""
-    from hf_methods.trainers.frozen_models import _saved_keys
+    `compat.checkpoint_keys_need_reload` and `ResumableTrainer._load_renamed_checkpoint` can go."""
+    from hf_methods.trainers.resumable import saved_keys
 
     torch.manual_seed(0)
     saved = ViTForImageClassification(_vit_config())
     saved.save_pretrained(tmp_path / "ckpt")
     torch.manual_seed(1)
     fresh = ViTForImageClassification(_vit_config())
-    assert compat.checkpoint_keys_need_reload(_saved_keys(str(tmp_path / "ckpt")), fresh), (
+    assert compat.checkpoint_keys_need_reload(saved_keys(str(tmp_path / "ckpt")), fresh), (
         "compat.checkpoint_keys_need_reload: ViT checkpoints now keep the model's own key names"
     )
     trainer = Trainer(

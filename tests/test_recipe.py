@@ -14,7 +14,7 @@ import torch
 from transformers import TrainingArguments
 
 from hf_methods.data import digit_canvases
-from hf_methods.recipe import CPU, RENAMED_FIELDS, RecipeArguments, Run, parse_recipe, training_args
+from hf_methods.recipe import CPU, RENAMED_FIELDS, RecipeArguments, Run, parse_recipe, train, training_args
 from hf_methods.recipes.l2d.pipeline import DEFAULT_RECIPE as L2D_YAML
 from hf_methods.recipes.l2d.pipeline import L2DRecipe
 from hf_methods.recipes.learngene_pipeline import LearngeneRecipe
@@ -130,7 +130,8 @@ def test_training_args_shared_defaults_and_overrides(tmp_path):
         warmup_steps=0.1,
         lr_scheduler_type="cosine",
         eval_strategy="epoch",
-        save_strategy="no",
+        save_strategy="epoch",  # the last checkpoint, for `train` to continue a killed stage
+        save_total_limit=1,
         logging_strategy="no",
         report_to="none",
         seed=5,
@@ -143,6 +144,9 @@ def test_training_args_shared_defaults_and_overrides(tmp_path):
         recipe, tmp_path, learning_rate=3e-3, max_steps=7, cls=DistillationConfig, alpha=0.5, eval_strategy="no"
     )
     assert type(steps) is DistillationConfig and steps.max_steps == 7 and steps.alpha == 0.5
+    assert steps.save_strategy == "steps" and steps.save_steps == 0.2  # a step budget: every 20% of it
+    off = training_args(ToyRecipe(save_checkpoints=False), tmp_path, learning_rate=1e-3, num_train_epochs=2)
+    assert off.save_strategy == "no"
     assert steps.eval_strategy == "no" and steps.num_train_epochs == TrainingArguments("x").num_train_epochs
     with pytest.raises(TypeError, match="num_train_epochs or max_steps"):
         training_args(recipe, tmp_path, learning_rate=1e-3)
@@ -242,3 +246,59 @@ def test_digit_canvases_layouts():
         digit_canvases(4, 4, canvas_size=16, max_digits=5, layout="grid")
     with pytest.raises(ValueError, match="layout"):
         digit_canvases(4, 4, layout="random")
+
+
+def test_train_continues_a_killed_training_from_its_last_checkpoint(tmp_path, capsys):
+    """Killed right after epoch 2 of 3 was checkpointed: `train` with a new model and trainer in the same folder
+    ends with the weights and logs of an uninterrupted training (dropout on: the RNG states are restored too). A ViT
+    renames its keys on save, which transformers' own resume silently fails to load (#43701): `ResumableTrainer`."""
+    from transformers import Trainer, TrainerCallback, ViTConfig, ViTForImageClassification, set_seed
+
+    from hf_methods.data import accuracy, digits
+    from hf_methods.trainers import ResumableTrainer
+
+    data = digits(8, seed=0, max_train_samples=64)
+    recipe = ToyRecipe(batch_size=16)
+    config = ViTConfig(
+        image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, hidden_dropout_prob=0.2, num_labels=10,
+    )  # fmt: skip
+
+    class Killed(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.epoch == 2:
+                raise KeyboardInterrupt("killed")
+
+    def trainer(folder, *callbacks, cls=ResumableTrainer):
+        set_seed(0)
+        args = training_args(recipe, folder, learning_rate=1e-2, num_train_epochs=3)
+        model = ViTForImageClassification(config)
+        return cls(model, args, train_dataset=data["train"], eval_dataset=data["test"],
+                       compute_metrics=accuracy, callbacks=list(callbacks))  # fmt: skip
+
+    whole = trainer(tmp_path / "whole")
+    train(whole)
+    with pytest.raises(KeyboardInterrupt):
+        train(trainer(tmp_path / "killed", Killed()))
+    assert [p.name for p in (tmp_path / "killed").iterdir()] == ["checkpoint-8"]  # only the last one is kept
+    with pytest.raises(TypeError, match="continues only a ResumableTrainer"):
+        train(trainer(tmp_path / "killed", cls=Trainer))
+    capsys.readouterr()
+    resumed = trainer(tmp_path / "killed")
+    train(resumed)
+    assert "continuing from checkpoint-8" in capsys.readouterr().out
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    evals = [[e for e in t.state.log_history if "eval_accuracy" in e] for t in (whole, resumed)]
+    assert len(evals[0]) == 3 and [e["eval_accuracy"] for e in evals[0]] == [e["eval_accuracy"] for e in evals[1]]
+
+
+def test_each_training_of_a_run_has_its_own_folder_removed_with_its_stage(tmp_path):
+    run = Run(ToyRecipe(output_dir=str(tmp_path / "out")), stages=1)
+    folder = run.trainer_dir("teacher")
+    assert folder == run.work / "teacher"
+    with pytest.raises(ValueError, match="already given to another training"):
+        run.trainer_dir("teacher")  # two trainings sharing checkpoints would continue from each other's
+    (folder / "checkpoint-3").mkdir(parents=True)
+    run.save_stage("teacher", {"accuracy": 0.5})
+    assert not folder.exists() and run.resumed("teacher") == {"accuracy": 0.5}

@@ -32,8 +32,10 @@ from .rdd_trainer import (
     rdd_task_loss,
     segmentation_forward,
 )
+from .resumable import ResumableTrainer
 
 __all__ = [
+    "ResumableTrainer",
     "GTLEvolution",
     "GTLEvolutionConfig",
     "TaskSampler",

@@ -17,7 +17,6 @@ from .frozen_models import (  # noqa: F401 - re-exported: they were defined here
     StudentSideModule,
     _is_causal_lm,
     _logits,
-    _saved_keys,
     _unwrap,
     cast_floating,
     detach_from_checkpoint,

@@ -8,27 +8,27 @@ prepared by accelerate for evaluation only (replicated on every rank, also under
 refused there, in one place (`_check_frozen_support`): each frozen model would need its own DeepSpeed engine.
 
 `FrozenModelsTrainer` also holds what these trainers share around their losses: losses that are sums over items divided
-by `num_items_in_batch` (exact under gradient accumulation and DDP), logged loss parts, and the resume workaround for
-huggingface/transformers#43701. `FrozenTeacherTrainer` adds the teacher: given or loaded by name, checked against the
-student's output size, and the model card of the student. `StudentSideModule` is the mixin of trainers that also train a
-small module beside the student (feature projectors, an embedding projection).
+by `num_items_in_batch` (exact under gradient accumulation and DDP) and logged loss parts; its base `ResumableTrainer`
+resumes checkpoints of models that rename keys on save (huggingface/transformers#43701). `FrozenTeacherTrainer` adds
+the teacher: given or loaded by name, checked against the student's output size, and the model card of the student.
+`StudentSideModule` is the mixin of trainers that also train a small module beside the student (feature projectors, an
+embedding projection).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 
 import torch
 import transformers
-from safetensors import safe_open
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel
 
-from ..compat import auto_class_name_for, checkpoint_keys_need_reload, untrack_prepared_model, uses_causal_lm_loss
+from ..compat import auto_class_name_for, untrack_prepared_model, uses_causal_lm_loss
 from ..engine import LearngeneModel
 from .frozen_models_config import FrozenModelsConfig, FrozenTeacherConfig
+from .resumable import ResumableTrainer
 
 
 # ---------------------------------------------------------------------------------------------- model plumbing
@@ -58,19 +58,6 @@ def _is_causal_lm(model: nn.Module) -> bool:
 
 def _logits(outputs) -> torch.Tensor:
     return outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-
-
-def _saved_keys(folder: str) -> set[str] | None:
-    """Tensor names of a checkpoint folder's safetensors weights (no tensor is read), or None."""
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        with open(index) as f:
-            return set(json.load(f)["weight_map"])
-    single = os.path.join(folder, "model.safetensors")
-    if os.path.isfile(single):
-        with safe_open(single, framework="pt") as f:
-            return set(f.keys())
-    return None
 
 
 def label_names(model: nn.Module) -> dict[int, str] | None:
@@ -121,7 +108,7 @@ def detach_from_checkpoint(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------- the trainers
-class FrozenModelsTrainer(Trainer):
+class FrozenModelsTrainer(ResumableTrainer):
     """A `Trainer` that holds frozen models beside the model it trains (see the module docstring).
 
     A subclass sets `config_class` (its `FrozenModelsConfig` subclass: `args` must be one, default `config_class()`)
@@ -219,28 +206,6 @@ class FrozenModelsTrainer(Trainer):
         prepared = self.accelerator.prepare_model(model, evaluation_mode=True)
         untrack_prepared_model(self.accelerator, prepared)  # not one of the trained models
         return prepared
-
-    # --- resuming ---------------------------------------------------------------------------------------------------
-    # transformers resumes with a raw `load_state_dict(strict=False)` of the checkpoint, skipping the key renaming that
-    # `from_pretrained` applies and `save_pretrained` reverts (e.g. ViT). The weights then silently stay unloaded
-    # (huggingface/transformers#43701; `compat.checkpoint_keys_need_reload`). Reload them through `from_pretrained`.
-    def _load_renamed_checkpoint(self, folder: str, model: nn.Module) -> bool:
-        model = self.accelerator.unwrap_model(model)
-        if self.is_fsdp_enabled or self.is_deepspeed_enabled or not isinstance(model, PreTrainedModel):
-            return False
-        keys = _saved_keys(folder)
-        if keys is None or not checkpoint_keys_need_reload(keys, model):
-            return False
-        model.load_state_dict(type(model).from_pretrained(folder).state_dict())
-        return True
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        if not self._load_renamed_checkpoint(resume_from_checkpoint, model if model is not None else self.model):
-            super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-    def _load_best_model(self):
-        if not self._load_renamed_checkpoint(self.state.best_model_checkpoint, self.model):
-            super()._load_best_model()
 
     # --- the loss and its logs --------------------------------------------------------------------------------------
     def _scale_and_record(self, model, loss, parts: dict, num_items_in_batch):

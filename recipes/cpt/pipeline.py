@@ -28,16 +28,17 @@ import torch
 import torch.nn.functional as F
 import transformers
 from datasets import Dataset
-from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.trainer_callback import PrinterCallback
 
 from hf_methods import __version__
 from hf_methods.cards import run_model_card
 from hf_methods.models.proxy_tuned import ProxyTunedForCausalLM, proxy_from_small, proxy_tuned_card
-from hf_methods.recipe import RecipeArguments, Run, num_parameters, parse_recipe, training_args
+from hf_methods.recipe import RecipeArguments, Run, num_parameters, parse_recipe, train, training_args
 from hf_methods.report import fmt_params
 from hf_methods.trainers.cpt_config import ConsistentProxyTuningConfig
 from hf_methods.trainers.cpt_trainer import ConsistentProxyTuningTrainer, cache_logits
+from hf_methods.trainers.resumable import ResumableTrainer
 
 DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "cpt" / "facts.yaml"
 METHOD = "CPT"
@@ -244,13 +245,9 @@ def score(model, data: Dataset, answers: torch.Tensor, batch_size: int = 256) ->
     }
 
 
-def _quiet(trainer: Trainer) -> Trainer:
+def _quiet(trainer: ResumableTrainer) -> ResumableTrainer:
     trainer.remove_callback(PrinterCallback)  # our own progress lines instead of the Trainer's metrics dicts
     return trainer
-
-
-def _pretrain(model, data: Dataset, args: TrainingArguments) -> None:
-    _quiet(Trainer(model=model, args=args, train_dataset=data)).train()
 
 
 def run(recipe: CPTRecipe) -> dict:
@@ -277,18 +274,20 @@ def run(recipe: CPTRecipe) -> dict:
     for which, steps in (("large", recipe.large_steps), ("small", recipe.small_steps)):
         transformers.set_seed(recipe.seed)
         model = gpt2(recipe, which, len(vocab))
-        run.stage(
+        text = (
             f"pre-training the {which} model ({fmt_params(num_parameters(model))} parameters, {steps} steps on "
             "the general corpus)"
         )
-        _pretrain(model, general, _args(recipe, run.work, steps, recipe.pretrain_learning_rate))
-        folder = run.save_model(model, which, base_card(model, run.out / which, which, recipe))
-        run.wait_for_everyone()
-        models[which] = GPT2LMHeadModel.from_pretrained(folder)  # name_or_path = its folder (by reference)
+        if run.resume_stage(text, which) is None:  # else an earlier attempt of this run saved it to out/<which>
+            args = _args(recipe, run.trainer_dir(which), steps, recipe.pretrain_learning_rate)
+            train(_quiet(ResumableTrainer(model=model, args=args, train_dataset=general)))
+            run.save_model(model, which, base_card(model, run.out / which, which, recipe))
+            run.save_stage(which, {})
+        models[which] = GPT2LMHeadModel.from_pretrained(run.out / which)  # name_or_path = its folder (by reference)
     large, small = models["large"], models["small"]
 
     # 4-5. the proxy, tuned on the target task with CPT and with plain Proxy-tuning (same data, steps, seed)
-    train = cache_logits(target, large, "large_logits", batch_size=256) if recipe.cache_large_logits else target
+    cached = cache_logits(target, large, "large_logits", batch_size=256) if recipe.cache_large_logits else target
     tuned, proxies = {}, {}
     for name, plain in (("cpt", False), ("plain", True)):
         label = (
@@ -299,11 +298,16 @@ def run(recipe: CPTRecipe) -> dict:
                 + (", large logits cached once)" if recipe.cache_large_logits else ")")
             )
         )
-        run.stage(f"tuning the proxy with {label}, {recipe.proxy_steps} steps")
+        key = f"proxy-{name}"
+        if run.resume_stage(f"tuning the proxy with {label}, {recipe.proxy_steps} steps", key) is not None:
+            # an earlier attempt of this run tuned it; the large and small models are out/large and out/small
+            tuned[name] = ProxyTunedForCausalLM.from_pretrained(run.stage_folder(key), trust_remote_code=False)
+            proxies[name] = tuned[name].proxy
+            continue
         transformers.set_seed(recipe.seed)
         args = _args(
             recipe,
-            run.work,
+            run.trainer_dir(key),
             recipe.proxy_steps,
             recipe.proxy_learning_rate,
             cls=ConsistentProxyTuningConfig,
@@ -317,11 +321,12 @@ def run(recipe: CPTRecipe) -> dict:
             args=args,
             large_model=large,
             small_model=small,
-            train_dataset=target if plain else train,
+            train_dataset=target if plain else cached,
         )
-        _quiet(trainer).train()
+        train(_quiet(trainer))
         proxies[name] = trainer.model
         tuned[name] = trainer.proxy_tuned_model()
+        run.save_stage(key, {}, tuned[name])
 
     # 6. held-out scores, models saved by reference, report
     run.stage("scoring on held-out target text and saving the proxy-tuned models (by reference) and the report")

@@ -163,6 +163,7 @@ def _train_args(recipe: GTLRecipe, work: Path, steps: int, seed: int) -> transfo
         weight_decay=0.0,
         warmup_steps=0,
         eval_strategy="no",
+        save_strategy="no",  # short trainings; the evolution keeps its own checkpoints (`GTLCheckpoint`)
         disable_tqdm=True,
     )
 

@@ -26,7 +26,7 @@ from hf_methods.cards import hub_id, run_model_card
 from hf_methods.data import DIGIT, digit_canvases
 from hf_methods.models.label_query import LabelQueryConfig, LabelQueryForMultiLabelClassification
 from hf_methods.pareto import fmt_params
-from hf_methods.recipe import RecipeArguments, Run, num_parameters, parse_recipe, training_args
+from hf_methods.recipe import RecipeArguments, Run, num_parameters, parse_recipe, train, training_args
 from hf_methods.trainers.multilabel_kd_config import MultiLabelKDConfig
 from hf_methods.trainers.multilabel_kd_trainer import MultiLabelKDTrainer
 
@@ -255,9 +255,15 @@ def _train_teacher(recipe: L2DRecipe, run: Run, data):
         recipe.teacher_num_attention_heads,
         recipe.decoder_dim,
     )
-    args = _train_args(recipe, run.work, recipe.teacher_epochs, recipe.teacher_learning_rate, distillation_type="none")
+    args = _train_args(
+        recipe,
+        run.trainer_dir("teacher"),
+        recipe.teacher_epochs,
+        recipe.teacher_learning_rate,
+        distillation_type="none",
+    )
     trainer = MultiLabelKDTrainer(model=teacher, args=args, train_dataset=data["train"])
-    trainer.train()
+    train(trainer)
     trainer.save_model(str(run.out / "teacher"))
     run.save_stage("teacher", {})  # the model is out/teacher
     return teacher
@@ -322,10 +328,11 @@ def run(recipe: L2DRecipe) -> dict:
         )
         if name == "softmax_kd":
             overrides = {**overrides, "temperature": recipe.temperature}
-        args = _train_args(recipe, run.work, recipe.student_epochs, recipe.student_learning_rate, **overrides)
+        work = run.trainer_dir(f"student-{name}")
+        args = _train_args(recipe, work, recipe.student_epochs, recipe.student_learning_rate, **overrides)
         kd = {} if overrides.get("distillation_type") == "none" else {"teacher_model": teacher}
         trainer = MultiLabelKDTrainer(model=student, args=args, train_dataset=data["train"], **kd)
-        trainer.train()
+        train(trainer)
         trainer.save_model(str(folder))  # an L2D projection, if any, is saved beside the student
         students[name] = student
         rows.append(

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 import transformers
-from transformers import Trainer, ViTConfig, ViTForImageClassification
+from transformers import ViTConfig, ViTForImageClassification
 
 from hf_methods import __version__
 from hf_methods.cards import hub_id, pool_card, stitched_card
@@ -30,10 +30,11 @@ from hf_methods.recipe import (
     get_teacher,
     num_parameters,
     parse_recipe,
+    train,
     train_and_evaluate,
     training_args,
 )
-from hf_methods.trainers import LearngenePoolDistillationTrainer, PoolDistillationConfig
+from hf_methods.trainers import LearngenePoolDistillationTrainer, PoolDistillationConfig, ResumableTrainer
 
 DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "learngene_pool" / "digits.yaml"
 METHOD = "Learngene Pool"
@@ -142,6 +143,45 @@ def _describe(row: dict, widths: list[int]) -> str:
     return f"{row['front']}->{row['end']} blocks 0..{row['j']} + {row['k']}.. ({row['depth']} layers)"
 
 
+def _train_pool(recipe: PoolRecipe, run: Run, data, instances, test_x, test_y):
+    """Stage 2: the pool built from the instances with stitches initialized, scored before training (each stitch init
+    on the stitched configurations, then every configuration with the chosen one), then all configurations trained
+    together. Saved as stage "pool" (the model and what was scored before training)."""
+    transformers.set_seed(recipe.seed)
+    calibration = data["train"][: recipe.calibration_samples]["pixel_values"]  # for least-squares stitch init
+    pool = LearngenePoolModel.from_instances(
+        instances,
+        stitch_init=recipe.stitch_init,
+        calibration_inputs=calibration,
+        stitch_directions=recipe.stitch_directions,
+    )
+    folders = [str(run.out / "instances" / f"instance-{i}") for i in range(len(instances))]
+    stitched_ids = [c["id"] for c in pool.stitch_configs if c["j"] is not None]
+    init_comparison = {}
+    for method in ("projector", "least_squares", "random"):
+        transformers.set_seed(recipe.seed)
+        pool.initialize_stitches(method, calibration_inputs=calibration, projector_folders=folders)
+        accs = [r["accuracy"] for r in pool.evaluate_configs(test_x, test_y, config_ids=stitched_ids)]
+        init_comparison[method] = sum(accs) / len(accs)
+    transformers.set_seed(recipe.seed)
+    pool.initialize_stitches(recipe.stitch_init, calibration_inputs=calibration, projector_folders=folders)
+    before = {r["id"]: r["accuracy"] for r in pool.evaluate_configs(test_x, test_y)}
+    pool_args = training_args(
+        recipe,
+        run.trainer_dir("pool"),
+        learning_rate=recipe.pool_learning_rate,
+        num_train_epochs=recipe.pool_epochs,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        eval_strategy="no",
+        ddp_find_unused_parameters=True,
+    )
+    train(ResumableTrainer(model=pool, args=pool_args, train_dataset=data["train"]))
+    done = {"init_comparison": init_comparison, "accuracy_before_pool_training": before}
+    run.save_stage("pool", done, pool)
+    return pool, done
+
+
 def run(recipe: PoolRecipe) -> dict:
     num_instances = len(recipe.instance_hidden_sizes)
     run = Run(recipe, stages=4 + num_instances)
@@ -166,7 +206,7 @@ def run(recipe: PoolRecipe) -> dict:
         transformers.set_seed(recipe.seed + i)
         args = training_args(
             recipe,
-            run.work,
+            run.trainer_dir(f"instance-{i}"),
             learning_rate=recipe.distill_learning_rate,
             num_train_epochs=recipe.distill_epochs,
             cls=PoolDistillationConfig,
@@ -191,43 +231,19 @@ def run(recipe: PoolRecipe) -> dict:
         run.save_stage(f"instance-{i}", instance_rows[-1])  # the model is out/instances/instance-<i>
 
     # 3. stage 2: the pool, stitches initialized, all configurations trained together
-    run.stage(
+    done = run.resume_stage(
         f"stage 2: building the pool (stitch init: {recipe.stitch_init}) and training it for "
-        f"{recipe.pool_epochs:g} epochs"
-    )
-    transformers.set_seed(recipe.seed)
-    calibration = data["train"][: recipe.calibration_samples]["pixel_values"]  # for least-squares stitch init
-    pool = LearngenePoolModel.from_instances(
-        instances,
-        stitch_init=recipe.stitch_init,
-        calibration_inputs=calibration,
-        stitch_directions=recipe.stitch_directions,
+        f"{recipe.pool_epochs:g} epochs",
+        "pool",
     )
     test = data["test"][:]  # a dict of tensors
     test_x, test_y = test["pixel_values"], test["labels"]
-    # how good each stitch init is before any pool training (stitched networks only), then the chosen one
-    folders = [str(run.out / "instances" / f"instance-{i}") for i in range(num_instances)]
-    stitched_ids = [c["id"] for c in pool.stitch_configs if c["j"] is not None]
-    init_comparison = {}
-    for method in ("projector", "least_squares", "random"):
-        transformers.set_seed(recipe.seed)
-        pool.initialize_stitches(method, calibration_inputs=calibration, projector_folders=folders)
-        accs = [r["accuracy"] for r in pool.evaluate_configs(test_x, test_y, config_ids=stitched_ids)]
-        init_comparison[method] = sum(accs) / len(accs)
-    transformers.set_seed(recipe.seed)
-    pool.initialize_stitches(recipe.stitch_init, calibration_inputs=calibration, projector_folders=folders)
-    before = {r["id"]: r["accuracy"] for r in pool.evaluate_configs(test_x, test_y)}
-    pool_args = training_args(
-        recipe,
-        run.work,
-        learning_rate=recipe.pool_learning_rate,
-        num_train_epochs=recipe.pool_epochs,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        eval_strategy="no",
-        ddp_find_unused_parameters=True,
-    )
-    Trainer(model=pool, args=pool_args, train_dataset=data["train"]).train()
+    if done is None:
+        pool, done = _train_pool(recipe, run, data, instances, test_x, test_y)
+    else:  # an earlier attempt of this run trained it
+        pool = LearngenePoolModel.from_pretrained(run.stage_folder("pool"), trust_remote_code=False)
+    init_comparison = done["init_comparison"]
+    before = {int(k): v for k, v in done["accuracy_before_pool_training"].items()}
 
     # 4. every configuration: parameters, FLOPs, accuracy; exported as a standalone model
     run.stage(f"scoring and exporting all {len(pool.stitch_configs)} configurations")

@@ -31,7 +31,6 @@ from transformers import (
     ConvNextConfig,
     SegformerConfig,
     SegformerForSemanticSegmentation,
-    Trainer,
     UperNetConfig,
     UperNetForSemanticSegmentation,
 )
@@ -39,10 +38,11 @@ from transformers import (
 from hf_methods import __version__
 from hf_methods.cards import hub_id, run_model_card
 from hf_methods.data import DIGIT, digit_canvases
-from hf_methods.recipe import RecipeArguments, Run, num_parameters, parse_recipe, training_args
+from hf_methods.recipe import RecipeArguments, Run, num_parameters, parse_recipe, train, training_args
 from hf_methods.report import fmt_params
 from hf_methods.trainers.rdd_config import RDDConfig
 from hf_methods.trainers.rdd_trainer import RDDTrainer
+from hf_methods.trainers.resumable import ResumableTrainer
 
 DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "rdd" / "digits.yaml"
 CLASS_NAMES = ["background"] + [f"digit {d}" for d in range(10)]
@@ -342,23 +342,30 @@ def run(recipe: RDDRecipe) -> dict:
         teacher = AutoModelForSemanticSegmentation.from_pretrained(recipe.teacher, trust_remote_code=False)
         teacher_source = recipe.teacher
     else:
-        run.stage(
-            f"training a UperNet teacher (ConvNeXt widths {recipe.teacher_widths}, auxiliary head on) for "
-            f"{recipe.teacher_epochs:g} epochs"
-        )
-        transformers.set_seed(recipe.seed)
-        teacher = upernet(recipe.teacher_widths, recipe.teacher_depths, recipe.teacher_head_size)
-        began = time.time()
-        args = training_args(
-            recipe,
-            run.work,
-            learning_rate=recipe.teacher_learning_rate,
-            num_train_epochs=recipe.teacher_epochs,
-            eval_strategy="no",
-        )
-        Trainer(model=teacher, args=args, train_dataset=data["train"]).train()
         teacher_source = "a UperNet trained by this recipe"
-        rows["teacher"] = {"train_time_s": time.time() - began}
+        done = run.resume_stage(
+            f"training a UperNet teacher (ConvNeXt widths {recipe.teacher_widths}, auxiliary head on) for "
+            f"{recipe.teacher_epochs:g} epochs",
+            "teacher",
+        )
+        if done is None:
+            transformers.set_seed(recipe.seed)
+            teacher = upernet(recipe.teacher_widths, recipe.teacher_depths, recipe.teacher_head_size)
+            began = time.time()
+            args = training_args(
+                recipe,
+                run.trainer_dir("teacher"),
+                learning_rate=recipe.teacher_learning_rate,
+                num_train_epochs=recipe.teacher_epochs,
+                eval_strategy="no",
+            )
+            train(ResumableTrainer(model=teacher, args=args, train_dataset=data["train"]))
+            done = {"train_time_s": time.time() - began}
+            run.save_stage("teacher", done, teacher)
+        else:  # an earlier attempt of this run trained it
+            folder = run.stage_folder("teacher")
+            teacher = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=False)
+        rows["teacher"] = done
     if getattr(teacher, "auxiliary_head", None) is None:
         raise ValueError(
             f"The teacher {teacher_source} has no auxiliary head, which RDD stage 1 needs; use a "
@@ -392,18 +399,29 @@ def run(recipe: RDDRecipe) -> dict:
             "kd": "CE + pixel KD",
             "rdd": f"RDD: {warmup} stage-1 steps, then {total_steps - warmup} stage-2 steps",
         }[key]
-        run.stage(f"{name} ({recipe.student_arch}, {recipe.student_epochs:g} epochs = {total_steps} steps; {detail})")
+        done = run.resume_stage(
+            f"{name} ({recipe.student_arch}, {recipe.student_epochs:g} epochs = {total_steps} steps; {detail})",
+            f"student-{key}",
+        )
+        if done is not None:  # an earlier attempt of this run trained and scored it
+            folder = run.stage_folder(f"student-{key}")
+            students[key] = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=False)
+            rows[key] = done
+            continue
         transformers.set_seed(recipe.seed)
         model = student_model(recipe)
         began = time.time()
         budget = dict(
             learning_rate=recipe.student_learning_rate, num_train_epochs=recipe.student_epochs, eval_strategy="no"
         )
+        folder = run.trainer_dir(f"student-{key}")
         if key == "alone":
-            Trainer(model=model, args=training_args(recipe, run.work, **budget), train_dataset=data["train"]).train()
+            args = training_args(recipe, folder, **budget)
+            trainer = ResumableTrainer(model=model, args=args, train_dataset=data["train"])
         else:
-            args = training_args(recipe, run.work, rdd_method="rdd" if key == "rdd" else "kd_only", **budget, **distill)
-            RDDTrainer(model=model, args=args, train_dataset=data["train"], teacher_model=teacher).train()
+            args = training_args(recipe, folder, rdd_method="rdd" if key == "rdd" else "kd_only", **budget, **distill)
+            trainer = RDDTrainer(model=model, args=args, train_dataset=data["train"], teacher_model=teacher)
+        train(trainer)
         students[key] = model
         rows[key] = {
             "name": name,
@@ -411,6 +429,7 @@ def run(recipe: RDDRecipe) -> dict:
             "train_time_s": time.time() - began,
             **segmentation_iou(model, data["test"]),
         }
+        run.save_stage(f"student-{key}", rows[key], model)
 
     results = {
         "method": "RDD",

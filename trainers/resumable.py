@@ -1,0 +1,55 @@
+"""`ResumableTrainer`: transformers' `Trainer`, resuming every model's checkpoints with their weights.
+
+transformers 5.23-5.24 resume a checkpoint with a raw `load_state_dict(strict=False)` that skips the key renaming
+`from_pretrained` applies and `save_pretrained` reverts (ViT, ...): the weights then silently stay unloaded, and a
+"resumed" run trains on from the fresh initialization (huggingface/transformers#43701;
+`compat.checkpoint_keys_need_reload`). This trainer reloads such a checkpoint through `from_pretrained`. Every
+hf-methods trainer derives from it, and the recipes train with it (`hf_methods.recipe.train` continues killed stages).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from safetensors import safe_open
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+
+from ..compat import checkpoint_keys_need_reload
+
+
+def saved_keys(folder: str) -> set[str] | None:
+    """Tensor names of a checkpoint folder's safetensors weights (no tensor is read), or None."""
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            return set(json.load(f)["weight_map"])
+    single = os.path.join(folder, "model.safetensors")
+    if os.path.isfile(single):
+        with safe_open(single, framework="pt") as f:
+            return set(f.keys())
+    return None
+
+
+class ResumableTrainer(Trainer):
+    """A `Trainer` whose `train(resume_from_checkpoint=...)` and `load_best_model_at_end` load the weights of models
+    that rename their keys on save (see the module docstring); otherwise transformers' own loading."""
+
+    def _load_renamed_checkpoint(self, folder: str, model: nn.Module) -> bool:
+        model = self.accelerator.unwrap_model(model)
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled or not isinstance(model, PreTrainedModel):
+            return False
+        keys = saved_keys(folder)
+        if keys is None or not checkpoint_keys_need_reload(keys, model):
+            return False
+        model.load_state_dict(type(model).from_pretrained(folder, trust_remote_code=False).state_dict())
+        return True
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if not self._load_renamed_checkpoint(resume_from_checkpoint, model if model is not None else self.model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        if not self._load_renamed_checkpoint(self.state.best_model_checkpoint, self.model):
+            super()._load_best_model()
