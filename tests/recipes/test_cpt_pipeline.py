@@ -141,3 +141,23 @@ def test_the_renamed_thread_field_names_its_new_name(tmp_path):
     old.write_text("torch_threads: 1\n")
     with pytest.raises(SystemExit, match="`torch_threads` was renamed to `num_threads`"):
         parse_recipe(CPTRecipe, ["--config", str(old)])
+
+
+def test_a_killed_cpt_run_continues_from_its_models_and_tuned_proxy(tmp_path, monkeypatch, capsys):
+    """Killed while tuning the plain proxy (4th training: large, small, CPT proxy, plain proxy): the rerun takes the
+    large and small models and the CPT-tuned proxy from the folder and ends with the scores, continuations and proxy
+    weights of an uninterrupted run."""
+    from killed_runs import comparable, kill_and_rerun, same_weights
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    whole = pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "whole")])
+    out = tmp_path / "resumed"
+    capsys.readouterr()
+    resumed = kill_and_rerun(monkeypatch, pipeline, "train", 3, ["--config", str(config), "--output_dir", str(out)])
+    assert capsys.readouterr().out.split("[1/6]")[-1].count("(done by an earlier attempt of this run)") == 3
+    assert comparable(resumed, out) == comparable(whole, tmp_path / "whole")
+    for folder in ("large", "small", "proxy-tuned-cpt/proxy", "proxy-tuned-plain/proxy"):
+        assert same_weights(tmp_path / "whole" / folder, out / folder), folder
+    tuned = ProxyTunedForCausalLM.from_pretrained(out / "proxy-tuned-cpt")
+    assert os.path.samefile(tuned.large.name_or_path, out / "large")  # the final folder, not the stage's

@@ -168,35 +168,24 @@ def test_pool_recipe_validation():
         parse_recipe(PoolRecipe, ["--stitch_init", "lstsq"], default_config=DEFAULT_RECIPE)
 
 
-def test_a_killed_pool_run_continues_from_its_distilled_instances(tmp_path, monkeypatch):
-    """Killed after the teacher and instance 0: the rerun takes both from the folder (stage lines say so) and ends
-    with the report and pool weights of an uninterrupted run."""
-    from safetensors.torch import load_file
+@pytest.mark.parametrize(("killed_in", "after", "done"), [("train_and_evaluate", 1, 2), ("write_pareto_report", 0, 4)])
+def test_a_killed_pool_run_continues_from_its_finished_stages(tmp_path, monkeypatch, capsys, killed_in, after, done):
+    """Killed while distilling instance 1 (the teacher and instance 0 are done) or while writing the last report
+    (the trained pool too): the rerun takes those from the folder (its stage lines say so) and ends with the report,
+    pool and exported weights of an uninterrupted run."""
+    from killed_runs import comparable, kill_and_rerun, same_weights
 
     from hf_methods.recipes.learngene_pool import pipeline
 
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     whole = pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "whole")])
-    train, calls = pipeline.train_and_evaluate, []
-
-    def killed(*args, **kwargs):
-        calls.append(1)
-        if len(calls) > 1:
-            raise KeyboardInterrupt("killed")
-        return train(*args, **kwargs)
-
     out = tmp_path / "resumed"
-    argv = ["--config", str(config), "--output_dir", str(out)]
-    monkeypatch.setattr(pipeline, "train_and_evaluate", killed)
-    with pytest.raises(KeyboardInterrupt):
-        pipeline.main(argv)
-    monkeypatch.setattr(pipeline, "train_and_evaluate", train)
-    resumed = pipeline.main(argv)
-    for key in ("instances", "init_comparison", "configs", "choices"):
-        if key in whole:
-            assert json.dumps(resumed[key]).replace(str(out), "X") == json.dumps(whole[key]).replace(
-                str(tmp_path / "whole"), "X"
-            ), key
-    a, b = load_file(tmp_path / "whole" / "pool" / "model.safetensors"), load_file(out / "pool" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    resumed = kill_and_rerun(
+        monkeypatch, pipeline, killed_in, after, ["--config", str(config), "--output_dir", str(out)]
+    )
+    assert capsys.readouterr().out.split("[1/")[-1].count("(done by an earlier attempt of this run)") == done
+    assert comparable(resumed, out) == comparable(whole, tmp_path / "whole")
+    for folder in ["pool"] + [f"stitched/config-{row['id']}" for row in whole["configs"]]:
+        assert same_weights(tmp_path / "whole" / folder, out / folder), folder

@@ -185,3 +185,24 @@ def test_rdd_recipe_end_to_end_push_then_with_the_saved_teacher_and_a_segformer_
     assert isinstance(
         AutoModelForSemanticSegmentation.from_pretrained(out2 / "student-rdd"), SegformerForSemanticSegmentation
     )
+
+
+def test_a_killed_rdd_run_continues_from_its_teacher_and_finished_students(tmp_path, monkeypatch, capsys):
+    """Killed while training the KD student (3rd training: teacher, alone, KD): the rerun takes the teacher and the
+    student alone from the folder (its stage lines say so) and ends with the scores and weights of an uninterrupted
+    run."""
+    from killed_runs import comparable, kill_and_rerun, same_weights
+
+    from hf_methods.recipes.rdd import pipeline
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    whole = main(["--config", str(config), "--output_dir", str(tmp_path / "whole")])
+    out = tmp_path / "resumed"
+    capsys.readouterr()
+    resumed = kill_and_rerun(monkeypatch, pipeline, "train", 2, ["--config", str(config), "--output_dir", str(out)])
+    rerun = capsys.readouterr().out.split("[1/6]")[-1]  # the rerun's lines
+    assert rerun.count("(done by an earlier attempt of this run)") == 2
+    assert comparable(resumed, out) == comparable(whole, tmp_path / "whole")
+    for folder in ("teacher", "student-alone", "student-kd", "student-rdd"):
+        assert same_weights(tmp_path / "whole" / folder, out / folder), folder

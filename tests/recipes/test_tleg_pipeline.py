@@ -311,3 +311,31 @@ def test_a_killed_run_continues_to_the_result_of_an_uninterrupted_one(tmp_path, 
         )
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
     assert not (out / "_stages").exists() and json.loads((out / "report.json").read_text())["method"] == "TLEG"
+
+
+@pytest.mark.parametrize("checkpoints", [1, 3])
+def test_a_run_killed_inside_a_stage_continues_from_its_last_checkpoint(tmp_path, monkeypatch, capsys, checkpoints):
+    """Killed right after the teacher's first epoch (its checkpoint 1 of 2) or the learngene distillation's first
+    (checkpoint 3: the teacher's two, then one): the rerun continues that training from its checkpoint, not from the
+    stage's start, and ends with the report and weights of an uninterrupted run."""
+    from killed_runs import comparable, kill_after_checkpoints, same_weights
+
+    from hf_methods.recipes import learngene_pipeline
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "teacher_epochs": 2, "distill_epochs": 2, "depths": [1]}))
+    whole = learngene_pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "whole")])
+    out = tmp_path / "resumed"
+    argv = ["--config", str(config), "--output_dir", str(out)]
+    with monkeypatch.context() as patch:
+        kill_after_checkpoints(patch, checkpoints)
+        with pytest.raises(KeyboardInterrupt):
+            learngene_pipeline.main(argv)
+    assert len(list((out / "_trainer").glob("*/checkpoint-*"))) == 1  # the interrupted training's last one
+    capsys.readouterr()
+    resumed = learngene_pipeline.main(argv)
+    assert "continuing from checkpoint-" in capsys.readouterr().out
+    assert comparable(resumed, out) == comparable(whole, tmp_path / "whole")
+    for folder in ("teacher", "learngene", "descendants/depth-1"):
+        assert same_weights(tmp_path / "whole" / folder, out / folder), folder
+    assert not (out / "_trainer").exists() and not (out / "_stages").exists()
