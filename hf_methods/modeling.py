@@ -85,6 +85,51 @@ def stored_dtypes(
     return dtypes
 
 
+def check_loaded_values(
+    model, pretrained_model_name_or_path, kwargs: dict, allow_non_finite: bool, method_name: str = "hf-methods"
+) -> None:
+    """The dtype and value checks of `HfMethodsModel.from_pretrained` (see there) on a `model` just loaded from
+    `pretrained_model_name_or_path` with `kwargs` (its `subfolder`, `revision`, ... or `state_dict`): no integer or bool
+    tensor stored for a floating one, no NaN or inf unless `allow_non_finite`. Any `PreTrainedModel` (e.g. the proxy of
+    a proxy-tuned model)."""
+    state = model.state_dict()
+    given = kwargs.get("state_dict")
+    if given is not None:
+        stored = {key: (str(t.dtype), t.is_floating_point()) for key, t in given.items() if torch.is_tensor(t)}
+    else:
+        codes = stored_dtypes(
+            pretrained_model_name_or_path,
+            subfolder=kwargs.get("subfolder") or "",
+            variant=kwargs.get("variant"),
+            cache_dir=kwargs.get("cache_dir"),
+            revision=kwargs.get("revision"),
+        )
+        stored = {key: (code, _is_floating_code(code)) for key, code in (codes or {}).items()}
+    # A stored key the model does not have (transformers renamed it on load) is judged by its last name part.
+    integer_leaves = {_leaf(k) for k, t in state.items() if not t.is_floating_point()}
+    floating_leaves = {_leaf(k): t.dtype for k, t in state.items() if t.is_floating_point()}
+    for key, (code, floating) in sorted(stored.items()):
+        tensor = state.get(key)
+        expected = tensor.dtype if tensor is not None else floating_leaves.get(_leaf(key))
+        if tensor is None and _leaf(key) in integer_leaves:
+            continue
+        if not floating and expected is not None and expected.is_floating_point:
+            raise ValueError(
+                f"{method_name} checkpoint {str(pretrained_model_name_or_path)!r} stores {key} as {code}, but "
+                f"{type(model).__name__} holds it as {expected}, so loading would cast its values silently; save "
+                "the checkpoint again from a model with floating weights."
+            )
+    if allow_non_finite:
+        return
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{method_name} checkpoint {str(pretrained_model_name_or_path)!r}: {key} holds NaN or inf "
+                "values (a diverged run or a corrupt save); load a healthy checkpoint, or pass "
+                "allow_non_finite=True to load it anyway."
+            )
+
+
 def _is_floating_code(code: str) -> bool:
     """Whether a safetensors dtype code is a floating type (F16, F32, F64, BF16, F8_*), not I*, U*, BOOL or C*."""
     return code.startswith(("F", "BF"))
@@ -170,9 +215,10 @@ class HfMethodsModel:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, allow_non_finite: bool = False, **kwargs):
-        """`PreTrainedModel.from_pretrained`, strictly: every tensor present with its shape (`ignore_mismatched_sizes`
+        """`PreTrainedModel.from_pretrained`, strictly: safetensors weights only (`use_safetensors=True` unless the
+        caller says otherwise: a `.bin` is a pickle), every tensor present with its shape (`ignore_mismatched_sizes`
         still allows a new head), no integer or bool tensor stored where the model holds a floating one (read from the
-        safetensors headers, or from `state_dict=`), and only finite values.
+        safetensors headers, or from `state_dict=`), and only finite values (`check_loaded_values`).
 
         Args:
             allow_non_finite: load a checkpoint whose floating tensors hold NaN or inf (default False: an error naming
@@ -180,6 +226,8 @@ class HfMethodsModel:
                 `isfinite().all()` per tensor.
         """
         want_info = kwargs.pop("output_loading_info", False)
+        if kwargs.get("state_dict") is None:  # safetensors only: no pickle is read, and its dtypes can be checked
+            kwargs.setdefault("use_safetensors", True)
         try:
             model, info = super().from_pretrained(
                 pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
@@ -195,48 +243,9 @@ class HfMethodsModel:
                 f"{cls.method_name} checkpoint {pretrained_model_name_or_path!r} does not match "
                 f"{cls.__name__}: {problems}"
             )
-        model._check_loaded_values(pretrained_model_name_or_path, kwargs, allow_non_finite)
+        check_loaded_values(model, pretrained_model_name_or_path, kwargs, allow_non_finite, cls.method_name)
         model.check_loaded(pretrained_model_name_or_path)
         return (model, info) if want_info else model
-
-    def _check_loaded_values(self, pretrained_model_name_or_path, kwargs: dict, allow_non_finite: bool) -> None:
-        """The dtype and value checks of `from_pretrained` (see there)."""
-        state = self.state_dict()
-        given = kwargs.get("state_dict")
-        if given is not None:
-            stored = {key: (str(t.dtype), t.is_floating_point()) for key, t in given.items() if torch.is_tensor(t)}
-        else:
-            codes = stored_dtypes(
-                pretrained_model_name_or_path,
-                subfolder=kwargs.get("subfolder") or "",
-                variant=kwargs.get("variant"),
-                cache_dir=kwargs.get("cache_dir"),
-                revision=kwargs.get("revision"),
-            )
-            stored = {key: (code, _is_floating_code(code)) for key, code in (codes or {}).items()}
-        # A stored key the model does not have (transformers renamed it on load) is judged by its last name part.
-        integer_leaves = {_leaf(k) for k, t in state.items() if not t.is_floating_point()}
-        floating_leaves = {_leaf(k): t.dtype for k, t in state.items() if t.is_floating_point()}
-        for key, (code, floating) in sorted(stored.items()):
-            tensor = state.get(key)
-            expected = tensor.dtype if tensor is not None else floating_leaves.get(_leaf(key))
-            if tensor is None and _leaf(key) in integer_leaves:
-                continue
-            if not floating and expected is not None and expected.is_floating_point:
-                raise ValueError(
-                    f"{self.method_name} checkpoint {str(pretrained_model_name_or_path)!r} stores {key} as {code}, but "
-                    f"{type(self).__name__} holds it as {expected}, so loading would cast its values silently; save "
-                    "the checkpoint again from a model with floating weights."
-                )
-        if allow_non_finite:
-            return
-        for key, tensor in state.items():
-            if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
-                raise ValueError(
-                    f"{self.method_name} checkpoint {str(pretrained_model_name_or_path)!r}: {key} holds NaN or inf "
-                    "values (a diverged run or a corrupt save); load a healthy checkpoint, or pass "
-                    "allow_non_finite=True to load it anyway."
-                )
 
     def check_loaded(self, pretrained_model_name_or_path) -> None:
         """Consistency checks of a freshly loaded checkpoint beyond its tensor names and shapes (none by default)."""

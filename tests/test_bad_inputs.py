@@ -341,3 +341,13 @@ def test_a_teacher_folder_with_its_own_code_is_refused_not_run(tmp_path):
     args = DistillationConfig(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True)
     with pytest.raises(ValueError, match="model type `mystery-net`"):  # not a prompt, and its code never runs
         DistillationTrainer(model=student, args=args, teacher_model=str(folder))
+
+
+def test_a_pickled_checkpoint_is_not_read(tmp_path):
+    """`.bin` weights are a pickle (and carry no dtype header to check): hf-methods models load safetensors only."""
+    gene = tleg()
+    gene.save_pretrained(tmp_path)
+    torch.save(load_file(tmp_path / "model.safetensors"), tmp_path / "pytorch_model.bin")
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(OSError, match="no file named model.safetensors"):
+        TLEGModel.from_pretrained(tmp_path)

@@ -362,3 +362,39 @@ def test_push_to_hub_by_reference(lm, tmp_path, fake_hub):
     x = ids()
     with torch.no_grad():
         assert torch.equal(again(input_ids=x).logits, model(input_ids=x).logits)
+
+
+@pytest.mark.parametrize("change", ["int64", "nan"])
+def test_loading_refuses_a_proxy_with_integer_or_non_finite_weights(lm, tmp_path, change):
+    """As every hf-methods model: an integer tensor stored for a floating one would be cast silently, NaN weights
+    come from a diverged run; both are errors naming the tensor (NaN loads with allow_non_finite=True)."""
+    from safetensors.torch import load_file, save_file
+
+    large, small = lm
+    ProxyTunedForCausalLM.from_models(large, small, perturbed(small), alpha_test=1.0).save_pretrained(tmp_path / "pt")
+    path = tmp_path / "pt" / "proxy" / "model.safetensors"
+    state = load_file(path)
+    key = sorted(k for k in state if k.endswith("attn.c_attn.weight"))[0]
+    state[key] = (state[key] > 0).long() if change == "int64" else state[key].index_fill(0, torch.tensor([0]), math.nan)
+    save_file(state, path, metadata={"format": "pt"})
+    message = f"stores {key} as I64" if change == "int64" else f"{key} holds NaN or inf values"
+    with pytest.raises(ValueError, match=rf"^the proxy of checkpoint .*{message}"):
+        ProxyTunedForCausalLM.from_pretrained(tmp_path / "pt")
+    if change == "nan":
+        assert ProxyTunedForCausalLM.from_pretrained(tmp_path / "pt", allow_non_finite=True).proxy is not None
+
+
+def test_a_pickled_proxy_is_not_read(lm, tmp_path):
+    large, small = lm
+    ProxyTunedForCausalLM.from_models(large, small, perturbed(small), alpha_test=1.0).save_pretrained(tmp_path / "pt")
+    proxy = tmp_path / "pt" / "proxy"
+    torch.save(load_file_for(proxy), proxy / "pytorch_model.bin")
+    (proxy / "model.safetensors").unlink()
+    with pytest.raises(OSError, match="has no readable proxy in proxy/.*model.safetensors"):
+        ProxyTunedForCausalLM.from_pretrained(tmp_path / "pt")
+
+
+def load_file_for(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")

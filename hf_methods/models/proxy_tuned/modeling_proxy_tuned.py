@@ -25,7 +25,7 @@ from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
 from ...compat import CACHE_NAME, causal_lm_loss, output_cache, pop_cache_argument
-from ...modeling import HfMethodsModel
+from ...modeling import HfMethodsModel, check_loaded_values
 from .configuration_proxy_tuned import ProxyTunedConfig, check_alpha
 
 logger = logging.getLogger(__name__)
@@ -406,11 +406,13 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
         large_model_kwargs: dict | None = None,
         small_model_kwargs: dict | None = None,
         proxy_model_kwargs: dict | None = None,
+        allow_non_finite: bool = False,
         **kwargs,
     ):
         """Load a proxy-tuned checkpoint: the large and small models from their references (or `large_model=` /
-        `small_model=` already loaded), the proxy from `proxy/`, strictly (missing, unexpected or misshaped proxy
-        tensors are an error).
+        `small_model=` already loaded), the proxy from `proxy/`, strictly: safetensors weights only, no missing,
+        unexpected or misshaped proxy tensor, no integer or bool tensor stored for a floating one, and no NaN or inf in
+        any model loaded here unless `allow_non_finite=True` (`hf_methods.modeling.check_loaded_values`).
 
         Loading settings (`dtype`, `device_map`, `attn_implementation`, ...) and Hub settings (`token`,
         `cache_dir`, `local_files_only`, ...) apply to all three models; `large_model_kwargs`, `small_model_kwargs` and
@@ -421,7 +423,7 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
         want_info = kwargs.pop("output_loading_info", False)
         own = {k: kwargs.pop(k) for k in list(kwargs) if k in _CHECKPOINT_ONLY or k.startswith("_")}
         hub = {k: kwargs.pop(k) for k in list(kwargs) if k in _SHARED_HUB}
-        shared = {"trust_remote_code": False, **kwargs}  # dtype, device_map, attn_implementation, ...
+        shared = {"trust_remote_code": False, "use_safetensors": True, **kwargs}  # dtype, device_map, ...
         revision, subfolder = own.get("revision"), own.get("subfolder") or ""
         if config is None:
             config = ProxyTunedConfig.from_pretrained(
@@ -456,6 +458,7 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
                 pinned = getattr(config, f"{which}_model_revision")
                 load_kwargs = {**hub, **shared, **({"revision": pinned} if pinned else {}), **(extra or {})}
                 loaded[which] = auto.from_pretrained(ref, **load_kwargs)
+                check_loaded_values(loaded[which], ref, load_kwargs, allow_non_finite, f"the {which} model of")
             setattr(config, field, ref)
         proxy_kwargs = {**hub, **shared, **(proxy_model_kwargs or {})}
         proxy_sub = f"{subfolder}/{PROXY_FOLDER}" if subfolder else PROXY_FOLDER
@@ -477,6 +480,8 @@ class ProxyTunedPreTrainedModel(HfMethodsModel, PreTrainedModel):
         }
         if problems:
             raise ValueError(f"the proxy in {pretrained_model_name_or_path!r} does not match its config: {problems}")
+        checked = {**proxy_kwargs, "subfolder": proxy_sub, "revision": revision}
+        check_loaded_values(proxy, pretrained_model_name_or_path, checked, allow_non_finite, "the proxy of")
         model = cls(config, large_model=loaded["large"], small_model=loaded["small"], proxy_model=proxy)
         model.name_or_path = os.fspath(pretrained_model_name_or_path)
         if model.can_generate():
