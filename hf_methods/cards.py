@@ -29,6 +29,7 @@ DISTILLATION_CITATION = """@inproceedings{touvron2021deit,
 def render_card(template: str, card_data: ModelCardData, **context) -> ModelCard:
     """Render `hub_cards/<template>.md` with `card_data` as YAML metadata and `context` for the body."""
     path = resources.files("hf_methods.hub_cards") / f"{template}.md"
+    context.setdefault("pipeline_task", card_data.pipeline_tag)  # the pipeline snippet of cards given `input_format`
     return ModelCard.from_template(card_data, template_str=path.read_text(encoding="utf-8"), **context)
 
 
@@ -39,6 +40,14 @@ def hub_id(ref) -> str | None:
     """`ref` if it names a Hub repo (org/name) rather than a local folder, else None."""
     ref = None if ref is None else str(ref)
     return ref if ref and _HUB_ID.match(ref) and not os.path.exists(ref) else None
+
+
+def usage_ref(repo_or_path) -> str:
+    """What a card's usage snippet loads: the Hub id, or the local folder's absolute path (a relative one fails as
+    soon as the snippet runs from another directory, and would be taken for a repo id). A `Path` is always local."""
+    if not isinstance(repo_or_path, os.PathLike) and hub_id(repo_or_path):
+        return str(repo_or_path)
+    return os.path.abspath(repo_or_path)
 
 
 def link(ref) -> str | None:
@@ -80,7 +89,7 @@ def _data(name, tags, model_class, base_model=None, relation=None, accuracy=None
                 dataset_type=dataset or "custom",
                 dataset_name=dataset or "custom",
                 metric_type="accuracy",
-                metric_value=float(accuracy),
+                metric_value=round(float(accuracy), 4),  # 0.8806, not 0.8805555555555555
                 metric_name=metric_name,
             )
         ]
@@ -102,7 +111,7 @@ def learngene_card(learngene, repo_or_path, results: dict | None = None, descend
     method = learngene.method_name
     base_class = learngene.config.base_model_class
     teacher = (results or {}).get("teacher") or {}
-    teacher_ref = teacher.get("hub_id") or teacher.get("source")
+    teacher_ref = teacher.get("hub_id") or teacher.get("path") or teacher.get("source")
     gene = (results or {}).get("learngene") or {}
     rows = (results or {}).get("descendants") or []
     descendant_links = descendant_links or {}
@@ -131,7 +140,7 @@ def learngene_card(learngene, repo_or_path, results: dict | None = None, descend
         aux_num_layers=learngene.config.aux_num_layers,
         aux_accuracy=f"{gene['aux_accuracy']:.3f}" if gene.get("aux_accuracy") is not None else "-",
         depths=[r["depth"] for r in rows],
-        repo_or_path=str(repo_or_path),
+        repo_or_path=usage_ref(repo_or_path),
         training_setup=(results or {}).get("training_setup"),
         stored_ratio=f"{results['stored_ratio']:.1f}" if rows else None,
         descendants_total_params=fmt_params(results["descendants_total_params"]) if rows else None,
@@ -162,7 +171,7 @@ def descendant_card(
     lora_row = (row or {}).get("lora") if lora else None
     row = None if lora else row  # the base was not fine-tuned: its adapter's card has the results
     teacher = (results or {}).get("teacher") or {}
-    teacher_ref = teacher.get("hub_id") or teacher.get("source")
+    teacher_ref = teacher.get("hub_id") or teacher.get("path") or teacher.get("source")
     model_class = type(model).__name__
     data = _data(
         os.path.basename(str(repo_or_path).rstrip("/")),
@@ -202,7 +211,8 @@ def descendant_card(
         params=fmt_params(sum(p.numel() for p in model.parameters())),
         expansion_summary=(row or {}).get("expansion") or (report.summary() if report else "expanded with hf-methods"),
         auto_class=auto,
-        repo_or_path=str(repo_or_path),
+        repo_or_path=usage_ref(repo_or_path),
+        input_format=(results or {}).get("input_format"),
         training_setup=(results or {}).get("training_setup"),
         curve=curve,
         steps_to_reach="not reached" if reach is None else reach,
@@ -255,7 +265,7 @@ def distilled_card(student, teacher_ref, args, repo_or_path, metrics: dict | Non
         teacher_params=None,
         loss_description=loss,
         auto_class=_auto_class(model_class),
-        repo_or_path=str(repo_or_path),
+        repo_or_path=usage_ref(repo_or_path),
         training_setup=setup,
         metrics=[(k, f"{v:.4g}") for k, v in sorted(metrics.items())],
         citation=DISTILLATION_CITATION,
@@ -316,7 +326,7 @@ def pool_card(pool, repo_or_path, results: dict | None = None, config_links: dic
         ],
         stitch_init=pool.config.stitch_init,
         stitch_directions=pool.config.stitch_directions,
-        repo_or_path=str(repo_or_path),
+        repo_or_path=usage_ref(repo_or_path),
         training_setup=results.get("training_setup"),
         configs=configs if scored or config_links else None,
         citation=citation("Learngene Pool"),
@@ -367,11 +377,12 @@ def stitched_card(model, repo_or_path, results: dict | None = None, pool_ref: st
         flops=fmt_flops(row["flops"]) if row else None,
         accuracy=f"{row['accuracy']:.3f}" if row else None,
         needs_hf_methods=needs_hf_methods,
+        input_format=results.get("input_format"),
         teacher_link=link(teacher_ref),
         pool_link=link(pool_ref) or "a Learngene Pool",
         pool_params=fmt_params(results["pool"]["params"]) if results.get("pool") else None,
         config_id=origin.get("id"),
-        repo_or_path=str(repo_or_path),
+        repo_or_path=usage_ref(repo_or_path),
         training_setup=results.get("training_setup"),
         citation=citation("Learngene Pool"),
     )
@@ -413,7 +424,7 @@ def gtl_card(gene, repo_or_path, results: dict | None = None):
         gene_params=fmt_params(gene.num_gene_parameters),
         stored_fraction=f"{gene.stored_fraction:.1%}",
         gene_fraction=gene.config.gene_fraction,
-        repo_or_path=str(repo_or_path),
+        repo_or_path=usage_ref(repo_or_path),
         wider_example=repr(wider),
         lineage=lineage,
         downstream=downstream,
@@ -438,10 +449,12 @@ def run_model_card(
     dataset: str | None = None,
     auto_class: str | None = None,
     pipeline_tag: str | None = None,
+    input_format: str | None = None,
 ):
     """Card of a model a recipe trained that has no card of its own kind (a teacher, a student, a pre-trained base):
     what it is (`title`, `description`), where it came from (`ancestor`, e.g. the teacher, whose Hub id becomes
-    `base_model`), how to load it, the run's `training_setup` and `metrics`, and `method`'s citation."""
+    `base_model`), how to load it (and, given the `input_format` its saved processor takes, run it as a pipeline),
+    the run's `training_setup` and `metrics`, and `method`'s citation."""
     model_class = type(model).__name__
     needs_hf_methods = type(model).__module__.startswith("hf_methods")
     data = _data(
@@ -464,10 +477,34 @@ def run_model_card(
         ancestor_role=ancestor_role,
         needs_hf_methods=needs_hf_methods,
         auto_class=auto_class or _auto_class(model_class),
-        repo_or_path=str(repo_or_path),
+        repo_or_path=usage_ref(repo_or_path),
+        input_format=input_format,
         training_setup=training_setup,
         metrics=metrics,
         citation=citation(method),
+    )
+
+
+def teacher_card(model, repo_or_path, results: dict):
+    """Card of a teacher a learngene or pool run trained or fine-tuned (`results["teacher"]`: its source, size and
+    test accuracy): what it is, where it came from (a Hub model it was fine-tuned from becomes `base_model`)."""
+    teacher, method = results["teacher"], results["method"]
+    source = (results.get("recipe") or {}).get("teacher")
+    return run_model_card(
+        model,
+        repo_or_path,
+        method=method,
+        title=f"{method} teacher ({results['dataset']})",
+        description=f"A `{type(model).__name__}` ({fmt_params(teacher['params'])} parameters): "
+        f"{teacher['source']}. The teacher the hf-methods {method} run distilled its learngene from and took its "
+        "baselines' layers from.",
+        ancestor=source if hub_id(source) else None,
+        ancestor_role="pretrained model",
+        relation="finetune" if hub_id(source) else None,
+        training_setup=results.get("training_setup"),
+        metrics={"test accuracy": teacher["accuracy"]},
+        dataset=results.get("dataset_id"),
+        input_format=results.get("input_format"),
     )
 
 
@@ -566,7 +603,7 @@ def adapter_card(peft_model, base_model_ref: str, repo_or_path, results: dict | 
         needs_hf_methods=type(base).__module__.startswith("hf_methods"),
         auto_class=_auto_class(model_class),
         base_ref=str(base_model_ref),
-        repo_or_path=str(repo_or_path),
+        repo_or_path=usage_ref(repo_or_path),
         metrics=[(k, f"{v:.4g}") for k, v in results.items()],
         citation=LORA_CITATION,
     )

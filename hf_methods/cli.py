@@ -40,7 +40,11 @@ def push_main(argv) -> None:
     parser.add_argument("--private", action="store_true", help="create the repos private")
     parser.add_argument("--revision", default=None, help="branch to push to (created if missing)")
     args = parser.parse_args(argv)
+    from huggingface_hub import get_token
     from huggingface_hub.errors import HfHubHTTPError
+
+    if get_token() is None:  # before anything is read or uploaded
+        parser.exit(2, "hf-methods push: error: not logged in to the Hub: run `hf auth login` or set HF_TOKEN\n")
 
     try:
         pushed = push_run(args.output_dir, args.repo_id, private=args.private or None, revision=args.revision)
@@ -72,11 +76,15 @@ def main(argv=None) -> int:
     from .recipe import RecipeError
     from .run_folder import RunFolderError
 
+    program = sys.argv[0]
+    sys.argv[0] = f"hf-methods {argv[0]}"  # argparse's usage and error lines name the command, not just hf-methods
     try:
         resolve(known[argv[0]][0])(argv[1:])
     except (RecipeError, RunFolderError) as err:  # a user's choice of value or folder, not a bug: one line
         print(f"hf-methods {argv[0]}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        sys.argv[0] = program
     return 0
 
 

@@ -16,6 +16,7 @@ from huggingface_hub import CommitInfo, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
 from .cards import LIBRARY_NAME, hub_id
+from .pareto import give_usual_modes
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def save_model_folder(model, directory: str | Path, card: ModelCard | None = Non
             processor.save_pretrained(tmp)
         if card is not None:
             card.save(tmp / "README.md")
+        give_usual_modes(tmp)
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
@@ -358,6 +360,14 @@ def push_model(model, repo_id: str, card: ModelCard | None = None, processor=Non
         return push_folder(tmp, repo_id, **push_kwargs)
 
 
+def _card_for_hub(folder: Path, repo_id: str) -> ModelCard | None:
+    """The card saved in `folder` with its usage snippets loading `repo_id` instead of the folder's absolute path."""
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return None
+    return ModelCard(readme.read_text(encoding="utf-8").replace(str(folder.resolve()), repo_id))
+
+
 def push_saved_model(folder: str | Path, repo_id: str, card: ModelCard | None = None, **push_kwargs):
     """Push a saved model folder as it is (weights, config, files a trainer saved beside them), with `card` as its
     README.md instead of the one on disk (e.g. re-rendered so its links point at the Hub repos). The folder on disk is
@@ -436,8 +446,9 @@ def push_run(
     try:
         teacher = results.get("teacher")
         if (out_dir / "teacher").is_dir() and isinstance(teacher, dict) and not teacher.get("hub_id"):
-            push_folder(out_dir / "teacher", f"{repo_id}-teacher", commit_message="Upload the teacher", **kw)
-            teacher["hub_id"] = pushed["teacher"] = f"{repo_id}-teacher"
+            target = f"{repo_id}-teacher"
+            push_saved_model(out_dir / "teacher", target, _card_for_hub(out_dir / "teacher", target), **kw)
+            teacher["hub_id"] = pushed["teacher"] = target
         pushed.update(registry.resolve(method.push)(out_dir, repo_id, results, **kw))
     except (HubServerError, HubUnreachableError) as err:  # what is on the Hub, and how to finish
         command = f"hf-methods push {out_dir} --repo-id {repo_id}" + " --private" * bool(private)

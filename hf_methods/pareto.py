@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
@@ -184,11 +185,13 @@ def fmt_flops(n: int) -> str:
 # ---------------------------------------------------------------------------------------------- files
 
 
-def load_entries(paths) -> list[dict]:
+def load_entries(paths, skipped: list[str] | None = None) -> list[dict]:
     """Merge the entries of several JSON files: {"entries": [...]} (a Pareto report) or a recipe report with "choices".
 
     Each "path" is resolved against its file's folder and stored absolute, so merged entries from different folders
-    stay usable. Entries identical after resolution (the same report merged twice) are kept once.
+    stay usable. Entries identical after resolution (the same report merged twice) are kept once. A recipe report
+    with nothing to choose from (GTL, L2D, RDD, CPT: no "choices") is an error, or, given a `skipped` list, a line
+    appended to it (so `hf-methods choose outputs/*/report.json` works over every kind of run).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -202,6 +205,9 @@ def load_entries(paths) -> list[dict]:
             entries = data["entries"]
         elif isinstance(data, dict) and isinstance(data.get("choices"), list):
             entries = data["choices"]
+        elif isinstance(data, dict) and "method" in data and skipped is not None:
+            skipped.append(f"{file}: a {data['method']} run, whose report has no models to choose between")
+            continue
         else:
             raise ValueError(f"{file}: expected a JSON object with an 'entries' or a 'choices' list")  # noqa: TRY004
         validate_entries(entries, source=str(file))
@@ -215,10 +221,32 @@ def load_entries(paths) -> list[dict]:
     return merged
 
 
+def usual_mode(folder: bool = False) -> int:
+    """The mode `open` / `mkdir` would give under this process's umask (0644 / 0755 under the usual 022): temporary
+    files and folders are created 0600 / 0700, which would hide a run's outputs from the other users of a machine."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
+def give_usual_modes(folder: Path) -> None:
+    """`usual_mode` for `folder` and everything in it (transformers writes `model.safetensors` 0600 too)."""
+    folder = Path(folder)
+    folder.chmod(usual_mode(folder=True))
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), usual_mode(folder=True))
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, usual_mode())
+
+
 def _atomic_write(path: Path, write) -> None:
     """Write via a temp file in the same folder and os.replace, so a reader never sees a half-written report."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(fd, usual_mode())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
         os.replace(tmp, path)
@@ -249,8 +277,23 @@ def _cell(value: str) -> str:
     return value.replace("|", "\\|")
 
 
-def _plot(entries: list[dict], title: str, handle) -> None:
-    """Accuracy vs params and vs FLOPs, one color+marker per method, each cost's Pareto front as a step line."""
+def _short_flops(n) -> str:
+    return fmt_flops(n).replace("FLOPs", "").strip()
+
+
+def size_axis(ax, formatter=fmt_params, log: bool = False) -> None:
+    """Tick labels of a size axis as 100K / 1.2M (`formatter`) instead of raw numbers or powers of ten."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: formatter(x).replace(".0", "") if x > 0 else "0"))
+
+
+def pareto_figure(entries: list[dict], title: str):
+    """Accuracy vs params and vs FLOPs, one color+marker per method, each cost's Pareto front as a step line with its
+    models named (method and name); sizes read 100K / 1.2M, the legend sits below the data."""
     from matplotlib.figure import (
         Figure,  # no pyplot: no global backend switch, safe beside other plotting code
     )
@@ -283,16 +326,18 @@ def _plot(entries: list[dict], title: str, handle) -> None:
             label="Pareto front",
             zorder=2,
         )
-        for e in front:
-            ax.annotate(e["name"], (e[cost], e["accuracy"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
-        ax.set_xscale("log")
+        for e in front:  # the front's models, named with their method, beside their markers
+            ax.annotate(f"{e['method']} {e['name']}", (e[cost], e["accuracy"]), textcoords="offset points",
+                        xytext=(5, 5), fontsize=7)  # fmt: skip
+        size_axis(ax, fmt_params if cost == "params" else _short_flops, log=True)
         ax.set(xlabel=xlabel, title=f"Accuracy vs {xlabel}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("accuracy")
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(6, len(labels)), frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(handle, format="png", dpi=110)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # room for the legend below the data
+    return fig
 
 
 def write_pareto_report(entries, out_dir: str | Path, title: str = "Model choice") -> ParetoReport:
@@ -311,7 +356,8 @@ def write_pareto_report(entries, out_dir: str | Path, title: str = "Model choice
     stored = [_portable(e, out_dir) for e in entries]
     payload = json.dumps({"title": title, "entries": stored}, indent=2) + "\n"
     _atomic_write(paths.json, lambda handle: handle.write(payload.encode()))
-    _atomic_write(paths.png, lambda handle: _plot(list(entries), title, handle))
+    figure = pareto_figure(list(entries), title)
+    _atomic_write(paths.png, lambda handle: figure.savefig(handle, format="png", dpi=110))
 
     on_params = {id(e) for e in pareto_front(entries, "params")}
     on_flops = {id(e) for e in pareto_front(entries, "flops")}
@@ -375,6 +421,17 @@ def _describe(entry: dict) -> str:
     return text + (f", path {entry['path']}" if entry.get("path") else "")
 
 
+def _entries_of(reports, command: str) -> list[dict]:
+    """`load_entries` of the command line's reports; a report without choices is skipped with a note."""
+    skipped: list[str] = []
+    entries = load_entries(reports, skipped)
+    for line in skipped:
+        print(f"hf-methods {command}: note: skipping {line}", file=sys.stderr, flush=True)
+    if not entries:
+        raise ValueError("none of the reports lists models to choose between (TLEG, SWS and Learngene Pool runs do)")
+    return entries
+
+
 def choose_main(argv) -> None:
     """`hf-methods choose REPORT ... --budget-params N --budget-flops N [--method NAME] [--json]`."""
     import argparse
@@ -391,7 +448,7 @@ def choose_main(argv) -> None:
     if args.budget_params is None and args.budget_flops is None:
         parser.exit(2, "hf-methods choose: error: give --budget-params and/or --budget-flops\n")
     try:
-        entry = choose(load_entries(args.reports), args.budget_params, args.budget_flops, args.method)
+        entry = choose(_entries_of(args.reports, "choose"), args.budget_params, args.budget_flops, args.method)
     except (OSError, ValueError) as err:
         parser.exit(2, f"hf-methods choose: error: {err}\n")
     print(json.dumps(entry) if args.json else _describe(entry), flush=True)
@@ -409,7 +466,7 @@ def pareto_main(argv) -> None:
     parser.add_argument("--title", default="Model choice", help="report title")
     args = parser.parse_args(argv)
     try:
-        entries = load_entries(args.reports)
+        entries = _entries_of(args.reports, "pareto")
         paths = write_pareto_report(entries, args.output_dir, args.title)
     except (OSError, ValueError) as err:
         parser.exit(2, f"hf-methods pareto: error: {err}\n")

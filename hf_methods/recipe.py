@@ -102,6 +102,9 @@ def parse_recipe(
     if messages:
         raise SystemExit("; ".join(messages) + " (command line)")
     parser = HfArgumentParser(dataclass_types)
+    parser.add_argument(  # read above; declared for --help
+        "--config", metavar="RECIPE.yaml", help="YAML recipe whose fields are the defaults of the flags below."
+    )
     if config is not None:
         path = Path(config)
         if not path.is_file():
@@ -117,9 +120,13 @@ def parse_recipe(
             raise SystemExit(f"recipe {path} has unknown field(s) {unknown}; known fields: {sorted(known)}")
         parser.set_defaults(**values)
     try:
-        return parser.parse_args_into_dataclasses(argv)
+        parsed = parser.parse_args_into_dataclasses(argv)
     except (ValueError, TypeError) as err:  # a field's own check (`__post_init__`): the CLI prints it in one line
+        unused = re.match(r"Some specified arguments are not used by the HfArgumentParser: (.*)", str(err))
+        if unused:
+            raise RecipeError(f"unknown argument(s) {unused.group(1)}; --help lists the recipe's fields") from None
         raise RecipeError(str(err)) from None
+    return tuple(value for value in parsed if dataclasses.is_dataclass(value))  # not the namespace holding --config
 
 
 class RecipeError(ValueError):
@@ -175,6 +182,27 @@ class RecipeArguments:
             raise ValueError("push_to_hub needs hub_model_id (org/name of the run's main repo).")
         if self.hub_model_id is not None and not _HUB_REPO.match(self.hub_model_id):
             raise ValueError(f"hub_model_id must look like 'org/name', got {self.hub_model_id!r}.")
+        if self.push_to_hub:  # before any work: a run that cannot push would fail only at its end
+            from huggingface_hub import get_token
+
+            if get_token() is None:
+                raise ValueError(
+                    "push_to_hub needs a Hub token: run `hf auth login` or set HF_TOKEN (or push later with "
+                    "`hf-methods push`)."
+                )
+
+
+def check_model_reference(name: str, ref: str | None) -> None:
+    """A recipe field naming a model (`teacher`, ...) must be an existing folder or a Hub id (org/name): a path that
+    is neither fails here, not later as "Repo id must be in the form ..."."""
+    import os
+
+    if ref is None or os.path.isdir(ref) or ref in PACKAGED_MODELS:
+        return
+    if os.path.exists(ref):
+        raise ValueError(f"{name}: {ref!r} is a file; give the folder of a saved model or a Hub id (org/name).")
+    if not _HUB_REPO.match(ref):
+        raise ValueError(f"{name}: no such folder {ref!r} (nor is it a Hub id like org/name).")
 
 
 @dataclass
@@ -227,6 +255,7 @@ class TeacherRecipe(RecipeArguments):
             )
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"max_train_samples must be a positive integer or empty, got {self.max_train_samples}.")
+        check_model_reference("teacher", self.teacher)
 
 
 # The data sets of `TeacherRecipe.dataset`: what reports and cards call them, and their id on the Hub.
@@ -254,13 +283,15 @@ def local_model(ref: str) -> tuple[str, str]:
 
 
 def load_task(recipe: TeacherRecipe):
-    """(data, tokenizer or None, a one-line description) of `recipe.dataset`; text is tokenized by the teacher's
-    tokenizer."""
-    from .data import BBC_NEWS_SOURCE, bbc_news, digits
+    """(data, processor, a one-line description) of `recipe.dataset`. The processor is what users of the saved models
+    feed them through (saved beside each: `Run.save_model`): the teacher's tokenizer, which tokenized the text, or
+    the digits' image processor (`data.digits_image_processor`; save models with `data.for_pipeline`)."""
+    from .data import BBC_NEWS_SOURCE, bbc_news, digits, digits_image_processor
 
     if recipe.dataset == "digits":
         data = digits(recipe.image_size, seed=recipe.seed, max_train_samples=recipe.max_train_samples)
-        return data, None, f"scikit-learn digits ({recipe.image_size}x{recipe.image_size})"
+        processor = digits_image_processor(recipe.image_size)
+        return data, processor, f"scikit-learn digits ({recipe.image_size}x{recipe.image_size})"
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(local_model(recipe.teacher)[0], trust_remote_code=False)
@@ -548,10 +579,12 @@ class Run:
         if not self.is_main_process:
             return
         from . import run_folder
+        from .pareto import give_usual_modes
         from .report import write_text_atomic
 
         shutil.rmtree(self.work, ignore_errors=True)
         shutil.rmtree(self.out / "_stages", ignore_errors=True)
+        give_usual_modes(self.out)  # models a Trainer saved itself (0600 files) included
         if self.results is not None:
             write_text_atomic(self.out / "report.json", json.dumps(self.results, indent=2))
         run_folder.finished(self.out)
@@ -597,51 +630,79 @@ def train_and_evaluate(model, args, data, trainer_cls=None, **trainer_kwargs):
     return trainer, initial
 
 
-def get_teacher(run: Run, data, tokenizer=None) -> tuple:
+def load_teacher(cls, path, ref: str, *, new_head: bool = False, **kwargs):
+    """`cls.from_pretrained(path)`, refused (`RecipeError`) unless every weight of the checkpoint fits `cls`: a folder
+    of another architecture (e.g. a learngene given as `--teacher`) would otherwise load with random layers and train
+    on silently. `new_head=True` allows the task head alone to be new (missing or resized)."""
+    from .lora import head_modules
+    from .modeling import loading_problems
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the problems are reported below, in one line
+    try:
+        model, info = cls.from_pretrained(path, trust_remote_code=False, output_loading_info=True, **kwargs)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    problems = loading_problems(info, allow_mismatched=new_head)
+    if new_head and "missing_keys" in problems:
+        heads = tuple(f"{name}." for name in head_modules(model))
+        problems["missing_keys"] = [k for k in problems["missing_keys"] if not k.startswith(heads)]
+        problems = {k: v for k, v in problems.items() if v}
+    if problems:
+        shown = "; ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {v[0]})" for k, v in problems.items())
+        raise RecipeError(
+            f"teacher {ref!r} is not a {cls.__name__} checkpoint: {shown}. Give a model of that architecture (one "
+            "trained on this data set, or a pretrained encoder for text)."
+        )
+    return model
+
+
+def get_teacher(run: Run, data) -> tuple:
     """(teacher, where it came from, its test accuracy) for a `TeacherRecipe`, announced as one stage of `run`.
 
-    `recipe.teacher` is loaded; when its labels are not `data`'s (a pretrained encoder, or a model of another task)
-    it gets a new head and is fine-tuned on `data` for `teacher_epochs`, then saved to `out/teacher` (with
-    `tokenizer`). Without `recipe.teacher` (digits), a ViT is trained here and saved there."""
-    from transformers import Trainer, ViTConfig, ViTForImageClassification
+    `recipe.teacher` is loaded strictly (`load_teacher`); when its labels are not `data`'s (a pretrained encoder, or a
+    model of another task) it gets a new head and is fine-tuned on `data` for `teacher_epochs`. Without
+    `recipe.teacher` (digits), a ViT is trained here. A teacher trained or fine-tuned here is kept as the run's stage
+    "teacher" (`Run.save_stage`; `run.resumed("teacher")` says so), and the recipe saves it for users at the end. A
+    digits teacher saved for RGB input (`data.rgb_input`) is read back as one-channel (`data.gray_input`)."""
+    from transformers import ViTConfig, ViTForImageClassification
 
-    from .data import accuracy
+    from .data import accuracy, gray_input, num_channels
 
     recipe = run.recipe
     names = data["train"].features["labels"].names
     labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+    digits = recipe.dataset == "digits"
+    cls = ViTForImageClassification if digits else transformers.AutoModelForSequenceClassification
+
+    def one_channel(model):
+        return gray_input(model) if digits and num_channels(model.config) == 3 else model
+
     if recipe.teacher:
         path, source = local_model(recipe.teacher)
-        cls = (
-            ViTForImageClassification if recipe.dataset == "digits" else transformers.AutoModelForSequenceClassification
-        )
         config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=False)
         if [config.id2label.get(i) for i in range(config.num_labels)] == names:
             run.stage(f"loading teacher {recipe.teacher}")
-            teacher = cls.from_pretrained(path, trust_remote_code=False)
+            teacher = one_channel(load_teacher(cls, path, recipe.teacher))
             args = training_args(recipe, run.work, learning_rate=1e-3, num_train_epochs=1)
-            acc = Trainer(model=teacher, args=args, eval_dataset=data["test"], compute_metrics=accuracy).evaluate()
-            return teacher, source, acc["eval_accuracy"]
+            acc = transformers.Trainer(model=teacher, args=args, eval_dataset=data["test"], compute_metrics=accuracy)
+            return teacher, source, acc.evaluate()["eval_accuracy"]
         epochs = epochs_text(recipe.teacher_epochs)
         source = f"{source}, fine-tuned here for {epochs} with a new {len(names)}-way head"
         text = f"fine-tuning teacher {recipe.teacher} on the data set ({epochs}, a new {len(names)}-way head)"
         done = run.resume_stage(text, "teacher")
         if done is not None:
-            return cls.from_pretrained(run.out / "teacher", trust_remote_code=False), source, done["accuracy"]
+            return cls.from_pretrained(run.stage_folder("teacher"), trust_remote_code=False), source, done["accuracy"]
         transformers.set_seed(recipe.seed)  # the new head
-        verbosity = transformers.logging.get_verbosity()
-        transformers.logging.set_verbosity_error()  # its load report lists the new head, which is the point
-        try:
-            teacher = cls.from_pretrained(
-                path, trust_remote_code=False, num_labels=len(names), ignore_mismatched_sizes=True, **labels
-            )
-        finally:
-            transformers.logging.set_verbosity(verbosity)
+        teacher = load_teacher(
+            cls, path, recipe.teacher, new_head=True, num_labels=len(names), ignore_mismatched_sizes=True, **labels
+        )
+        teacher = one_channel(teacher)
     else:
         source = "a ViT trained by this recipe"
         done = run.resume_stage(f"training a {recipe.teacher_num_layers}-layer ViT teacher", "teacher")
         if done is not None:
-            teacher = ViTForImageClassification.from_pretrained(run.out / "teacher", trust_remote_code=False)
+            teacher = ViTForImageClassification.from_pretrained(run.stage_folder("teacher"), trust_remote_code=False)
             return teacher, source, done["accuracy"]
         config = ViTConfig(
             image_size=recipe.image_size,
@@ -662,7 +723,6 @@ def get_teacher(run: Run, data, tokenizer=None) -> tuple:
         num_train_epochs=recipe.teacher_epochs,
     )
     trainer, _ = train_and_evaluate(teacher, args, data)
-    run.save_model(teacher, "teacher", processor=tokenizer)
     accuracy = accuracy_curve(trainer, 0.0)[-1]["accuracy"]
-    run.save_stage("teacher", {"accuracy": accuracy})  # the model is out/teacher
+    run.save_stage("teacher", {"accuracy": accuracy}, teacher)
     return teacher, source, accuracy

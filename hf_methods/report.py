@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from .pareto import _atomic_write, fmt_flops, fmt_params
+from .pareto import _atomic_write, fmt_flops, fmt_params, size_axis
 
 __all__ = [
     "BASELINE_LABELS",
@@ -101,57 +101,48 @@ def write_report(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
 
 
 def learngene_figure(results: dict):
-    """The plot of a learngene run: accuracy while fine-tuning, and final accuracy against size."""
+    """The plot of a learngene run, readable at a glance: accuracy while fine-tuning from the learngene and from
+    scratch in two panels sharing one scale (one color per depth, a qualitative palette), and final accuracy against
+    size with every baseline; the legends sit below the data, sizes read 100K / 1.2M."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = results["descendants"]
-    fig, (ax_curve, ax_size) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = plt.cm.viridis([i / max(1, len(rows) - 1) for i in range(len(rows))])
-    for color, row in zip(colors, rows):
-        for kind, style in (("learngene", "-"), ("scratch", "--")):
+    method = results["method"]
+    fig, (ax_lg, ax_sc, ax_size) = plt.subplots(1, 3, figsize=(15, 5.2), gridspec_kw={"width_ratios": [1, 1, 1.3]})
+    ax_sc.sharey(ax_lg)
+    colors = [f"C{i % 10}" for i in range(len(rows))]
+    for ax, kind, title in ((ax_lg, "learngene", f"from the {method} learngene"), (ax_sc, "scratch", "from scratch")):
+        for color, row in zip(colors, rows):
             curve = row[kind]["curve"]
-            ax_curve.plot(
-                [p["step"] for p in curve],
-                [p["accuracy"] for p in curve],
-                style,
-                color=color,
-                marker="o",
-                ms=3,
-                label=f"depth {row['depth']} {kind}",
-            )
-    ax_curve.set(
-        xlabel="fine-tuning step", ylabel="test accuracy", title="Accuracy while fine-tuning (— learngene, -- scratch)"
-    )
-    ax_curve.legend(fontsize=7, ncol=2)
+            ax.plot([p["step"] for p in curve], [p["accuracy"] for p in curve], "-o", color=color, ms=3,
+                    label=f"depth {row['depth']}")  # fmt: skip
+        ax.set(xlabel="fine-tuning step", title=f"Fine-tuning {title}")
+        ax.grid(True, alpha=0.3)
+    ax_lg.set_ylabel("test accuracy")
+    ax_sc.legend(fontsize=8, title="descendant", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     params = [row["params"] for row in rows]
-    ax_size.plot(
-        params, [row["learngene"]["final_accuracy"] for row in rows], "o-", label=f"{results['method']} learngene init"
-    )
+    ax_size.plot(params, [row["learngene"]["final_accuracy"] for row in rows], "o-", lw=2,
+                 label=f"{method} learngene init")  # fmt: skip
     for init in rows[0].get("learngene_inits", {}):
-        ax_size.plot(
-            params,
-            [row["learngene_inits"][init]["final_accuracy"] for row in rows],
-            "o-.",
-            alpha=0.7,
-            label=f"{results['method']} learngene, {init} init",
-        )
-    ax_size.plot(params, [row["scratch"]["final_accuracy"] for row in rows], "s--", label="scratch, same budget")
+        ax_size.plot(params, [row["learngene_inits"][init]["final_accuracy"] for row in rows], "o-.", alpha=0.7,
+                     label=f"{method} learngene, {init} init")  # fmt: skip
+    ax_size.plot(params, [row["scratch"]["final_accuracy"] for row in rows], "s--", color="gray",
+                 label="scratch, same budget")  # fmt: skip
     for name, style in (("first", "^:"), ("even", "v:"), ("kd", "d:")):
         with_it = [row for row in rows if name in row.get("baselines", ())]
         if with_it:
-            ax_size.plot(
-                [row["params"] for row in with_it],
-                [row[name]["final_accuracy"] for row in with_it],
-                style,
-                label=f"{BASELINE_LABELS[name]}, same budget",
-            )
-    for row in rows:
-        ax_size.annotate(f"L{row['depth']}", (row["params"], row["learngene"]["final_accuracy"]), fontsize=8)
-    ax_size.set(xlabel="parameters", ylabel="final test accuracy", title="Accuracy vs size")
-    ax_size.legend(fontsize=8)
+            ax_size.plot([row["params"] for row in with_it], [row[name]["final_accuracy"] for row in with_it], style,
+                         label=f"{BASELINE_LABELS[name]}, same budget")  # fmt: skip
+    for row in rows:  # beside the marker, not on it
+        ax_size.annotate(f"depth {row['depth']}", (row["params"], row["learngene"]["final_accuracy"]),
+                         textcoords="offset points", xytext=(5, 6), fontsize=7)  # fmt: skip
+    size_axis(ax_size)
+    ax_size.set(xlabel="parameters", ylabel="final test accuracy", title="Final accuracy vs size")
+    ax_size.grid(True, alpha=0.3)
+    ax_size.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 

@@ -107,7 +107,12 @@ def claim(out: str | Path, recipe, overwrite: bool = False) -> str:
     run with other settings (unless `overwrite`) and a non-empty folder hf-methods did not write (unless
     `overwrite`)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RunFolderError(f"output_dir {str(out)!r} is a file or lies inside one: choose a folder") from None
+    except PermissionError:
+        raise RunFolderError(f"output_dir {str(out)!r} cannot be created here (permission denied)") from None
     _take_lock(out)
     try:
         mine = settings(recipe)

@@ -15,9 +15,11 @@ from functools import partial
 from pathlib import Path
 
 import transformers
+from transformers import BaseImageProcessor
 
 from hf_methods import SWSConfig, SWSModel, TLEGConfig, TLEGModel, __version__
-from hf_methods.cards import adapter_card, descendant_card, hub_id, learngene_card
+from hf_methods.cards import adapter_card, descendant_card, hub_id, learngene_card, teacher_card
+from hf_methods.data import for_pipeline, input_format
 from hf_methods.engine import count_flops, select_teacher_layers
 from hf_methods.engine.architectures import resolve_model_class
 from hf_methods.hub import push_saved_model
@@ -147,12 +149,12 @@ class LearngeneRecipe(TeacherRecipe, PeftArguments):
 def run(recipe: LearngeneRecipe) -> dict:
     # under `accelerate launch`: every process trains
     run = Run(recipe, stages=_num_stages(recipe, recipe.teacher_num_layers))
-    data, tokenizer, dataset_name = load_task(recipe)
+    data, processor, dataset_name = load_task(recipe)
     sample = {k: v for k, v in data["test"][:1].items() if k != "labels"}
     num_train = len(data["train"])
 
     # 1. the teacher
-    teacher, teacher_source, teacher_acc = get_teacher(run, data, tokenizer)
+    teacher, teacher_source, teacher_acc = get_teacher(run, data)
     teacher_depth = teacher.config.num_hidden_layers
     run.stages = _num_stages(recipe, teacher_depth)  # a loaded teacher may have another depth than the recipe's
     teacher_flops = count_flops(teacher, sample)
@@ -343,15 +345,18 @@ def run(recipe: LearngeneRecipe) -> dict:
                     "stored_params": r[strategy]["params"],
                 }
             )
+    saved_teacher = run.resumed("teacher") is not None  # trained or fine-tuned here: saved with the run's models
     results = {
         "method": method,
         "dataset": dataset_name,
+        "input_format": input_format(processor, recipe.max_length),
         "dataset_id": TASKS[recipe.dataset]["dataset_id"],
         "training_setup": _training_setup(recipe, teacher_source, dataset_name, num_train),
         "recipe": dataclasses.asdict(recipe),
         "teacher": {
             "source": teacher_source,
-            "hub_id": hub_id(recipe.teacher),
+            # a teacher saved in the run folder (trained or fine-tuned here) is that folder until pushed
+            "hub_id": None if saved_teacher else hub_id(recipe.teacher),
             "params": num_parameters(teacher),
             "num_layers": teacher_depth,
             "accuracy": teacher_acc,
@@ -379,18 +384,28 @@ def run(recipe: LearngeneRecipe) -> dict:
         return results
     run.write_report(results, markdown=learngene_markdown(results), figure=learngene_figure(results))
 
-    # 6. save the learngene and the descendants with their cards (and the tokenizer, so that pipeline() loads them)
-    run.save_model(learngene, "learngene", learngene_card(learngene, run.out / "learngene", results), tokenizer)
+    # 6. save the teacher, the learngene and the descendants with their cards and the processor, so that pipeline()
+    # loads them (digits descendants read RGB: `for_pipeline`); the cards name the run's folders by absolute path
+    # (their snippets must run from anywhere)
+    here = run.out.resolve()
+    tokenizer = None if isinstance(processor, BaseImageProcessor) else processor  # the learngene takes no images
+    if saved_teacher:
+        saved = for_pipeline(teacher, processor)
+        run.save_model(saved, "teacher", teacher_card(saved, here / "teacher", results), processor)
+    for_cards = {**results, "teacher": {**results["teacher"], "path": str(here / "teacher") if saved_teacher else None}}
+    run.save_model(learngene, "learngene", learngene_card(learngene, here / "learngene", for_cards), tokenizer)
     for row in rows:
         folder = f"descendants/depth-{row['depth']}"
         if row["_lora"] is None:
-            card = descendant_card(row["_model"], run.out / folder, results)
-            run.save_model(row["_model"], folder, card, tokenizer)
+            model = for_pipeline(row["_model"], processor)
+            card = descendant_card(model, here / folder, for_cards, learngene_ref=str(here / "learngene"))
+            run.save_model(model, folder, card, processor)
             continue
         # with LoRA, the descendant saved is the adapter's base (the learngene's expansion, which LoRA leaves
         # frozen) and the adapter goes beside it
-        base = learngene.expand(row["depth"])
-        path = run.save_model(base, folder, descendant_card(base, run.out / folder, results, lora=True), tokenizer)
+        base = for_pipeline(learngene.expand(row["depth"]), processor)
+        card = descendant_card(base, here / folder, for_cards, learngene_ref=str(here / "learngene"), lora=True)
+        path = run.save_model(base, folder, card, processor)
         adapter = f"{folder}-lora"
         card = adapter_card(row["_lora"], str(path.resolve()), run.out / adapter, _lora_metrics(row["lora"]))
         save_adapter(row["_lora"], run.out / adapter, str(path.resolve()), card)

@@ -180,6 +180,9 @@ def test_run_stages_reports_and_finish(tmp_path, capsys):
     assert json.loads((out / "report.json").read_text()) == {"method": "toy", "value": 1.5}
     assert (out / "report.md").read_text() == "# toy\n" and (out / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert not run.work.exists() and not list(out.glob(".*"))  # scratch folder and temporary files gone
+    from hf_methods.pareto import usual_mode
+
+    assert all(p.stat().st_mode & 0o777 == usual_mode(p.is_dir()) for p in out.rglob("*"))  # as plain writes are
 
 
 def test_only_the_main_process_speaks_and_writes(tmp_path, capsys):
@@ -216,9 +219,10 @@ def test_every_recipe_prints_its_help(command, capsys):
         main([command, "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
+    assert text.startswith(f"usage: hf-methods {command} ")  # the command's own name, not just hf-methods
     assert all(
         f"--{name}" in text
-        for name in ("output_dir", "seed", "num_threads", "batch_size", "push_to_hub", "hub_model_id", "hub_private")
+        for name in ("config", "output_dir", "seed", "num_threads", "batch_size", "push_to_hub", "hub_model_id")
     )
 
 

@@ -27,6 +27,7 @@ import transformers
 from transformers import Trainer
 
 from hf_methods import __version__
+from hf_methods.cards import gtl_card
 from hf_methods.data import accuracy, digits
 from hf_methods.models.convnets import (
     ResNet12Config,
@@ -331,7 +332,8 @@ def run(recipe: GTLRecipe) -> dict:
         "hf_methods_version": __version__,
         "elapsed_s": run.elapsed(),
     }
-    run.stage("writing the report")
+    run.stage("writing the learngene's card and the report")
+    run.save_card("learngene", gtl_card(gene, run.out / "learngene", results))
     run.write_report(results, markdown=report_markdown(results), figure=report_figure(results))
     by = {(r["architecture"].split(" ")[0], r["init"]): r["mean"] for r in rows}
     run.finish(
@@ -458,7 +460,6 @@ if __name__ == "__main__":
 
 def push_gtl_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> dict[str, str]:
     """`hf-methods push` of a GTL run: the learngene only (descendants are trained per downstream task)."""
-    from hf_methods.cards import gtl_card
     from hf_methods.hub import push_model
 
     gene = transformers.AutoModel.from_pretrained(out_dir / "learngene", trust_remote_code=False)

@@ -26,7 +26,15 @@ from hf_methods.cards import hub_id, run_model_card
 from hf_methods.data import DIGIT, digit_canvases
 from hf_methods.models.label_query import LabelQueryConfig, LabelQueryForMultiLabelClassification
 from hf_methods.pareto import fmt_params
-from hf_methods.recipe import RecipeArguments, Run, num_parameters, parse_recipe, train, training_args
+from hf_methods.recipe import (
+    RecipeArguments,
+    Run,
+    check_model_reference,
+    num_parameters,
+    parse_recipe,
+    train,
+    training_args,
+)
 from hf_methods.trainers.multilabel_kd_config import MultiLabelKDConfig
 from hf_methods.trainers.multilabel_kd_trainer import MultiLabelKDTrainer
 
@@ -131,6 +139,7 @@ class L2DRecipe(RecipeArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        check_model_reference("teacher", self.teacher)
         if self.canvas_size < 2 * DIGIT or self.canvas_size % DIGIT:
             raise ValueError(
                 f"canvas_size must be a multiple of {DIGIT} and at least {2 * DIGIT}, got {self.canvas_size}."

@@ -19,8 +19,8 @@ import transformers
 from transformers import ViTConfig, ViTForImageClassification
 
 from hf_methods import __version__
-from hf_methods.cards import hub_id, pool_card, stitched_card
-from hf_methods.data import digits
+from hf_methods.cards import hub_id, pool_card, stitched_card, teacher_card
+from hf_methods.data import digits, digits_image_processor, for_pipeline, input_format
 from hf_methods.models.learngene_pool import LearngenePoolModel
 from hf_methods.pareto import fmt_flops, fmt_params, write_pareto_report
 from hf_methods.recipe import (
@@ -265,15 +265,18 @@ def run(recipe: PoolRecipe) -> dict:
             }
         )
 
+    saved_teacher = run.resumed("teacher") is not None  # trained here: saved with the run's models
+    processor = digits_image_processor(recipe.image_size)  # saved beside every exported network, for pipeline()
     results = {
         "method": METHOD,
         "dataset": f"scikit-learn digits ({recipe.image_size}x{recipe.image_size})",
         "dataset_id": "sklearn-digits",
+        "input_format": input_format(processor),
         "training_setup": _training_setup(recipe, teacher_source),
         "recipe": dataclasses.asdict(recipe),
         "teacher": {
             "source": teacher_source,
-            "hub_id": hub_id(recipe.teacher),
+            "hub_id": None if saved_teacher else hub_id(recipe.teacher),  # trained here: the run's own, until pushed
             "params": num_parameters(teacher),
             "num_layers": teacher.config.num_hidden_layers,
             "accuracy": teacher_acc,
@@ -292,12 +295,18 @@ def run(recipe: PoolRecipe) -> dict:
 
     # 5. save the pool and every exported configuration; the report
     run.stage("saving the pool, the exported models and the report")
-    run.save_model(pool, "pool", pool_card(pool, run.out / "pool", results))
+    if saved_teacher:
+        saved = for_pipeline(teacher, processor)
+        run.save_model(saved, "teacher", teacher_card(saved, run.out.resolve() / "teacher", results), processor)
+    run.save_model(pool, "pool", pool_card(pool, run.out.resolve() / "pool", results))
     for row in rows:
         path = run.out / "stitched" / f"config-{row['id']}"
-        model = pool.export(row["id"])
+        model = for_pipeline(pool.export(row["id"]), processor)
         run.save_model(
-            model, f"stitched/config-{row['id']}", stitched_card(model, path, results, pool_ref=str(run.out / "pool"))
+            model,
+            f"stitched/config-{row['id']}",
+            stitched_card(model, path.resolve(), results, pool_ref=str(run.out.resolve() / "pool")),
+            processor,
         )
     run.write_report(results, markdown=_markdown(results))
     write_pareto_report(results["choices"], run.out, title=f"Learngene Pool on {results['dataset']}")
@@ -380,7 +389,7 @@ if __name__ == "__main__":
 def push_pool_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> dict[str, str]:
     """`hf-methods push` of a Learngene Pool run: the pool to `repo_id` (its card lists every network), and the
     networks on the accuracy-vs-parameters Pareto front, the ones worth deploying, to `<repo_id>-config-<id>`."""
-    from hf_methods.hub import push_model
+    from hf_methods.hub import push_model, push_saved_model
     from hf_methods.pareto import pareto_front
 
     front = {int(e["path"].rsplit("-", 1)[1]) for e in pareto_front(results["choices"], "params")}
@@ -397,8 +406,8 @@ def push_pool_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> d
     for cid, target in links.items():
         folder = out_dir / "stitched" / f"config-{cid}"
         model = transformers.AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=False)
-        push_model(
-            model,
+        push_saved_model(  # the folder as saved: its image processor goes along
+            folder,
             target,
             stitched_card(model, target, results, pool_ref=repo_id),
             commit_message=f"Upload network {cid} of the Learngene Pool",

@@ -38,7 +38,16 @@ from transformers import (
 from hf_methods import __version__
 from hf_methods.cards import hub_id, run_model_card
 from hf_methods.data import DIGIT, digit_canvases
-from hf_methods.recipe import RecipeArguments, Run, num_parameters, parse_recipe, train, training_args
+from hf_methods.recipe import (
+    RecipeArguments,
+    Run,
+    check_model_reference,
+    load_teacher,
+    num_parameters,
+    parse_recipe,
+    train,
+    training_args,
+)
 from hf_methods.report import fmt_params
 from hf_methods.trainers.rdd_config import RDDConfig
 from hf_methods.trainers.rdd_trainer import RDDTrainer
@@ -143,6 +152,7 @@ class RDDRecipe(RecipeArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        check_model_reference("teacher", self.teacher)
         if self.student_arch not in ("upernet", "segformer"):
             raise ValueError(f"student_arch must be 'upernet' or 'segformer', got {self.student_arch!r}.")
         if self.canvas_size < DIGIT:
@@ -339,7 +349,7 @@ def run(recipe: RDDRecipe) -> dict:
     # 2. the teacher: UperNet with its auxiliary head (RDD stage 1 compares its two heads)
     if recipe.teacher:
         run.stage(f"loading teacher {recipe.teacher}")
-        teacher = AutoModelForSemanticSegmentation.from_pretrained(recipe.teacher, trust_remote_code=False)
+        teacher = load_teacher(AutoModelForSemanticSegmentation, recipe.teacher, recipe.teacher)
         teacher_source = recipe.teacher
     else:
         teacher_source = "a UperNet trained by this recipe"

@@ -8,6 +8,7 @@ import torch
 import transformers as T
 import yaml
 from huggingface_hub import ModelCard
+from PIL import Image
 
 import hf_methods  # noqa: F401
 from hf_methods import LearngenePoolModel, StitchedViTForImageClassification
@@ -67,19 +68,26 @@ def test_pool_cli_runs_a_tiny_recipe_end_to_end(tmp_path, fake_hub):
     projectors = load_feature_projectors(out / "instances" / "instance-0")
     assert projectors["student_layers"] == [0, 1, 2] and projectors["teacher_layers"] == [0, 1, 2]
 
-    # every exported network is the pool running that configuration
+    # every exported network is the pool running that configuration, saved for the RGB images pipeline() makes (a
+    # gray image, R = G = B, gives the one-channel network's outputs) with its image processor
+    from hf_methods.data import gray_input
+
     pool = T.AutoModel.from_pretrained(out / "pool").eval()
     assert type(pool) is LearngenePoolModel
     pixels = torch.randn(4, 1, 8, 8)
     for row in report["configs"]:
-        model = T.AutoModelForImageClassification.from_pretrained(out / "stitched" / f"config-{row['id']}").eval()
+        folder = out / "stitched" / f"config-{row['id']}"
+        model = T.AutoModelForImageClassification.from_pretrained(folder).eval()
+        assert (folder / "preprocessor_config.json").is_file() and (folder / "README.md").is_file()
         if row["j"] is not None:
             assert type(model) is StitchedViTForImageClassification and model.config.num_hidden_layers == row["depth"]
-        assert sum(p.numel() for p in model.parameters()) == row["params"]
+        assert sum(p.numel() for p in gray_input(model).parameters()) == row["params"]
         with torch.no_grad():
             torch.testing.assert_close(
-                model(pixel_values=pixels).logits, pool(pixel_values=pixels, stitch_config_id=row["id"]).logits
+                model(pixel_values=pixels.repeat(1, 3, 1, 1)).logits,
+                pool(pixel_values=pixels, stitch_config_id=row["id"]).logits,
             )
+    assert T.pipeline("image-classification", model=str(folder))(Image.new("L", (8, 8)))  # a blank digit
 
     # `hf-methods choose` picks from the report
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -119,8 +127,10 @@ def test_pool_cli_runs_a_tiny_recipe_end_to_end(tmp_path, fake_hub):
     remote = T.AutoModelForImageClassification.from_pretrained(f"tester/pool-config-{cid}").eval()
     with torch.no_grad():
         torch.testing.assert_close(
-            remote(pixel_values=pixels).logits, pool(pixel_values=pixels, stitch_config_id=cid).logits
+            remote(pixel_values=pixels.repeat(1, 3, 1, 1)).logits,
+            pool(pixel_values=pixels, stitch_config_id=cid).logits,
         )
+    assert T.AutoImageProcessor.from_pretrained(f"tester/pool-config-{cid}").size["height"] == 8  # pushed along
 
 
 def test_pool_recipe_under_accelerate_launch_with_two_processes(tmp_path):
