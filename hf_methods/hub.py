@@ -447,7 +447,8 @@ def push_run(
         teacher = results.get("teacher")
         if (out_dir / "teacher").is_dir() and isinstance(teacher, dict) and not teacher.get("hub_id"):
             target = f"{repo_id}-teacher"
-            push_saved_model(out_dir / "teacher", target, _card_for_hub(out_dir / "teacher", target), **kw)
+            card = _card_for_hub(out_dir / "teacher", target)
+            push_saved_model(out_dir / "teacher", target, card, commit_message="Upload the teacher", **kw)
             teacher["hub_id"] = pushed["teacher"] = target
         pushed.update(registry.resolve(method.push)(out_dir, repo_id, results, **kw))
     except (HubServerError, HubUnreachableError) as err:  # what is on the Hub, and how to finish
