@@ -64,19 +64,25 @@ def digits_image_processor(image_size: int):
     `digits`), scale 0..255 to [0, 1], standardize with mean and std 0.5 on the three channels pipeline() makes of
     every image (use `rgb_input` on the model). On the digits this reproduces `digits`' pixel values to within 0.006
     (8-bit rounding)."""
+    import transformers
     from transformers import ViTImageProcessor
     from transformers.image_utils import PILImageResampling
 
-    return ViTImageProcessor(
-        do_resize=True,
-        size={"height": image_size, "width": image_size},
-        resample=PILImageResampling.BILINEAR,
-        do_rescale=True,
-        rescale_factor=1 / 255,
-        do_normalize=True,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # without torchvision it says it falls back to the PIL backend: fine
+    try:
+        return ViTImageProcessor(
+            do_resize=True,
+            size={"height": image_size, "width": image_size},
+            resample=PILImageResampling.BILINEAR,
+            do_rescale=True,
+            rescale_factor=1 / 255,
+            do_normalize=True,
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
 
 
 def _config_dicts(config) -> list[dict]:

@@ -137,13 +137,18 @@ class RecipeError(ValueError):
 @dataclass
 class RecipeArguments:
     """The fields every recipe has. A recipe's dataclass subclasses this and may redeclare a field to change its
-    default (its own `output_dir`, `num_threads: int | None = 1` for tiny models, ...); a subclass's `__post_init__`
+    default (its own `output_dir`, `batch_size`, ...); a subclass's `__post_init__`
     calls `super().__post_init__()`."""
 
     output_dir: str = field(default="outputs/run", metadata={"help": "Where models, cards and the report go."})
     seed: int = field(default=0, metadata={"help": "Seed of the data, initializations and training."})
     num_threads: int | None = field(
-        default=None, metadata={"help": "torch CPU threads per process (intra-op); empty keeps torch's default."}
+        default=1,
+        metadata={
+            "help": "torch CPU threads per process (intra-op). 1, the default, never collapses on a shared machine (a "
+            "second run beside it costs 1.03-1.10x; with 2 threads each, 3.2-3.8x: benchmarks/bench_threads.py). On a "
+            "machine of your own, 2 or more speeds up the larger models (MiniLM 1.8x); empty keeps torch's default."
+        },
     )
     batch_size: int = field(default=32, metadata={"help": "Per-device batch size of every stage."})
     push_to_hub: bool = field(

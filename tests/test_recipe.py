@@ -91,7 +91,7 @@ def test_recipe_arguments_defaults_redeclared_and_validated():
         "hub_model_id",
         "hub_private",
     ]
-    assert RecipeArguments().num_threads is None
+    assert RecipeArguments().num_threads == 1  # the thread policy of every recipe (benchmarks/bench_threads.py)
     for kwargs, match in (
         ({"num_threads": 0}, "^num_threads must be a positive integer"),
         ({"batch_size": 0}, "^batch_size must be"),

@@ -53,12 +53,6 @@ class CPTRecipe(RecipeArguments):
 
     output_dir: str = field(default="outputs/cpt-facts", metadata={"help": "Where models and the report go."})
     seed: int = field(default=0, metadata={"help": "Seed of the fact tables, the data, initializations and training."})
-    num_threads: int | None = field(
-        default=1,
-        metadata={
-            "help": "torch CPU threads per process; these tiny models gain nothing from more (empty: torch's default)."
-        },
-    )
     hub_model_id: str | None = field(
         default=None,
         metadata={

@@ -55,13 +55,6 @@ class GTLRecipe(RecipeArguments):
     """Every field can be set in the YAML recipe or overridden as `--field value` (shared fields: `RecipeArguments`)."""
 
     output_dir: str = field(default="outputs/gtl-digits", metadata={"help": "Where the learngene and the report go."})
-    num_threads: int | None = field(
-        default=1,
-        metadata={
-            "help": "torch threads per process (tiny CNNs: 1 is as fast, and kinder to shared cores; empty: torch's "
-            "default)."
-        },
-    )
     batch_size: int = field(default=32, metadata={"help": "Batch size of individuals and descendants."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repo of the learngene (org/name)."})
     image_size: int = field(default=16, metadata={"help": "Digits are upsampled from 8x8 to this size."})

@@ -53,13 +53,6 @@ class L2DRecipe(RecipeArguments):
     """Every field can be set in the YAML recipe or overridden as `--field value` (shared fields: `RecipeArguments`)."""
 
     output_dir: str = field(default="outputs/l2d-digits", metadata={"help": "Where the models and the report go."})
-    num_threads: int | None = field(
-        default=1,
-        metadata={
-            "help": "torch intra-op threads per process; the models are tiny, so one thread is as fast and does not "
-            "stall on shared cores. Empty keeps torch's default."
-        },
-    )
     hub_model_id: str | None = field(
         default=None,
         metadata={

@@ -66,13 +66,6 @@ class RDDRecipe(RecipeArguments):
 
     output_dir: str = field(default="outputs/rdd-digits", metadata={"help": "Where models and the report go."})
     seed: int = field(default=0, metadata={"help": "Seed of the scenes, initializations and training."})
-    num_threads: int | None = field(
-        default=1,
-        metadata={
-            "help": "torch intra-op threads per process. These convolutions are tiny: one thread is as fast as two on "
-            "an idle machine and several times faster on a shared one. Empty keeps torch's default."
-        },
-    )
     batch_size: int = field(default=16, metadata={"help": "Per-device batch size of every run."})
     hub_model_id: str | None = field(
         default=None,
