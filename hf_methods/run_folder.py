@@ -2,7 +2,8 @@
 unfinished one (killed) is continued only with the same settings.
 
 Files kept in the folder: `.hf-methods.lock` (pid, host, start, command of the run that holds it; removed when it
-ends) and `.hf-methods-run.json` (the recipe of the run that wrote the folder; removed when it finishes, when
+ends) and `UNFINISHED-RUN.json` (the recipe of the run that wrote the folder, and what to do with it: in plain sight,
+so that a killed or failed run's folder says it is incomplete; removed when the run finishes, when
 `report.json` is written last). `Run` claims the folder on the main process (`claim`).
 """
 
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 LOCK = ".hf-methods.lock"
-STATE = ".hf-methods-run.json"
+STATE = "UNFINISHED-RUN.json"
 REPORT = "report.json"
 # recipe fields that do not change what a run computes: a rerun may change them and still continue
 NOT_SETTINGS = {
@@ -141,7 +142,13 @@ def claim(out: str | Path, recipe, overwrite: bool = False) -> str:
                 _clear(out)
                 how = "overwritten"
         tmp = state_path.with_name(state_path.name + ".tmp")
-        tmp.write_text(json.dumps({"settings": mine, "started": time.time()}, indent=1))
+        note = (
+            "This folder holds a run that has not finished (it is running, was killed or failed): its models and "
+            "report are incomplete. Rerun the same command to continue it, or pass --overwrite_output_dir true to "
+            "start over. This file goes when the run finishes."
+        )
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        tmp.write_text(json.dumps({"note": note, "started": started, "settings": mine}, indent=1))
         os.replace(tmp, state_path)
         return how
     except BaseException:

@@ -63,5 +63,6 @@ def test_the_wheel_holds_every_package_recipe_and_card_template(tmp_path):
     } <= expected
     missing = sorted(expected - names)
     assert not missing, f"the wheel lacks {missing}"
+    assert any(n.startswith("hf_methods-") and n.endswith("/licenses/LICENSE") for n in names)  # Apache-2.0 text
     stray = sorted(n for n in names if not n.startswith(("hf_methods/", "hf_methods-")))
     assert not stray, f"the wheel installs files outside hf_methods/: {stray}"

@@ -43,6 +43,7 @@ def test_finished_runs_are_kept_unless_overwritten_and_report_json_comes_last(tm
     (out / "descendants" / "depth-1").mkdir(parents=True)
     run.write_report({"method": "toy"}, markdown="# toy")
     assert not (out / "report.json").exists() and (out / STATE).exists()  # not finished yet
+    assert STATE == "UNFINISHED-RUN.json" and "Rerun the same command" in json.loads((out / STATE).read_text())["note"]
     run.finish("toy done")
     assert json.loads((out / "report.json").read_text()) == {"method": "toy"}
     assert not (out / STATE).exists() and not (out / LOCK).exists()
