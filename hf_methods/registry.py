@@ -15,8 +15,6 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 
-import transformers
-
 
 @dataclasses.dataclass(frozen=True)
 class Method:
@@ -73,6 +71,8 @@ def register_models(
     """Register a config and model class with `AutoConfig` and the Auto classes named in `auto` (default
     `AutoModel`; add e.g. "AutoModelForImageClassification"; a config that serves several tasks names only the task
     classes), and export both from `hf_methods`."""
+    import transformers
+
     transformers.AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
     for name in auto:
         getattr(transformers, name).register(config_cls, model_cls, exist_ok=True)

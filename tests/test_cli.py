@@ -101,3 +101,19 @@ def test_choose_skips_reports_without_models_to_choose_with_a_note(tmp_path):
     assert "depth 2" in proc.stdout
     assert f"note: skipping {gtl / 'report.json'}: a GTL run" in proc.stderr
     one_line_error(cli("choose", gtl / "report.json", "--budget-params", "1M"), "choose", "none of the reports")
+
+
+@pytest.mark.parametrize("args", [[], ["--help"]])
+def test_the_command_list_does_not_load_torch(args):
+    """`hf-methods` and `hf-methods --help` only list the commands: no torch or transformers import (seconds)."""
+    code = (
+        f"import sys; sys.argv = ['/usr/bin/hf-methods', *{args!r}]\n"  # as the console script runs
+        "from hf_methods.cli import main\n"
+        "code = main()\n"
+        "print(code, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "0 False False", lines[-1]
+    assert all(f"  {command}" in proc.stdout for command in ("tleg", "sws", "pool", "gtl", "push", "choose"))

@@ -431,7 +431,7 @@ def proxy_card(
 ):
     """Card of a proxy trained by `ConsistentProxyTuningTrainer`: a plain transformers model meant to be combined."""
     from ..cards import _auto_class, _data, hub_id, link, render_card
-    from ..models.proxy_tuned.modeling_proxy_tuned import CITATION
+    from ..registry import citation
     from ..report import fmt_params
 
     model_class = type(proxy).__name__
@@ -471,7 +471,7 @@ def proxy_card(
         repo_or_path=str(repo_or_path),
         training_setup=setup,
         metrics=metrics,
-        citation=CITATION,
+        citation=citation("CPT"),
     )
 
 

@@ -31,17 +31,6 @@ from .configuration_proxy_tuned import ProxyTunedConfig, check_alpha
 logger = logging.getLogger(__name__)
 
 PROXY_FOLDER = "proxy"
-CITATION = """@article{he2024cpt,
-  title   = {CPT: Consistent Proxy Tuning for Black-box Optimization},
-  author  = {He, Yuanyang and Huang, Zitong and Xu, Xinxing and Goh, Rick Siow Mong and Khan, Salman and Zuo, Wangmeng
-             and Liu, Yong and Feng, Chun-Mei},
-  journal = {arXiv preprint arXiv:2407.01155}, year = {2024}
-}
-@inproceedings{liu2024proxytuning,
-  title     = {Tuning Language Models by Proxy},
-  author    = {Liu, Alisa and Han, Xiaochuang and Wang, Yizhong and Tsvetkov, Yulia and Choi, Yejin and Smith, Noah A.},
-  booktitle = {Conference on Language Modeling (COLM)}, year = {2024}
-}"""
 
 # Keyword arguments of `from_pretrained` that name the checkpoint itself, not the large and small models it refers to.
 _CHECKPOINT_ONLY = {"revision", "subfolder", "adapter_kwargs", "trust_remote_code", "code_revision"}
@@ -673,7 +662,8 @@ class ProxyTunedForSequenceClassification(ProxyTunedPreTrainedModel):
 def proxy_tuned_card(model: ProxyTunedPreTrainedModel, repo_or_path, results: dict | None = None):
     """Card of a proxy-tuned model: what it refers to (large, small), how the proxy was tuned, and `results` (a
     recipe's report) when given."""
-    from ...cards import _data, hub_id, link
+    from ...cards import _data, hub_id, link, usage_ref
+    from ...registry import citation
     from ...report import fmt_params
 
     results = results or {}
@@ -699,8 +689,8 @@ def proxy_tuned_card(model: ProxyTunedPreTrainedModel, repo_or_path, results: di
         large_params=fmt_params(sum(p.numel() for p in model.large.parameters())),
         small_params=fmt_params(sum(p.numel() for p in model.small.parameters())),
         proxy_class=type(model.proxy).__name__,
-        repo_or_path=str(repo_or_path),
+        repo_or_path=usage_ref(repo_or_path),
         training_setup=results.get("training_setup"),
         metrics=metrics,
-        citation=CITATION,
+        citation=citation("CPT"),
     )
