@@ -450,6 +450,14 @@ class Run:
     """
 
     def __init__(self, recipe: RecipeArguments, stages: int, *, verbosity: str = "warning", rank: int | None = None):
+        if (
+            os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true"
+            and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+        ):
+            raise RecipeError(
+                "the recipes run under DeepSpeed ZeRO-2 (zero2.yaml) but not ZeRO-3 yet: a stage reuses the models "
+                "earlier stages trained, which ZeRO-3 leaves partitioned. The trainers themselves take ZeRO-3."
+            )
         self.start = time.time()
         self.recipe = recipe
         if recipe.num_threads:
@@ -630,9 +638,27 @@ def train_and_evaluate(model, args, data, trainer_cls=None, **trainer_kwargs):
         compute_metrics=accuracy,
         **trainer_kwargs,
     )
-    initial = trainer.evaluate()["eval_accuracy"]
+    if trainer.is_deepspeed_enabled:  # transformers evaluates before training under ZeRO-3 only
+        initial = untrained_accuracy(model, data["test"], args.per_device_eval_batch_size)
+    else:
+        initial = trainer.evaluate()["eval_accuracy"]
     train(trainer)
     return trainer, initial
+
+
+@torch.no_grad()
+def untrained_accuracy(model, dataset, batch_size: int = 256) -> float:
+    """Test accuracy of a model no Trainer has prepared yet, computed directly (what `Trainer.evaluate` gives)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start : start + batch_size]
+        inputs = {k: v.to(device) for k, v in rows.items() if k != "labels"}
+        correct += int((model(**inputs).logits.argmax(-1).cpu() == rows["labels"]).sum())
+    model.train(was_training)
+    return correct / len(dataset)
 
 
 def load_teacher(cls, path, ref: str, *, new_head: bool = False, **kwargs):

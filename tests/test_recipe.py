@@ -306,3 +306,19 @@ def test_each_training_of_a_run_has_its_own_folder_removed_with_its_stage(tmp_pa
     (folder / "checkpoint-3").mkdir(parents=True)
     run.save_stage("teacher", {"accuracy": 0.5})
     assert not folder.exists() and run.resumed("teacher") == {"accuracy": 0.5}
+
+
+def test_recipes_refuse_zero3_in_one_line_and_name_the_config_that_works(tmp_path, monkeypatch):
+    """Under `accelerate launch` with a ZeRO-3 config a recipe would crash at its second stage (the models earlier
+    stages trained are left partitioned): it stops before anything runs instead."""
+    from hf_methods.recipe import RecipeError
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    with pytest.raises(RecipeError, match=r"ZeRO-2 \(zero2.yaml\) but not ZeRO-3"):
+        Run(ToyRecipe(output_dir=str(tmp_path / "out")), stages=1)
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    from hf_methods.recipes.accelerate_configs import NAMES, config_file
+
+    assert all(config_file(name).is_file() for name in NAMES)

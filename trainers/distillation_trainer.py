@@ -127,7 +127,8 @@ class DistillationTrainer(FrozenTeacherTrainer):
     other students, pass a loaded teacher. Output sizes (vocabulary or `num_labels`) are checked in `__init__`.
 
     The loss is a sum over items divided by `num_items_in_batch`, so gradient accumulation and multi-process training
-    give the same update as one big batch. Causal LMs are shifted. DeepSpeed is not supported (`NotImplementedError`).
+    give the same update as one big batch. Causal LMs are shifted. Under DeepSpeed the teacher gets an inference engine
+    (`FrozenModelsTrainer._prepare_frozen`: partitioned under ZeRO-3, a replica under ZeRO-1/2).
     """
 
     config_class = DistillationConfig

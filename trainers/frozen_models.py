@@ -4,8 +4,9 @@
 A frozen model only gives targets. It must not be a submodule of the trained model, or it would be optimized, wrapped
 by DDP and written into every checkpoint. Here it is a trainer attribute, prepared by
 `FrozenModelsTrainer._prepare_frozen`: frozen, in eval mode, in its configured dtype, on this process's device and
-prepared by accelerate for evaluation only (replicated on every rank, also under FSDP), never saved. DeepSpeed is
-refused there, in one place (`_check_frozen_support`): each frozen model would need its own DeepSpeed engine.
+prepared by accelerate for evaluation only (replicated on every rank, also under FSDP), never saved. Under DeepSpeed
+each gets its own inference engine, as TRL prepares a teacher (`_deepspeed_inference_engine`): partitioned under
+ZeRO-3, a replica under ZeRO-1/2, never given optimizer state.
 
 `FrozenModelsTrainer` also holds what these trainers share around their losses: losses that are sums over items divided
 by `num_items_in_batch` (exact under gradient accumulation and DDP) and logged loss parts; its base `ResumableTrainer`
@@ -108,6 +109,27 @@ def detach_from_checkpoint(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------- the trainers
+def _deepspeed_inference_engine(model: nn.Module, accelerator) -> nn.Module:
+    """A frozen model under DeepSpeed, prepared as the ecosystem prepares a teacher or reference model (TRL's
+    `prepare_deepspeed`): its own DeepSpeed engine with the run's config, without optimizer or scheduler. Under ZeRO-3
+    its parameters are partitioned over the processes like the trained model's; under ZeRO-1/2, which partition only
+    optimizer state and gradients (a frozen model has neither), it runs as stage 0, a replica on every process. The
+    engine is never handed to the Trainer, so it gets no optimizer state and is never checkpointed."""
+    import copy
+
+    import deepspeed
+
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    config.pop("optimizer", None)
+    config.pop("scheduler", None)
+    zero = config.setdefault("zero_optimization", {})
+    if zero.get("stage", 0) != 3:
+        zero["stage"] = 0
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.eval()
+    return engine
+
+
 class FrozenModelsTrainer(ResumableTrainer):
     """A `Trainer` that holds frozen models beside the model it trains (see the module docstring).
 
@@ -170,12 +192,13 @@ class FrozenModelsTrainer(ResumableTrainer):
     # --- frozen models --------------------------------------------------------------------------------------------
     def _check_frozen_support(self) -> None:
         """Where frozen models meet the distributed backend. DDP: each process holds a replica (nothing to do).
-        FSDP: `_prepare_frozen` places the model itself, since `prepare_model` does not. DeepSpeed: refused."""
+        FSDP: `_prepare_frozen` places the model itself, since `prepare_model` does not. DeepSpeed: each frozen model
+        gets an inference engine (`_deepspeed_inference_engine`), which needs the deepspeed package."""
         if self.is_deepspeed_enabled:
-            raise NotImplementedError(
-                f"{type(self).__name__} does not support DeepSpeed yet (its frozen models would need their own "
-                "DeepSpeed engines). Use DDP or FSDP."
-            )
+            import importlib.util
+
+            if importlib.util.find_spec("deepspeed") is None:
+                raise ImportError("DeepSpeed training needs the deepspeed package: pip install deepspeed")
 
     def _refuse_shared_parameters(self, frozen: nn.Module | None, field: str, trained: str = "student") -> None:
         """A ValueError when the frozen model given as `field` is the trained model or shares a parameter with it:
@@ -202,6 +225,8 @@ class FrozenModelsTrainer(ResumableTrainer):
             model.to(getattr(torch, dtype))
         if getattr(model, "hf_device_map", None):
             return model
+        if self.is_deepspeed_enabled:
+            return _deepspeed_inference_engine(model, self.accelerator)
         model.to(self.args.device)  # under FSDP `prepare_model` does not place models
         prepared = self.accelerator.prepare_model(model, evaluation_mode=True)
         untrack_prepared_model(self.accelerator, prepared)  # not one of the trained models

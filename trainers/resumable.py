@@ -36,6 +36,19 @@ class ResumableTrainer(Trainer):
     """A `Trainer` whose `train(resume_from_checkpoint=...)` and `load_best_model_at_end` load the weights of models
     that rename their keys on save (see the module docstring); otherwise transformers' own loading."""
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """`Trainer.save_model`, refused under ZeRO-3 unless the weights are gathered on save: DeepSpeed would write
+        its own sharded pickles (`global_step*/`, `zero_to_fp32.py`) instead of one `model.safetensors`."""
+        if self.is_deepspeed_enabled:
+            zero = self.accelerator.deepspeed_config.get("zero_optimization", {})
+            if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save"):
+                raise ValueError(
+                    "saving a model under ZeRO-3 needs its weights gathered: set zero3_save_16bit_model: true in the "
+                    "accelerate config (stage3_gather_16bit_weights_on_model_save: true in a DeepSpeed config), as "
+                    "the shipped zero3.yaml does (hf_methods.recipes.accelerate_configs)."
+                )
+        return super().save_model(output_dir, _internal_call)
+
     def _load_renamed_checkpoint(self, folder: str, model: nn.Module) -> bool:
         model = self.accelerator.unwrap_model(model)
         if self.is_fsdp_enabled or self.is_deepspeed_enabled or not isinstance(model, PreTrainedModel):

@@ -1,0 +1,61 @@
+"""One DistillationTrainer run for test_deepspeed.py (not collected by pytest): alone, or under `accelerate launch`
+with a shipped DeepSpeed config (DS_ACCELERATOR=cpu, processes over gloo).
+
+    python tests/trainers/deepspeed_script.py OUTDIR
+    accelerate launch --config_file <zero2|zero3>.yaml tests/trainers/deepspeed_script.py OUTDIR
+
+Three optimizer steps over `lm_rows()` (a global batch of 8 rows however many processes), a GPT-2 student distilled
+from a wider GPT-2 teacher; the final student goes to OUTDIR/final and rank 0 writes OUTDIR/result.json (the logged
+losses, the files saved, whether DeepSpeed ran and at which ZeRO stage).
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import torch  # noqa: E402
+from ddp_script import VOCAB, config_kwargs, lm_rows  # noqa: E402
+
+
+def gpt2(n_embd, seed):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_embd=n_embd, n_layer=2, n_head=2, vocab_size=VOCAB, n_positions=16, resid_pdrop=0.0,
+                        embd_pdrop=0.0, attn_pdrop=0.0)  # fmt: skip
+    return GPT2LMHeadModel(config)
+
+
+def main(outdir):
+    from hf_methods.trainers import DistillationConfig, DistillationTrainer
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    overrides = dict(per_device_train_batch_size=8 // world, max_steps=3, logging_strategy="steps", logging_steps=1)
+    args = DistillationConfig(**config_kwargs(outdir, **overrides))
+    trainer = DistillationTrainer(model=gpt2(32, 0), teacher_model=gpt2(48, 1), args=args, train_dataset=lm_rows())
+    trainer.train()
+    trainer.save_model(os.path.join(outdir, "final"))
+    if trainer.is_world_process_zero():
+        zero = trainer.accelerator.deepspeed_config.get("zero_optimization", {}) if trainer.is_deepspeed_enabled else {}
+        result = {
+            "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e],
+            "final_files": sorted(os.listdir(os.path.join(outdir, "final"))),
+            "deepspeed": trainer.is_deepspeed_enabled,
+            "zero_stage": zero.get("stage"),
+            "world_size": world,
+            "teacher_engine": type(trainer.teacher_model).__name__,
+        }
+        with open(os.path.join(outdir, "result.json"), "w") as f:
+            json.dump(result, f)
+    # as the DDP scripts: no destructor at exit (gloo's workers can abort a rank there, pytorch/pytorch#179291)
+    trainer.accelerator.wait_for_everyone()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
