@@ -103,7 +103,7 @@ def test_cpt_frozen_models_are_checked_by_the_same_base(tmp_path):
 
 
 # ---------------------------------------------------------------- preparing frozen models
-def test_prepare_frozen_freezes_and_casts_and_deepspeed_is_refused_in_one_place(tmp_path):
+def test_prepare_frozen_freezes_and_casts_and_prepares_deepspeed_in_one_place(tmp_path, monkeypatch):
     trainer = DistillationTrainer(
         model=vit(),
         args=args(tmp_path),
@@ -118,8 +118,18 @@ def test_prepare_frozen_freezes_and_casts_and_deepspeed_is_refused_in_one_place(
     assert trainer._prepare_frozen(None, "auto") is None
 
     trainer.is_deepspeed_enabled = True  # what the accelerator state says under DeepSpeed
-    with pytest.raises(NotImplementedError, match="DistillationTrainer does not support DeepSpeed yet"):
-        trainer._prepare_frozen(nn.Linear(2, 2), "auto")
+    import importlib.util
+
+    from hf_methods.trainers import frozen_models
+
+    engines = []  # the DeepSpeed branch, without DeepSpeed (its real runs: tests/trainers/test_deepspeed.py)
+    monkeypatch.setattr(frozen_models, "_deepspeed_inference_engine", lambda model, acc: engines.append(model) or model)
+    if importlib.util.find_spec("deepspeed") is None:
+        with pytest.raises(ImportError, match="needs the deepspeed package: pip install deepspeed"):
+            trainer._prepare_frozen(nn.Linear(2, 2), "auto")
+    else:
+        linear = nn.Linear(2, 2)
+        assert trainer._prepare_frozen(linear, "auto") is linear and engines == [linear]
     assert trainer._prepare_frozen(None, "auto") is None  # a model CPT runs without (cached logits) needs nothing
     for cls in (
         DistillationTrainer,
