@@ -42,6 +42,16 @@ def output_size(model: nn.Module) -> int | None:
     return getattr(getattr(model, "config", None), "num_labels", None)
 
 
+def unwrap_parallel(model: nn.Module) -> nn.Module:
+    """The module inside DDP, DataParallel and DeepSpeed engine wrappers (under DeepSpeed a frozen model is an
+    engine: `_deepspeed_inference_engine`)."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) or (
+        type(model).__name__ == "DeepSpeedEngine"
+    ):
+        model = model.module
+    return model
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The stock model behind a PEFT wrapper or an hf_methods learngene (whose forward runs a stock model)."""
     model = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
@@ -469,7 +479,7 @@ class StudentSideModule:
     def _without_side_module(self, model: nn.Module | None = None):
         """Detach the side module while the student is saved or loaded, so its files hold only its own weights."""
         host = self.accelerator.unwrap_model(model if model is not None else self.model)
-        host = host.module if isinstance(host, nn.parallel.DistributedDataParallel) else host
+        host = unwrap_parallel(host)
         module = dict(host.named_children()).get(self.side_module_name)
         if module is not None:
             delattr(host, self.side_module_name)

@@ -26,7 +26,14 @@ from torch import nn
 from transformers import PreTrainedConfig
 
 from .distillation_trainer import distillation_loss
-from .frozen_models import FrozenTeacherTrainer, StudentSideModule, _logits, _unwrap, frozen_init_kwargs
+from .frozen_models import (
+    FrozenTeacherTrainer,
+    StudentSideModule,
+    _logits,
+    _unwrap,
+    frozen_init_kwargs,
+    unwrap_parallel,
+)
 from .multilabel_kd_config import (
     BCE_REDUCTIONS,
     MULTILABEL_KD_TYPES,
@@ -288,8 +295,7 @@ def l2d_loss(
 
 def label_embedding_dim(model: nn.Module) -> int | None:
     """Width of a model's `label_embeddings` if it says so (`label_embedding_dim`), else None."""
-    model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    dim = getattr(_unwrap(model), "label_embedding_dim", None)
+    dim = getattr(_unwrap(unwrap_parallel(model)), "label_embedding_dim", None)
     return dim if isinstance(dim, int) else None
 
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..engine.architectures import spec_for
-from .frozen_models import FrozenTeacherTrainer, StudentSideModule, _logits, _unwrap, cast_floating
+from .frozen_models import FrozenTeacherTrainer, StudentSideModule, _logits, _unwrap, cast_floating, unwrap_parallel
 from .pool_distillation_config import FEATURE_LOSSES, FEATURE_POSITIONS, PoolDistillationConfig
 
 PROJECTORS_NAME = "pool_feature_projectors"  # submodule name on the student
@@ -248,7 +248,7 @@ def pool_distillation_loss(
 
 def _layers_and_spec(model: nn.Module):
     """The stock model's layer list and its `ArchitectureSpec` (through DDP, PEFT and learngene wrappers)."""
-    stock = _unwrap(model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model)
+    stock = _unwrap(unwrap_parallel(model))
     spec = spec_for(getattr(stock.config, "model_type", None))
     return stock.base_model.get_submodule(spec.layers), spec
 

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoModelForSemanticSegmentation, PreTrainedModel
 
 from .. import compat
-from .frozen_models import FrozenTeacherTrainer, _logits, _unwrap, cast_floating, frozen_init_kwargs
+from .frozen_models import FrozenTeacherTrainer, _logits, _unwrap, cast_floating, frozen_init_kwargs, unwrap_parallel
 from .rdd_config import RDDConfig
 
 logger = logging.getLogger(__name__)
@@ -29,9 +29,7 @@ def auxiliary_head(model: nn.Module) -> nn.Module | None:
     UperNet, BEiT, Data2VecVision and DPT keep it as `model.auxiliary_head` (None when `use_auxiliary_head=False`)
     and use its output only inside their own loss; Segformer has none. Looks through DDP, PEFT and learngene wrappers.
     """
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return compat.auxiliary_head(_unwrap(model))
+    return compat.auxiliary_head(_unwrap(unwrap_parallel(model)))
 
 
 @contextmanager

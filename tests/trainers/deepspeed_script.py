@@ -1,12 +1,14 @@
 """One DistillationTrainer run for test_deepspeed.py (not collected by pytest): alone, or under `accelerate launch`
 with a shipped DeepSpeed config (DS_ACCELERATOR=cpu, processes over gloo).
 
-    python tests/trainers/deepspeed_script.py OUTDIR
-    accelerate launch --config_file <zero2|zero3>.yaml tests/trainers/deepspeed_script.py OUTDIR
+    python tests/trainers/deepspeed_script.py OUTDIR [distillation|pool]
+    accelerate launch --config_file <zero2|zero3>.yaml tests/trainers/deepspeed_script.py OUTDIR [distillation|pool]
 
-Three optimizer steps over `lm_rows()` (a global batch of 8 rows however many processes), a GPT-2 student distilled
-from a wider GPT-2 teacher; the final student goes to OUTDIR/final and rank 0 writes OUTDIR/result.json (the logged
-losses, the files saved, whether DeepSpeed ran and at which ZeRO stage).
+Three optimizer steps over a global batch of 8 rows however many processes: `distillation`, a GPT-2 student
+distilled from a wider GPT-2 teacher (`DistillationTrainer`); `pool`, a ViT instance distilled with feature terms and
+their projectors (`LearngenePoolDistillationTrainer`, a side module trained beside the student). The final student
+goes to OUTDIR/final and rank 0 writes OUTDIR/result.json (the logged losses, the files saved, whether DeepSpeed ran
+and at which ZeRO stage).
 """
 
 import json
@@ -29,13 +31,40 @@ def gpt2(n_embd, seed):
     return GPT2LMHeadModel(config)
 
 
-def main(outdir):
-    from hf_methods.trainers import DistillationConfig, DistillationTrainer
+def vit(hidden, layers, seed):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                       intermediate_size=2 * hidden, image_size=8, patch_size=4, num_channels=1, num_labels=4,
+                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # fmt: skip
+    return ViTForImageClassification(config)
+
+
+def image_rows(n=8):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 4, (n,), generator=g)
+    return [{"pixel_values": x[i], "labels": y[i]} for i in range(n)]
+
+
+def main(outdir, kind="distillation"):
+    from hf_methods.trainers import (
+        DistillationConfig,
+        DistillationTrainer,
+        LearngenePoolDistillationTrainer,
+        PoolDistillationConfig,
+    )
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     overrides = dict(per_device_train_batch_size=8 // world, max_steps=3, logging_strategy="steps", logging_steps=1)
-    args = DistillationConfig(**config_kwargs(outdir, **overrides))
-    trainer = DistillationTrainer(model=gpt2(32, 0), teacher_model=gpt2(48, 1), args=args, train_dataset=lm_rows())
+    if kind == "pool":
+        args = PoolDistillationConfig(**config_kwargs(outdir, **overrides))
+        trainer = LearngenePoolDistillationTrainer(
+            model=vit(16, 3, 0), teacher_model=vit(32, 4, 1), args=args, train_dataset=image_rows()
+        )
+    else:
+        args = DistillationConfig(**config_kwargs(outdir, **overrides))
+        trainer = DistillationTrainer(model=gpt2(32, 0), teacher_model=gpt2(48, 1), args=args, train_dataset=lm_rows())
     trainer.train()
     trainer.save_model(os.path.join(outdir, "final"))
     if trainer.is_world_process_zero():
@@ -58,4 +87,4 @@ def main(outdir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])
