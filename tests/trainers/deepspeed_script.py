@@ -1,12 +1,13 @@
 """One DistillationTrainer run for test_deepspeed.py (not collected by pytest): alone, or under `accelerate launch`
 with a shipped DeepSpeed config (DS_ACCELERATOR=cpu, processes over gloo).
 
-    python tests/trainers/deepspeed_script.py OUTDIR [distillation|pool]
-    accelerate launch --config_file <zero2|zero3>.yaml tests/trainers/deepspeed_script.py OUTDIR [distillation|pool]
+    python tests/trainers/deepspeed_script.py OUTDIR [distillation|pool|cpt]
+    accelerate launch --config_file <zero2|zero3>.yaml tests/trainers/deepspeed_script.py OUTDIR [distillation|pool|cpt]
 
 Three optimizer steps over a global batch of 8 rows however many processes: `distillation`, a GPT-2 student
 distilled from a wider GPT-2 teacher (`DistillationTrainer`); `pool`, a ViT instance distilled with feature terms and
-their projectors (`LearngenePoolDistillationTrainer`, a side module trained beside the student). The final student
+their projectors (`LearngenePoolDistillationTrainer`, a side module trained beside the student); `cpt`, a GPT-2 proxy
+tuned against frozen large and small GPT-2s (`ConsistentProxyTuningTrainer`, two frozen models). The final student
 goes to OUTDIR/final and rank 0 writes OUTDIR/result.json (the logged losses, the files saved, whether DeepSpeed ran
 and at which ZeRO stage).
 """
@@ -57,7 +58,22 @@ def main(outdir, kind="distillation"):
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     overrides = dict(per_device_train_batch_size=8 // world, max_steps=3, logging_strategy="steps", logging_steps=1)
-    if kind == "pool":
+    if kind == "cpt":
+        from hf_methods.models.proxy_tuned import proxy_from_small
+        from hf_methods.trainers import ConsistentProxyTuningConfig, ConsistentProxyTuningTrainer
+
+        kwargs = config_kwargs(outdir, **overrides)
+        del kwargs["alpha"], kwargs["temperature"]  # distillation fields
+        args = ConsistentProxyTuningConfig(**kwargs)
+        small = gpt2(16, 1)
+        trainer = ConsistentProxyTuningTrainer(
+            model=proxy_from_small(small),
+            args=args,
+            train_dataset=lm_rows(),
+            large_model=gpt2(48, 2),
+            small_model=small,
+        )
+    elif kind == "pool":
         args = PoolDistillationConfig(**config_kwargs(outdir, **overrides))
         trainer = LearngenePoolDistillationTrainer(
             model=vit(16, 3, 0), teacher_model=vit(32, 4, 1), args=args, train_dataset=image_rows()
@@ -75,7 +91,7 @@ def main(outdir, kind="distillation"):
             "deepspeed": trainer.is_deepspeed_enabled,
             "zero_stage": zero.get("stage"),
             "world_size": world,
-            "teacher_engine": type(trainer.teacher_model).__name__,
+            "teacher_engine": type(getattr(trainer, "teacher_model", None) or trainer.large_model).__name__,
         }
         with open(os.path.join(outdir, "result.json"), "w") as f:
             json.dump(result, f)

@@ -58,7 +58,7 @@ def _alone(kind: str, tmp_path_factory):
     return ALONE[kind]
 
 
-@pytest.mark.parametrize("kind", ["distillation", "pool"])
+@pytest.mark.parametrize("kind", ["distillation", "pool", "cpt"])
 @pytest.mark.parametrize("stage", [2, 3])
 def test_zero_trains_and_saves_what_one_process_does(tmp_path, tmp_path_factory, kind, stage):
     single_dir, single = _alone(kind, tmp_path_factory)
@@ -68,7 +68,7 @@ def test_zero_trains_and_saves_what_one_process_does(tmp_path, tmp_path_factory,
     torch.testing.assert_close(result["losses"], single["losses"], rtol=0, atol=1e-5)
     assert "model.safetensors" in result["final_files"]  # consolidated, never DeepSpeed's own pickles
     assert not any(name.startswith("global_step") or name.endswith(".pt") for name in result["final_files"])
-    cls = ViTForImageClassification if kind == "pool" else GPT2LMHeadModel
+    cls = ViTForImageClassification if kind == "pool" else GPT2LMHeadModel  # CPT saves its proxy, a GPT-2
     expected = cls.from_pretrained(single_dir / "final").state_dict()
     saved = cls.from_pretrained(tmp_path / "final").state_dict()
     assert saved.keys() == expected.keys()  # the student's tensors only: no teacher tensor
