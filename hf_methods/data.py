@@ -64,13 +64,12 @@ def digits_image_processor(image_size: int):
     `digits`), scale 0..255 to [0, 1], standardize with mean and std 0.5 on the three channels pipeline() makes of
     every image (use `rgb_input` on the model). On the digits this reproduces `digits`' pixel values to within 0.006
     (8-bit rounding)."""
-    import transformers
     from transformers import ViTImageProcessor
     from transformers.image_utils import PILImageResampling
 
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # without torchvision it says it falls back to the PIL backend: fine
-    try:
+    from .modeling import transformers_errors_only
+
+    with transformers_errors_only():  # without torchvision it says it falls back to the PIL backend: fine
         return ViTImageProcessor(
             do_resize=True,
             size={"height": image_size, "width": image_size},
@@ -81,8 +80,6 @@ def digits_image_processor(image_size: int):
             image_mean=[0.5, 0.5, 0.5],
             image_std=[0.5, 0.5, 0.5],
         )
-    finally:
-        transformers.logging.set_verbosity(verbosity)
 
 
 def _config_dicts(config) -> list[dict]:

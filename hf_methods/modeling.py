@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import types
+from contextlib import contextmanager
 
 import torch
+import transformers
 from safetensors import SafetensorError, safe_open
 
 STUB_MODULE = "hf_methods_learngene"
@@ -33,6 +35,18 @@ raise ImportError(
 '''
 
 _LOADING_PROBLEMS = ("missing_keys", "unexpected_keys", "mismatched_keys")
+
+
+@contextmanager
+def transformers_errors_only():
+    """transformers' logging at error level inside the `with` (e.g. a load report the caller turns into its own
+    message), then back to what it was."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
 
 
 def loading_problems(info: dict, *, allow_mismatched: bool = False) -> dict[str, list[str]]:

@@ -231,15 +231,15 @@ def usual_mode(folder: bool = False) -> int:
 
 def give_usual_modes(folder: Path) -> None:
     """`usual_mode` for `folder` and everything in it (transformers writes `model.safetensors` 0600 too)."""
-    folder = Path(folder)
-    folder.chmod(usual_mode(folder=True))
+    folder, file_mode, folder_mode = Path(folder), usual_mode(), usual_mode(folder=True)
+    folder.chmod(folder_mode)
     for root, dirs, files in os.walk(folder):
         for name in dirs:
-            os.chmod(os.path.join(root, name), usual_mode(folder=True))
+            os.chmod(os.path.join(root, name), folder_mode)
         for name in files:
             path = os.path.join(root, name)
             if not os.path.islink(path):
-                os.chmod(path, usual_mode())
+                os.chmod(path, file_mode)
 
 
 def _atomic_write(path: Path, write) -> None:

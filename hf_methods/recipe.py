@@ -666,14 +666,10 @@ def load_teacher(cls, path, ref: str, *, new_head: bool = False, **kwargs):
     of another architecture (e.g. a learngene given as `--teacher`) would otherwise load with random layers and train
     on silently. `new_head=True` allows the task head alone to be new (missing or resized)."""
     from .lora import head_modules
-    from .modeling import loading_problems
+    from .modeling import loading_problems, transformers_errors_only
 
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # the problems are reported below, in one line
-    try:
+    with transformers_errors_only():  # the problems are reported below, in one line
         model, info = cls.from_pretrained(path, trust_remote_code=False, output_loading_info=True, **kwargs)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
     problems = loading_problems(info, allow_mismatched=new_head)
     if new_head and "missing_keys" in problems:
         heads = tuple(f"{name}." for name in head_modules(model))
