@@ -10,6 +10,7 @@ libraries itself.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 
@@ -120,6 +121,22 @@ def build_from_config(model_cls: type, config, **kwargs):
     """`model_cls._from_config(config, ...)`: a fresh model honouring the config's dtype / attention implementation
     and transformers' own init, as the Auto classes' `from_config` builds one, for a given (not auto-chosen) class."""
     return model_cls._from_config(config, **kwargs)
+
+
+@contextlib.contextmanager
+def built_whole():
+    """Models built inside this block are built whole even under DeepSpeed ZeRO-3, where transformers would partition
+    each one as it is built (`deepspeed.zero.Init` in `_from_config` and `from_pretrained`). A learngene is compact and
+    its constructor reads stock layers to shape its gene; ZeRO-3 partitions it when training starts instead. Sets
+    transformers' private flag that `zero.Init` is already active (`modeling_utils.set_zero3_state`)."""
+    from transformers import modeling_utils
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    with modeling_utils.set_zero3_state():
+        yield
 
 
 def attn_implementation(config) -> str | None:

@@ -465,8 +465,9 @@ class MultiLabelKDTrainer(StudentSideModule, FrozenTeacherTrainer):
         )
         if projection is not None and model.training:
             # a batch with no eligible class or image leaves the projection out of the graph; DDP (without the
-            # unused-parameter search) needs a gradient for every parameter, so give it an exact 0
-            loss = loss + sum(p.sum() for p in projection.parameters()) * 0.0
+            # unused-parameter search) needs a gradient for every parameter, so give it an exact 0. Through the
+            # projection's forward, not its tensors: ZeRO-3 gathers a module's parameters around its own forward only
+            loss = loss + projection(loss.new_zeros(1, projection.in_features)).sum() * 0.0
         named = {"bce_loss": parts["bce"], "kd_loss": parts["kd"], "cd_loss": parts["cd"], "id_loss": parts["id"]}
         loss = self._scale_and_record(model, loss, named, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss

@@ -21,6 +21,7 @@ from transformers import AutoConfig, PreTrainedConfig, PreTrainedModel
 
 from ..compat import (
     build_from_config,
+    built_whole,
     clear_initialized,
     gradient_checkpointing_layer,
     mark_initialized,
@@ -211,6 +212,9 @@ class GeneratedLayer(gradient_checkpointing_layer()):
         params = owner.layer_parameters(self.index, owner.config.aux_num_layers)
         return functional_call(self.skeleton, params, args, kwargs)
 
+    def __repr__(self):  # the skeleton's own repr would read the weights it no longer holds (Linear.bias)
+        return f"{type(self).__name__}(index={self.index}, {type(self.skeleton).__name__} run with generated weights)"
+
     def __getattr__(self, name):
         try:
             return super().__getattr__(name)
@@ -219,6 +223,22 @@ class GeneratedLayer(gradient_checkpointing_layer()):
             if not modules or "skeleton" not in modules or name.startswith("__"):
                 raise
             return getattr(modules["skeleton"], name)
+
+
+def _gather_gene_under_zero3(model: LearngeneModel, args) -> None:
+    """DeepSpeed ZeRO-3 gathers a module's parameters around that module's own forward, but the gene's parameters are
+    read by every `GeneratedLayer` instead. Registered once as external parameters of the learngene, they are
+    gathered for its whole forward and backward (and partitioned again after), as DeepSpeed documents for parameters
+    used outside their owner. A no-op unless ZeRO-3 has partitioned them (their `ds_id`)."""
+    if model.__dict__.get("_gene_registered_with_zero3"):
+        return
+    gene = [p for p in model.gene.parameters() if hasattr(p, "ds_id")]
+    if gene:
+        from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+
+        for param in gene:
+            register_external_parameter(model, param)
+        model._gene_registered_with_zero3 = True
 
 
 def _strip_parameters(module: nn.Module) -> None:
@@ -273,7 +293,8 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
         super().__init__(config)
         stock_cls = resolve_model_class(config.base_model_class)
         self.spec = spec_for(stock_cls.config_class.model_type)
-        self.base = build_from_config(stock_cls, config.stock_config(config.aux_num_layers))
+        with built_whole():  # never partitioned as it is built: the template below must hold real weights
+            self.base = build_from_config(stock_cls, config.stock_config(config.aux_num_layers))
         _, layers = layer_list(self.base, self.spec)
         template = copy.deepcopy(layers[0])  # a stock layer with stock init: the shape of the layer parameters
         self.layer_parameter_names = [name for name, _ in template.named_parameters()]
@@ -283,9 +304,15 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
             layers[i] = GeneratedLayer(layer, i, self)
         self.main_input_name = self.base.main_input_name
         self.post_init()
+        self.register_forward_pre_hook(_gather_gene_under_zero3)  # before DeepSpeed's own hooks, which come later
         generated = sorted(self.layer_parameters(0, config.aux_num_layers))
         if generated != sorted(self.layer_parameter_names):
             raise RuntimeError(f"{type(self).__name__}.layer_parameters does not cover the stock layer's parameters")
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        with built_whole():  # under ZeRO-3 a learngene is partitioned when training starts, not as it loads
+            return super().from_pretrained(*args, **kwargs)
 
     # --- what a method provides -------------------------------------------------------------------------
     def build_gene(self, template: nn.Module) -> nn.Module:

@@ -1,7 +1,8 @@
-"""DeepSpeed ZeRO-2 and ZeRO-3 on CPU (DS_ACCELERATOR=cpu, 2 processes over gloo, the shipped accelerate configs):
-`DistillationTrainer` and `LearngenePoolDistillationTrainer` (its feature projectors train beside the student) log
-the losses of a one-process run and save the same student (one consolidated model.safetensors, no teacher tensor);
-the teacher runs in its own inference engine."""
+"""DeepSpeed ZeRO-2 and ZeRO-3 on CPU (DS_ACCELERATOR=cpu, 2 processes over gloo, the shipped accelerate configs): every
+trainer (distillation, a TLEG learngene's auxiliary network, Learngene Pool with its projectors, L2D with its
+projection, RDD, CPT with two frozen models) logs the losses of a one-process run (to 1e-5) and saves the same student
+(to 1e-6: one consolidated model.safetensors, no teacher tensor); the frozen models run in their own inference engines.
+A run resumed from a ZeRO checkpoint ends where the uninterrupted run ends."""
 
 import json
 import os
@@ -16,12 +17,25 @@ import torch
 pytest.importorskip("deepspeed")
 
 from safetensors.torch import load_file  # noqa: E402
-from transformers import GPT2LMHeadModel, ViTForImageClassification  # noqa: E402
+from transformers import GPT2LMHeadModel, UperNetForSemanticSegmentation, ViTForImageClassification  # noqa: E402
 
+from hf_methods.models.label_query import LabelQueryForMultiLabelClassification  # noqa: E402
+from hf_methods.models.tleg import TLEGModel  # noqa: E402
 from hf_methods.recipes.accelerate_configs import config_file  # noqa: E402
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "deepspeed_script.py"
+KINDS = ["distillation", "tleg", "pool", "l2d", "rdd", "cpt"]  # what each runs: deepspeed_script.py
+STUDENT_CLASS = {  # CPT saves its proxy, a GPT-2; TLEG its learngene (theta_A, theta_B and the non-layer weights)
+    "distillation": GPT2LMHeadModel,
+    "cpt": GPT2LMHeadModel,
+    "tleg": TLEGModel,
+    "pool": ViTForImageClassification,
+    "l2d": LabelQueryForMultiLabelClassification,
+    "rdd": UperNetForSemanticSegmentation,
+}
+SIDE_MODULE_FILES = {"pool": ["feature_projectors.safetensors"], "l2d": ["l2d_embedding_projection.safetensors"]}
+ATOL = 1e-6
 
 
 def _env():
@@ -36,13 +50,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(out: Path, config: str | None, kind: str) -> dict:
+def _run(out: Path, config: str | None, kind: str, phase: str = "whole") -> dict:
     launch = [] if config is None else [
         "-m", "accelerate.commands.launch", "--config_file", str(config_file(config)), "--num_processes", "2",
         "--main_process_port", str(_free_port()),
     ]  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, *launch, str(SCRIPT), str(out), kind], env=_env(), capture_output=True, text=True, timeout=300
+        [sys.executable, *launch, str(SCRIPT), str(out), kind, phase],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((out / "result.json").read_text())
@@ -58,23 +76,47 @@ def _alone(kind: str, tmp_path_factory):
     return ALONE[kind]
 
 
-@pytest.mark.parametrize("kind", ["distillation", "pool", "cpt"])
+def _saved_student(kind: str, folder: Path) -> dict:
+    return STUDENT_CLASS[kind].from_pretrained(folder).state_dict()
+
+
+def _assert_same_weights(saved: dict, expected: dict, skip=()) -> None:
+    assert saved.keys() == expected.keys()  # the student's tensors only: no teacher tensor
+    for key, value in expected.items():
+        if not key.endswith(skip):
+            torch.testing.assert_close(saved[key], value, rtol=0, atol=ATOL, msg=key)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("stage", [2, 3])
 def test_zero_trains_and_saves_what_one_process_does(tmp_path, tmp_path_factory, kind, stage):
     single_dir, single = _alone(kind, tmp_path_factory)
     result = _run(tmp_path, f"zero{stage}", kind)
     assert result["deepspeed"] and result["zero_stage"] == stage and result["world_size"] == 2
     assert result["teacher_engine"] == "DeepSpeedEngine"  # its own inference engine, not the student's
-    torch.testing.assert_close(result["losses"], single["losses"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(result["losses"], single["losses"], rtol=1e-6, atol=1e-5)
     assert "model.safetensors" in result["final_files"]  # consolidated, never DeepSpeed's own pickles
     assert not any(name.startswith("global_step") or name.endswith(".pt") for name in result["final_files"])
-    cls = ViTForImageClassification if kind == "pool" else GPT2LMHeadModel  # CPT saves its proxy, a GPT-2
-    expected = cls.from_pretrained(single_dir / "final").state_dict()
-    saved = cls.from_pretrained(tmp_path / "final").state_dict()
-    assert saved.keys() == expected.keys()  # the student's tensors only: no teacher tensor
-    for key, value in expected.items():
-        torch.testing.assert_close(saved[key], value, rtol=0, atol=1e-6)
-    if kind == "pool":  # the projectors trained beside the student are saved beside it, gathered too
-        projectors = load_file(tmp_path / "final" / "feature_projectors.safetensors")
-        for key, value in load_file(single_dir / "final" / "feature_projectors.safetensors").items():
-            torch.testing.assert_close(projectors[key], value, rtol=0, atol=1e-6)
+    # RDD: BatchNorm running statistics are per process (rank 0 saves those of its half), so only the parameters match
+    skip = ("running_mean", "running_var", "num_batches_tracked") if kind == "rdd" else ()
+    _assert_same_weights(_saved_student(kind, tmp_path / "final"), _saved_student(kind, single_dir / "final"), skip)
+    for side in SIDE_MODULE_FILES.get(kind, ()):  # trained beside the student, saved beside it, gathered too
+        side_module = load_file(tmp_path / "final" / side)
+        for key, value in load_file(single_dir / "final" / side).items():
+            torch.testing.assert_close(side_module[key], value, rtol=0, atol=ATOL, msg=key)
+
+
+@pytest.mark.parametrize(("kind", "stage"), [("distillation", 2), ("tleg", 3)])
+def test_resuming_from_a_zero_checkpoint_equals_the_uninterrupted_run(tmp_path, tmp_path_factory, kind, stage):
+    """A run killed after its step-2 checkpoint (DeepSpeed's partitioned optimizer state in global_step2) and resumed
+    ends where one process's uninterrupted run ends; the checkpoint holds the student only."""
+    single_dir, single = _alone(kind, tmp_path_factory)
+    stopped = _run(tmp_path, f"zero{stage}", kind, "stop")
+    assert stopped["losses"] == pytest.approx(single["losses"][:2], abs=1e-5)
+    checkpoint = tmp_path / "checkpoint-2"
+    assert (checkpoint / "global_step2").is_dir()
+    student_keys = _saved_student(kind, single_dir / "final").keys()  # with tied names, which a DeepSpeed save keeps
+    assert set(load_file(checkpoint / "model.safetensors")) <= set(student_keys)  # no teacher tensor
+    resumed = _run(tmp_path, f"zero{stage}", kind, "resume")
+    torch.testing.assert_close(resumed["losses"], single["losses"], rtol=1e-6, atol=1e-5)
+    _assert_same_weights(_saved_student(kind, tmp_path / "final"), _saved_student(kind, single_dir / "final"))
