@@ -83,7 +83,8 @@ def build(kind):
         from test_multilabel_kd_trainer import label_query
 
         models = dict(model=label_query(16, 8, 0), teacher_model=label_query(32, 16, 1))
-        return t.MultiLabelKDTrainer, t.MultiLabelKDConfig, models, multilabel_rows(), {"learning_rate": 1e-4, "temperature": 1.0}
+        l2d = {"learning_rate": 1e-4, "temperature": 1.0}  # MLD has no temperature
+        return t.MultiLabelKDTrainer, t.MultiLabelKDConfig, models, multilabel_rows(), l2d
     if kind == "rdd":  # UperNet student with BatchNorm and an auxiliary head, OHEM after one warm-up step. SGD: Adam
         # would turn the round-off gradients of biases that feed a BatchNorm (exactly 0 in exact arithmetic) into steps
         from test_rdd_trainer import config, seg_rows, teacher_upernet, upernet
