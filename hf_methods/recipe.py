@@ -473,6 +473,10 @@ class Run:
             from accelerate import PartialState
 
             self.state = PartialState(cpu=CPU)
+            if CPU and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+                from .trainers.resumable import fsdp_not_applied
+
+                raise RecipeError(fsdp_not_applied(self.state.distributed_type.value))
             if self.state.num_processes > 1:
                 atexit.register(leave_process_group)
             self.is_main_process = self.state.is_main_process

@@ -308,6 +308,18 @@ def test_each_training_of_a_run_has_its_own_folder_removed_with_its_stage(tmp_pa
     assert not folder.exists() and run.resumed("teacher") == {"accuracy": 0.5}
 
 
+def test_recipes_refuse_fsdp_on_cpu_in_one_line(tmp_path, monkeypatch):
+    """accelerate applies FSDP on GPUs only; on CPU each process would train alone on its share, without a warning."""
+    from hf_methods.recipe import CPU, RecipeError
+
+    if not CPU:
+        pytest.skip("a GPU machine: FSDP applies")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(RecipeError, match=r"FSDP was requested .* GPUs only. On CPU launch with multi_gpu.yaml"):
+        Run(ToyRecipe(output_dir=str(tmp_path / "out")), stages=1)
+    assert not (tmp_path / "out").exists()
+
+
 def test_recipes_refuse_zero3_in_one_line_and_name_the_config_that_works(tmp_path, monkeypatch):
     """Under `accelerate launch` with a ZeRO-3 config a recipe would crash at its second stage (the models earlier
     stages trained are left partitioned): it stops before anything runs instead."""

@@ -32,9 +32,36 @@ def saved_keys(folder: str) -> set[str] | None:
     return None
 
 
+def check_fsdp_applied(accelerator) -> None:
+    """Refuse a run that asked for FSDP (an accelerate config's `distributed_type: FSDP`, or `TrainingArguments(fsdp=)`)
+    where accelerate did not apply it. accelerate 1.x enables FSDP on GPUs and other accelerators only: on CPU it falls
+    back, without a warning, to DDP (with `use_cpu`) or to independent processes that each train on their share of
+    the data and never synchronize."""
+    from accelerate.utils import DistributedType
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    applied = accelerator.distributed_type
+    if applied != DistributedType.FSDP:
+        raise RuntimeError(fsdp_not_applied(applied.value))
+
+
+def fsdp_not_applied(applied: str) -> str:
+    return (
+        f"FSDP was requested (ACCELERATE_USE_FSDP=true) but accelerate applied {applied}: it enables FSDP on GPUs "
+        "only. On CPU launch with multi_gpu.yaml (DDP over gloo) or zero2.yaml / zero3.yaml with DS_ACCELERATOR=cpu "
+        "(hf_methods.recipes.accelerate_configs), or run on GPUs."
+    )
+
+
 class ResumableTrainer(Trainer):
     """A `Trainer` whose `train(resume_from_checkpoint=...)` and `load_best_model_at_end` load the weights of models
-    that rename their keys on save (see the module docstring); otherwise transformers' own loading."""
+    that rename their keys on save (see the module docstring); otherwise transformers' own loading. A run that asked
+    for FSDP where accelerate could not apply it is refused (`check_fsdp_applied`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        check_fsdp_applied(self.accelerator)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         """`Trainer.save_model`, refused under ZeRO-3 unless the weights are gathered on save: DeepSpeed would write

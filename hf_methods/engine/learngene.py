@@ -304,6 +304,10 @@ class LearngeneModel(HfMethodsModel, PreTrainedModel):
             layers[i] = GeneratedLayer(layer, i, self)
         self.main_input_name = self.base.main_input_name
         self.post_init()
+        # post_init gathers the stock model's `_no_split_modules`, the stock layer class among them. The gene's layers
+        # (TLEG's theta_A, theta_B) are instances of that class whose forward never runs, so FSDP must not wrap them
+        # as units of their own (accelerate's transformer-based wrap reads this set): the generated layer is the unit.
+        self._no_split_modules = (set(self._no_split_modules) - {type(template).__name__}) | {"GeneratedLayer"}
         self.register_forward_pre_hook(_gather_gene_under_zero3)  # before DeepSpeed's own hooks, which come later
         generated = sorted(self.layer_parameters(0, config.aux_num_layers))
         if generated != sorted(self.layer_parameter_names):
