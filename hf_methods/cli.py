@@ -73,18 +73,26 @@ def main(argv=None) -> int:
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
-    from .recipe import RecipeError
-    from .run_folder import RunFolderError
-
     program = sys.argv[0]
     sys.argv[0] = f"hf-methods {argv[0]}"  # argparse's usage and error lines name the command, not just hf-methods
     try:
-        resolve(known[argv[0]][0])(argv[1:])
-    except (RecipeError, RunFolderError) as err:  # a user's choice of value or folder, not a bug: one line
-        print(f"hf-methods {argv[0]}: error: {err}", file=sys.stderr)
-        return 2
+        return run_script(resolve(known[argv[0]][0]), argv[1:], prog=sys.argv[0])
     finally:
         sys.argv[0] = program
+
+
+def run_script(main, argv=None, prog: str | None = None) -> int:
+    """Run a recipe's `main` as `hf-methods <name>`, `python -m hf_methods.recipes.<name>.pipeline` and `accelerate
+    launch -m ...` do: a user's choice of value, folder or launch config that cannot work is one line, not a traceback.
+    """
+    from .recipe import RecipeError
+    from .run_folder import RunFolderError
+
+    try:
+        main(argv)
+    except (RecipeError, RunFolderError) as err:
+        print(f"{prog or sys.argv[0]}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -70,6 +70,18 @@ def test_user_mistakes_are_one_line_errors(tmp_path, learngene_folder):
         one_line_error(cli(*args), args[0], expected)
 
 
+@pytest.mark.parametrize("name", ["sws", "rdd"])
+def test_a_pipeline_run_as_a_module_says_it_in_one_line_too(tmp_path, name):
+    """`python -m` / `accelerate launch -m hf_methods.recipes.<name>.pipeline` (the Scaling out commands)."""
+    folder = tmp_path / "a-file"
+    folder.write_text("x")
+    module = f"hf_methods.recipes.{name}.pipeline"
+    proc = subprocess.run([sys.executable, "-m", module, "--output_dir", str(folder)], capture_output=True, text=True,
+                          env=ENV, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"python -m {module}: error: output_dir ")
+
+
 def test_a_value_argparse_cannot_read_names_the_command():
     proc = cli("tleg", "--depths", "abc")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -1,4 +1,5 @@
-"""accelerate launch configs shipped with hf-methods (as TRL ships its own): `multi_gpu`, `zero2`, `zero3`.
+"""accelerate launch configs shipped with hf-methods (as TRL ships its own): `multi_gpu`, `zero2`, `zero3`, `fsdp`
+(FSDP2, GPUs only).
 
     accelerate launch --config_file $(python -m hf_methods.recipes.accelerate_configs zero2) \
         -m hf_methods.recipes.tleg.pipeline --config my.yaml
@@ -7,7 +8,7 @@
 from importlib import resources
 from pathlib import Path
 
-NAMES = ("multi_gpu", "zero2", "zero3")
+NAMES = ("multi_gpu", "zero2", "zero3", "fsdp")
 
 
 def config_file(name: str) -> Path:

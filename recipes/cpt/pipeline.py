@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,6 +34,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from hf_methods import __version__
 from hf_methods.cards import run_model_card
+from hf_methods.cli import run_script
 from hf_methods.models.proxy_tuned import ProxyTunedForCausalLM, proxy_from_small, proxy_tuned_card
 from hf_methods.recipe import RecipeArguments, Run, num_parameters, parse_recipe, train, training_args
 from hf_methods.report import fmt_params
@@ -527,4 +529,4 @@ def push_cpt_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> di
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, prog="python -m hf_methods.recipes.cpt.pipeline"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import statistics
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,7 @@ from transformers import Trainer
 
 from hf_methods import __version__
 from hf_methods.cards import gtl_card
+from hf_methods.cli import run_script
 from hf_methods.data import accuracy, digits
 from hf_methods.models.convnets import (
     ResNet12Config,
@@ -448,7 +450,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, prog="python -m hf_methods.recipes.gtl.pipeline"))
 
 
 def push_gtl_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> dict[str, str]:

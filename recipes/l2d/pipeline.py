@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,7 @@ from transformers import ViTConfig
 
 from hf_methods import __version__
 from hf_methods.cards import hub_id, run_model_card
+from hf_methods.cli import run_script
 from hf_methods.data import DIGIT, digit_canvases
 from hf_methods.models.label_query import LabelQueryConfig, LabelQueryForMultiLabelClassification
 from hf_methods.pareto import fmt_params
@@ -510,4 +512,4 @@ def push_l2d_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> di
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, prog="python -m hf_methods.recipes.l2d.pipeline"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,7 @@ from transformers import ViTConfig, ViTForImageClassification
 
 from hf_methods import __version__
 from hf_methods.cards import hub_id, pool_card, stitched_card, teacher_card
+from hf_methods.cli import run_script
 from hf_methods.data import digits, digits_image_processor, for_pipeline, input_format
 from hf_methods.models.learngene_pool import LearngenePoolModel
 from hf_methods.pareto import fmt_flops, fmt_params, write_pareto_report
@@ -383,7 +385,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, prog="python -m hf_methods.recipes.learngene_pool.pipeline"))
 
 
 def push_pool_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> dict[str, str]:

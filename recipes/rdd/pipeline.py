@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -37,6 +38,7 @@ from transformers import (
 
 from hf_methods import __version__
 from hf_methods.cards import hub_id, run_model_card
+from hf_methods.cli import run_script
 from hf_methods.data import DIGIT, digit_canvases
 from hf_methods.recipe import (
     RecipeArguments,
@@ -590,4 +592,4 @@ def push_rdd_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> di
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, prog="python -m hf_methods.recipes.rdd.pipeline"))

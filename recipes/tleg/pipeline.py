@@ -7,6 +7,8 @@ accelerate launch -m hf_methods.recipes.tleg.pipeline --config my.yaml
 import sys
 from importlib import resources
 
+from hf_methods.cli import run_script
+
 from ..learngene_pipeline import LearngeneRecipe as TLEGRecipe
 from ..learngene_pipeline import main as _main
 from ..learngene_pipeline import run
@@ -21,4 +23,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main, prog="python -m hf_methods.recipes.tleg.pipeline"))
