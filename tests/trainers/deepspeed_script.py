@@ -3,6 +3,7 @@ DeepSpeed config (DS_ACCELERATOR=cpu, processes over gloo).
 
     python tests/trainers/deepspeed_script.py OUTDIR KIND [whole|stop|resume]
     accelerate launch --config_file <zero2|zero3>.yaml tests/trainers/deepspeed_script.py OUTDIR KIND [...]
+    torchrun --nproc_per_node 2 tests/trainers/deepspeed_script.py OUTDIR KIND whole ds_config.json
 
 Three optimizer steps over a global batch of 8 rows however many processes. KIND: `distillation`, a GPT-2 student
 distilled from a wider GPT-2 teacher (`DistillationTrainer`); `tleg`, a TLEG learngene's auxiliary ViT distilled the
@@ -110,9 +111,11 @@ class StopAt:
             control.should_training_stop = True
 
 
-def main(outdir, kind="distillation", phase="whole"):
+def main(outdir, kind="distillation", phase="whole", ds_config=None):
     """`phase`: `whole` (train 3 steps), `stop` (a run killed after its step-2 checkpoint) or `resume` (resume that
-    run from its checkpoint in OUTDIR and finish it)."""
+    run from its checkpoint in OUTDIR and finish it). `ds_config`: a DeepSpeed JSON given to the TrainingArguments
+    (`deepspeed=`, the `--deepspeed` flag of a script that parses them), under torchrun instead of an accelerate
+    config."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     trainer_cls, config_cls, models, rows, specific = build(kind)
     overrides = dict(per_device_train_batch_size=8 // world, max_steps=3, logging_strategy="steps", logging_steps=1)
@@ -120,6 +123,8 @@ def main(outdir, kind="distillation", phase="whole"):
         overrides.update(per_device_train_batch_size=4, gradient_accumulation_steps=2 // world)
     if phase != "whole":
         overrides.update(save_strategy="steps", save_steps=2)
+    if ds_config:
+        overrides.update(deepspeed=ds_config)
     kwargs = config_kwargs(outdir, **overrides, **specific)
     fields = {f.name for f in dataclasses.fields(config_cls)}
     args = config_cls(**{k: v for k, v in kwargs.items() if k in fields})  # CPT and L2D have no alpha/temperature

@@ -50,13 +50,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(out: Path, config: str | None, kind: str, phase: str = "whole") -> dict:
+def _run(out: Path, config: str | None, kind: str, phase: str = "whole", ds_json: Path | None = None) -> dict:
     launch = [] if config is None else [
         "-m", "accelerate.commands.launch", "--config_file", str(config_file(config)), "--num_processes", "2",
         "--main_process_port", str(_free_port()),
     ]  # fmt: skip
+    if ds_json is not None:  # a DeepSpeed JSON through the TrainingArguments, launched by torchrun
+        launch = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
     proc = subprocess.run(
-        [sys.executable, *launch, str(SCRIPT), str(out), kind, phase],
+        [sys.executable, *launch, str(SCRIPT), str(out), kind, phase, *([str(ds_json)] if ds_json else [])],
         env=_env(),
         capture_output=True,
         text=True,
@@ -120,3 +122,23 @@ def test_resuming_from_a_zero_checkpoint_equals_the_uninterrupted_run(tmp_path, 
     resumed = _run(tmp_path, f"zero{stage}", kind, "resume")
     torch.testing.assert_close(resumed["losses"], single["losses"], rtol=1e-6, atol=1e-5)
     _assert_same_weights(_saved_student(kind, tmp_path / "final"), _saved_student(kind, single_dir / "final"))
+
+
+def test_a_deepspeed_json_through_the_training_arguments(tmp_path, tmp_path_factory):
+    """`TrainingArguments(deepspeed="ds_config.json")` (a script's `--deepspeed` flag) under torchrun, without an
+    accelerate config: ZeRO-2 with the Trainer's "auto" values trains and saves as one process does."""
+    single_dir, single = _alone("distillation", tmp_path_factory)
+    ds_json = tmp_path / "ds_config.json"
+    ds_json.write_text(json.dumps({
+        "zero_optimization": {"stage": 2},
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+    }))  # fmt: skip
+    result = _run(tmp_path / "run", None, "distillation", ds_json=ds_json)
+    assert result["deepspeed"] and result["zero_stage"] == 2 and result["world_size"] == 2
+    torch.testing.assert_close(result["losses"], single["losses"], rtol=1e-6, atol=1e-5)
+    _assert_same_weights(
+        _saved_student("distillation", tmp_path / "run" / "final"), _saved_student("distillation", single_dir / "final")
+    )
