@@ -125,18 +125,20 @@ def build_from_config(model_cls: type, config, **kwargs):
 
 @contextlib.contextmanager
 def built_whole():
-    """Models built inside this block are built whole even under DeepSpeed ZeRO-3, where transformers would partition
-    each one as it is built (`deepspeed.zero.Init` in `_from_config` and `from_pretrained`). A learngene is compact and
-    its constructor reads stock layers to shape its gene; ZeRO-3 partitions it when training starts instead. Sets
-    transformers' private flag that `zero.Init` is already active (`modeling_utils.set_zero3_state`)."""
-    from transformers import modeling_utils
-    from transformers.integrations import is_deepspeed_zero3_enabled
+    """Models built or loaded inside this block are whole, as without DeepSpeed, even under ZeRO-3: transformers would
+    partition each one as it is built (`deepspeed.zero.Init` in `_from_config` and `from_pretrained`) and, loading,
+    read the weights on rank 0 only (the other ranks getting them through the partitioned parameters). A learngene is
+    compact and its constructor reads stock layers to shape its gene; ZeRO-3 partitions it when training starts
+    instead. Hides transformers' ZeRO-3 config (its private `integrations.deepspeed._hf_deepspeed_config_weak_ref`, read
+    by `is_deepspeed_zero3_enabled`) for the block."""
+    from transformers.integrations import deepspeed as hf_deepspeed
 
-    if not is_deepspeed_zero3_enabled():
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
         yield
-        return
-    with modeling_utils.set_zero3_state():
-        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 def attn_implementation(config) -> str | None:

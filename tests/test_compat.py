@@ -262,6 +262,28 @@ def test_build_from_config_and_attention_implementation():
     assert compat.attn_implementation(model.config) == "eager", "compat.build_from_config: attn_implementation ignored"
 
 
+def test_built_whole_hides_zero3_from_transformers_for_the_block():
+    from transformers.integrations import deepspeed as hf_deepspeed
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    from hf_methods.compat import built_whole
+
+    class Zero3:  # what transformers holds a weak reference to once a ZeRO-3 TrainingArguments exists
+        def is_zero3(self):
+            return True
+
+    config = Zero3()
+    hf_deepspeed.set_hf_deepspeed_config(config)
+    try:
+        assert is_deepspeed_zero3_enabled()
+        with built_whole():
+            assert not is_deepspeed_zero3_enabled()
+        assert is_deepspeed_zero3_enabled()
+    finally:
+        hf_deepspeed.unset_hf_deepspeed_config()
+    assert not is_deepspeed_zero3_enabled()
+
+
 def test_mark_initialized_makes_init_weights_skip_a_module():
     model = ViTForImageClassification(_vit_config())
     head = model.classifier

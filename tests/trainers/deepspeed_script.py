@@ -128,6 +128,16 @@ def main(outdir, kind="distillation", phase="whole", ds_config=None):
     kwargs = config_kwargs(outdir, **overrides, **specific)
     fields = {f.name for f in dataclasses.fields(config_cls)}
     args = config_cls(**{k: v for k, v in kwargs.items() if k in fields})  # CPT and L2D have no alpha/temperature
+    if kind == "tleg":  # a learngene loaded with from_pretrained while ZeRO-3 is on: whole and equal on every rank
+        folder = os.path.join(outdir, "start")
+        with args.main_process_first():
+            if args.process_index == 0:
+                models["model"].save_pretrained(folder)
+        loaded = type(models["model"]).from_pretrained(folder)
+        for key, value in models["model"].state_dict().items():
+            if not torch.equal(loaded.state_dict()[key], value):
+                raise AssertionError(f"rank {args.process_index}: {key} differs after from_pretrained")
+        models["model"] = loaded
     trainer = trainer_cls(args=args, train_dataset=rows, **models)
     if phase == "stop":
         trainer.add_callback(StopAt(2))
