@@ -69,7 +69,7 @@ def untrack_prepared_model(accelerator, model: nn.Module) -> None:
 
 TRAINER_HOOKS: dict[str, tuple[str, ...]] = {
     # hook: the parameters (after self) our overrides take. Who overrides it and why:
-    "_save": ("output_dir", "state_dict"),  # side modules (pool projectors, L2D projection) saved beside the student
+    "_save": ("output_dir", "state_dict"),  # side modules saved beside the student; tied copies of gathered weights
     "_load_from_checkpoint": ("resume_from_checkpoint", "model"),  # side modules; the #43701 reload below
     "_load_best_model": (),  # same, for load_best_model_at_end
     "_get_num_items_in_batch": ("batch_samples", "device"),  # L2D counts images, not label entries

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 
+import torch
 from safetensors import safe_open
 from torch import nn
 from transformers import PreTrainedModel, Trainer
@@ -75,6 +76,20 @@ class ResumableTrainer(Trainer):
                     "the shipped zero3.yaml does (hf_methods.recipes.accelerate_configs)."
                 )
         return super().save_model(output_dir, _internal_call)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """`Trainer._save`. A state dict gathered by DeepSpeed or FSDP holds tied weights as separate copies, which
+        `save_pretrained` (it finds ties by shared storage) would write twice (GPT-2's lm_head.weight beside wte):
+        drop them, so the file equals a one-process save."""
+        if state_dict is not None:
+            model = self.accelerator.unwrap_model(self.model)
+            tied = getattr(model, "all_tied_weights_keys", None) or {}
+            state_dict = {
+                key: value
+                for key, value in state_dict.items()
+                if not (key in tied and tied[key] in state_dict and torch.equal(value, state_dict[tied[key]]))
+            }
+        super()._save(output_dir, state_dict)
 
     def _load_renamed_checkpoint(self, folder: str, model: nn.Module) -> bool:
         model = self.accelerator.unwrap_model(model)

@@ -99,6 +99,8 @@ def test_zero_trains_and_saves_what_one_process_does(tmp_path, tmp_path_factory,
     torch.testing.assert_close(result["losses"], single["losses"], rtol=1e-6, atol=1e-5)
     assert "model.safetensors" in result["final_files"]  # consolidated, never DeepSpeed's own pickles
     assert not any(name.startswith("global_step") or name.endswith(".pt") for name in result["final_files"])
+    saved_file = load_file(tmp_path / "final" / "model.safetensors")  # the same tensors as a one-process save: no
+    assert saved_file.keys() == load_file(single_dir / "final" / "model.safetensors").keys()  # tied copy either
     # RDD: BatchNorm running statistics are per process (rank 0 saves those of its half), so only the parameters match
     skip = ("running_mean", "running_var", "num_batches_tracked") if kind == "rdd" else ()
     _assert_same_weights(_saved_student(kind, tmp_path / "final"), _saved_student(kind, single_dir / "final"), skip)
