@@ -8,6 +8,8 @@ from .frozen_models import FrozenModelsTrainer, FrozenTeacherTrainer, StudentSid
 from .frozen_models_config import FrozenModelsConfig, FrozenTeacherConfig
 from .gtl_config import GTLEvolutionConfig
 from .gtl_evolution import GTLEvolution, TaskSampler, tournament_selection
+from .imwa_config import IMWAConfig
+from .imwa_trainer import IMWATrainer, average_state_dicts
 from .multilabel_kd_config import MultiLabelKDConfig
 from .multilabel_kd_trainer import (
     MultiLabelKDTrainer,
@@ -16,6 +18,7 @@ from .multilabel_kd_trainer import (
     labelwise_embedding_distillation,
     multilabel_logit_distillation,
 )
+from .optimum_shifting import OptimumShiftingCallback, hutchinson_trace, optimum_shift_
 from .pool_distillation_config import PoolDistillationConfig
 from .pool_distillation_trainer import (
     LearngenePoolDistillationTrainer,
@@ -35,6 +38,12 @@ from .rdd_trainer import (
 from .resumable import ResumableTrainer
 
 __all__ = [
+    "IMWAConfig",
+    "IMWATrainer",
+    "average_state_dicts",
+    "OptimumShiftingCallback",
+    "hutchinson_trace",
+    "optimum_shift_",
     "ResumableTrainer",
     "GTLEvolution",
     "GTLEvolutionConfig",
