@@ -10,6 +10,8 @@ from .gtl_config import GTLEvolutionConfig
 from .gtl_evolution import GTLEvolution, TaskSampler, tournament_selection
 from .imwa_config import IMWAConfig
 from .imwa_trainer import IMWATrainer, average_state_dicts
+from .layermatch_config import LayerMatchConfig
+from .layermatch_trainer import LayerMatchTrainer, SemiSupervisedDataset, WeakStrongCollator
 from .multilabel_kd_config import MultiLabelKDConfig
 from .multilabel_kd_trainer import (
     MultiLabelKDTrainer,
@@ -38,6 +40,10 @@ from .rdd_trainer import (
 from .resumable import ResumableTrainer
 
 __all__ = [
+    "LayerMatchConfig",
+    "LayerMatchTrainer",
+    "SemiSupervisedDataset",
+    "WeakStrongCollator",
     "IMWAConfig",
     "IMWATrainer",
     "average_state_dicts",
