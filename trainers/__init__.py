@@ -6,6 +6,7 @@ from .distillation_config import DistillationConfig
 from .distillation_trainer import DistillationTrainer, distillation_loss
 from .frozen_models import FrozenModelsTrainer, FrozenTeacherTrainer, StudentSideModule
 from .frozen_models_config import FrozenModelsConfig, FrozenTeacherConfig
+from .dpc_losses import calibrated_softmax, evidential_loss, fit_clean_posterior, large_margin_scores
 from .gtl_config import GTLEvolutionConfig
 from .gtl_evolution import GTLEvolution, TaskSampler, tournament_selection
 from .imwa_config import IMWAConfig
@@ -40,6 +41,10 @@ from .rdd_trainer import (
 from .resumable import ResumableTrainer
 
 __all__ = [
+    "calibrated_softmax",
+    "evidential_loss",
+    "fit_clean_posterior",
+    "large_margin_scores",
     "LayerMatchConfig",
     "LayerMatchTrainer",
     "SemiSupervisedDataset",
