@@ -4,9 +4,9 @@ from .cpt_config import ConsistentProxyTuningConfig
 from .cpt_trainer import CachedLogitsCollator, ConsistentProxyTuningTrainer, cache_logits, proxy_tuning_loss
 from .distillation_config import DistillationConfig
 from .distillation_trainer import DistillationTrainer, distillation_loss
+from .dpc_losses import calibrated_softmax, evidential_loss, fit_clean_posterior, large_margin_scores
 from .frozen_models import FrozenModelsTrainer, FrozenTeacherTrainer, StudentSideModule
 from .frozen_models_config import FrozenModelsConfig, FrozenTeacherConfig
-from .dpc_losses import calibrated_softmax, evidential_loss, fit_clean_posterior, large_margin_scores
 from .gtl_config import GTLEvolutionConfig
 from .gtl_evolution import GTLEvolution, TaskSampler, tournament_selection
 from .imwa_config import IMWAConfig

@@ -1,6 +1,6 @@
-"""DPC's pieces: the calibrated softmax breaks translation invariance, the evidential loss equals a SciPy re-derivation
-(gammaln, digamma), its gradient raises the label's logit and lowers the others, the KL term vanishes without wrong-class
-evidence, and the margin GMM keeps the higher-mean component."""
+"""DPC's pieces: the calibrated softmax breaks translation invariance, the evidential loss equals a SciPy
+re-derivation (gammaln, digamma), its gradient raises the label's logit and lowers the others, the KL term vanishes
+without wrong-class evidence, and the margin GMM keeps the higher-mean component."""
 
 import numpy as np
 import pytest
