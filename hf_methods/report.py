@@ -13,6 +13,8 @@ from .pareto import _atomic_write, fmt_flops, fmt_params, size_axis
 
 __all__ = [
     "BASELINE_LABELS",
+    "summarize_arms",
+    "verdict_against",
     "fmt_params",
     "learngene_figure",
     "learngene_markdown",
@@ -276,3 +278,35 @@ def _lora_markdown(rows: list[dict]) -> list[str]:
             f"({100 * lora['trainable_params'] / lora['params']:.1f}%) | {lora['step_time_s']:.3f} |"
         )
     return lines
+
+
+# --- recipes that compare arms over seeds (training strategies) ---------------------------------------------------
+def summarize_arms(rows: list[dict], arms, metrics) -> list[dict]:
+    """Per arm (in `arms` order), the mean and standard deviation over its runs (`rows`, one dict per arm and seed with
+    an "arm" key) of every metric: `{"arm", "seeds", "<metric>_mean", "<metric>_std", ...}` (std 0 for one seed)."""
+    import statistics
+
+    out = []
+    for arm in arms:
+        runs = [r for r in rows if r["arm"] == arm]
+        entry = {"arm": arm, "seeds": len(runs)}
+        for metric in metrics:
+            values = [r[metric] for r in runs]
+            entry[f"{metric}_mean"] = statistics.fmean(values)
+            entry[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append(entry)
+    return out
+
+
+def verdict_against(summary: list[dict], method: str, metric: str, what: str, higher_is_better: bool = True) -> str:
+    """One sentence: `method` against every other arm of `summary` on `metric`. A win or a loss needs the gap in means
+    to exceed the larger of the two standard deviations over seeds; otherwise it is a tie."""
+    mine = next(s for s in summary if s["arm"] == method)
+    parts = []
+    for other in (s for s in summary if s["arm"] != method):
+        gap = mine[f"{metric}_mean"] - other[f"{metric}_mean"]
+        band = max(mine[f"{metric}_std"], other[f"{metric}_std"])
+        better = gap if higher_is_better else -gap
+        word = "beats" if better > band else "loses to" if better < -band else "ties"
+        parts.append(f"{word} {other['arm']} ({gap:+.3f})")
+    return f"{method} " + ", ".join(parts) + f" in {what} (a win or a loss: a gap above the larger std over seeds)."

@@ -29,7 +29,7 @@ from hf_methods.cli import run_script
 from hf_methods.data import digits, digits_image_processor, for_pipeline, input_format
 from hf_methods.models.convnets import VGGConfig, VGGForImageClassification
 from hf_methods.recipe import RecipeArguments, Run, parse_recipe, train, training_args
-from hf_methods.report import fmt_params
+from hf_methods.report import fmt_params, summarize_arms, verdict_against
 from hf_methods.trainers import IMWAConfig, IMWATrainer, ResumableTrainer
 
 DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "imwa" / "digits.yaml"
@@ -145,7 +145,9 @@ def run(recipe: IMWARecipe) -> dict:
             if keep:
                 kept = VGGForImageClassification.from_pretrained(run.stage_folder(key), trust_remote_code=False)
             rows.append(done)
-    summary = summarize(rows)
+    summary = summarize_arms(rows, ARMS, ("balanced_accuracy", "tail_recall"))
+    for entry in summary:
+        entry["compute_steps"] = next(r["compute_steps"] for r in rows if r["arm"] == entry["arm"])
     processor = digits_image_processor(recipe.image_size)
     results = {
         "method": METHOD,
@@ -157,7 +159,7 @@ def run(recipe: IMWARecipe) -> dict:
         "tail_digits": tail,
         "runs": rows,
         "summary": summary,
-        "verdict": verdict(summary),
+        "verdict": verdict_against(summary, "IMWA", "balanced_accuracy", "balanced accuracy"),
         "input_format": input_format(processor),
         "hf_methods_version": __version__,
         "elapsed_s": run.elapsed(),
@@ -169,36 +171,10 @@ def run(recipe: IMWARecipe) -> dict:
     run.write_report(results, markdown=report_markdown(results), figure=report_figure(results))
     run.finish(
         f"IMWA done in {results['elapsed_s']:.0f}s: balanced accuracy "
-        + ", ".join(f"{s['arm']} {s['mean']:.3f}" for s in summary)
+        + ", ".join(f"{s['arm']} {s['balanced_accuracy_mean']:.3f}" for s in summary)
         + f". {results['verdict']} Report in {run.out}/"
     )
     return results
-
-
-def summarize(rows: list[dict]) -> list[dict]:
-    out = []
-    for arm in ARMS:
-        runs = [r for r in rows if r["arm"] == arm]
-        accs, tails = [r["balanced_accuracy"] for r in runs], [r["tail_recall"] for r in runs]
-        out.append({
-            "arm": arm, "compute_steps": runs[0]["compute_steps"], "seeds": len(runs),
-            "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "tail_mean": statistics.fmean(tails), "tail_std": statistics.stdev(tails) if len(tails) > 1 else 0.0,
-        })  # fmt: skip
-    return out
-
-
-def verdict(summary: list[dict]) -> str:
-    """IMWA against each other arm: a win or a loss when the gap in mean balanced accuracy exceeds the larger of the
-    two standard deviations over seeds, a tie otherwise."""
-    imwa = next(s for s in summary if s["arm"] == "IMWA")
-    parts = []
-    for other in (s for s in summary if s["arm"] != "IMWA"):
-        gap = imwa["mean"] - other["mean"]
-        band = max(imwa["std"], other["std"])
-        word = "beats" if gap > band else "loses to" if gap < -band else "ties"
-        parts.append(f"{word} {other['arm']} ({gap:+.3f})")
-    return "IMWA " + ", ".join(parts) + " in balanced accuracy (win or loss: a gap above the larger std over seeds)."
 
 
 def _training_setup(recipe: IMWARecipe, counts: list[int], n: int) -> str:
@@ -224,7 +200,7 @@ def imwa_card(model, repo_or_path, results: dict, imwa: dict):
         ),
         tags=["imwa", "model-averaging", "long-tail"],
         training_setup=results["training_setup"],
-        metrics={"balanced accuracy (mean over seeds)": round(imwa["mean"], 4)},
+        metrics={"balanced accuracy (mean over seeds)": round(imwa["balanced_accuracy_mean"], 4)},
         dataset=results["dataset"],
         pipeline_tag="image-classification",
         input_format=results["input_format"],
@@ -240,12 +216,13 @@ def report_figure(results: dict):
     summary = results["summary"]
     fig, (ax_acc, ax_counts) = plt.subplots(1, 2, figsize=(12, 4.5))
     names = [s["arm"] for s in summary]
-    ax_acc.bar(range(len(names)), [s["mean"] for s in summary], yerr=[s["std"] for s in summary], capsize=4,
+    means, stds = [s["balanced_accuracy_mean"] for s in summary], [s["balanced_accuracy_std"] for s in summary]
+    ax_acc.bar(range(len(names)), means, yerr=stds, capsize=4,
                color=["#999999", "#666666", "#4c72b0", "#dd8452"])  # fmt: skip
-    for i, s in enumerate(summary):
-        ax_acc.text(i, s["mean"] + s["std"] + 0.005, f"{s['mean']:.3f}", ha="center")
+    for i, (mean, std) in enumerate(zip(means, stds)):
+        ax_acc.text(i, mean + std + 0.005, f"{mean:.3f}", ha="center")
     ax_acc.set_xticks(range(len(names)), names, rotation=15)
-    low = min(s["mean"] - s["std"] for s in summary)
+    low = min(m - d for m, d in zip(means, stds))
     ax_acc.set(ylim=(max(0.0, low - 0.05), 1.0), ylabel="balanced test accuracy (mean ± std over seeds)",
                title="Long-tailed digits")  # fmt: skip
     ax_counts.bar(range(10), results["train_counts"], color="#4c72b0")
@@ -268,8 +245,8 @@ def report_markdown(results: dict) -> str:
         "|---|---|---|---|",
     ]
     lines += [
-        f"| {s['arm']} | {s['compute_steps']} | {s['mean']:.3f} ± {s['std']:.3f} | "
-        f"{s['tail_mean']:.3f} ± {s['tail_std']:.3f} |"
+        f"| {s['arm']} | {s['compute_steps']} | {s['balanced_accuracy_mean']:.3f} ± "
+        f"{s['balanced_accuracy_std']:.3f} | {s['tail_recall_mean']:.3f} ± {s['tail_recall_std']:.3f} |"
         for s in results["summary"]
     ]
     lines += ["", "Every run:", "", "| seed | arm | balanced accuracy | rarest digits |", "|---|---|---|---|"]
