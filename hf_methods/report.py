@@ -15,6 +15,7 @@ __all__ = [
     "BASELINE_LABELS",
     "summarize_arms",
     "verdict_against",
+    "VERDICT_RULE",
     "fmt_params",
     "learngene_figure",
     "learngene_markdown",
@@ -309,4 +310,7 @@ def verdict_against(summary: list[dict], method: str, metric: str, what: str, hi
         better = gap if higher_is_better else -gap
         word = "beats" if better > band else "loses to" if better < -band else "ties"
         parts.append(f"{word} {other['arm']} ({gap:+.3f})")
-    return f"{method} " + ", ".join(parts) + f" in {what} (a win or a loss: a gap above the larger std over seeds)."
+    return f"{method} " + ", ".join(parts) + f" in {what}."
+
+
+VERDICT_RULE = "A win or a loss needs a gap in means above the larger standard deviation over seeds; else a tie."

@@ -29,7 +29,7 @@ from hf_methods.cli import run_script
 from hf_methods.data import digits, digits_image_processor, for_pipeline, input_format
 from hf_methods.models.convnets import VGGConfig, VGGForImageClassification
 from hf_methods.recipe import RecipeArguments, Run, parse_recipe, train, training_args
-from hf_methods.report import fmt_params, summarize_arms, verdict_against
+from hf_methods.report import VERDICT_RULE, fmt_params, summarize_arms, verdict_against
 from hf_methods.trainers import IMWAConfig, IMWATrainer, ResumableTrainer
 
 DEFAULT_RECIPE = resources.files("hf_methods.recipes") / "imwa" / "digits.yaml"
@@ -159,7 +159,7 @@ def run(recipe: IMWARecipe) -> dict:
         "tail_digits": tail,
         "runs": rows,
         "summary": summary,
-        "verdict": verdict_against(summary, "IMWA", "balanced_accuracy", "balanced accuracy"),
+        "verdict": verdict_against(summary, "IMWA", "balanced_accuracy", "balanced accuracy") + " " + VERDICT_RULE,
         "input_format": input_format(processor),
         "hf_methods_version": __version__,
         "elapsed_s": run.elapsed(),
