@@ -98,8 +98,9 @@ def toy_method(tmp_path, monkeypatch):
 
 def test_every_method_of_the_library_is_registered_once_with_its_command():
     methods = registry.methods()
-    assert {"TLEG", "SWS", "Learngene Pool", "GTL", "L2D", "CPT", "RDD", "IMWA", "Optimum Shifting"} <= set(methods)
-    assert set(registry.commands()) == {"tleg", "sws", "pool", "gtl", "l2d", "cpt", "rdd", "imwa", "sos"}
+    learngenes = {"TLEG", "SWS", "Learngene Pool", "GTL"}
+    assert learngenes | {"L2D", "CPT", "RDD", "IMWA", "Optimum Shifting", "LayerMatch"} <= set(methods)
+    assert set(registry.commands()) == {"tleg", "sws", "pool", "gtl", "l2d", "cpt", "rdd", "imwa", "sos", "layermatch"}
     assert "xia2024tleg" in registry.citation("TLEG") and registry.citation("no such method") == ""
     for name in ("TLEGConfig", "TLEGModel", "VGGForImageClassification", "ProxyTunedForCausalLM", "LearngeneModel"):
         assert getattr(hf_methods, name) is registry.exports()[name] and name in hf_methods.__all__
