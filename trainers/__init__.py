@@ -4,7 +4,9 @@ from .cpt_config import ConsistentProxyTuningConfig
 from .cpt_trainer import CachedLogitsCollator, ConsistentProxyTuningTrainer, cache_logits, proxy_tuning_loss
 from .distillation_config import DistillationConfig
 from .distillation_trainer import DistillationTrainer, distillation_loss
+from .dpc_config import DPCConfig
 from .dpc_losses import calibrated_softmax, evidential_loss, fit_clean_posterior, large_margin_scores
+from .dpc_trainer import DPCLiteTrainer, IndexedDataset
 from .frozen_models import FrozenModelsTrainer, FrozenTeacherTrainer, StudentSideModule
 from .frozen_models_config import FrozenModelsConfig, FrozenTeacherConfig
 from .gtl_config import GTLEvolutionConfig
@@ -41,6 +43,9 @@ from .rdd_trainer import (
 from .resumable import ResumableTrainer
 
 __all__ = [
+    "DPCConfig",
+    "DPCLiteTrainer",
+    "IndexedDataset",
     "calibrated_softmax",
     "evidential_loss",
     "fit_clean_posterior",
