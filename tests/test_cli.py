@@ -70,9 +70,9 @@ def test_user_mistakes_are_one_line_errors(tmp_path, learngene_folder):
         one_line_error(cli(*args), args[0], expected)
 
 
-@pytest.mark.parametrize("name", ["sws", "rdd"])
-def test_a_pipeline_run_as_a_module_says_it_in_one_line_too(tmp_path, name):
-    """`python -m` / `accelerate launch -m hf_methods.recipes.<name>.pipeline` (the Scaling out commands)."""
+def test_a_pipeline_run_as_a_module_says_it_in_one_line_too(tmp_path, name="sws"):
+    """`python -m` / `accelerate launch -m hf_methods.recipes.<name>.pipeline` (the Scaling out commands; every
+    pipeline ends in the same `run_script`)."""
     folder = tmp_path / "a-file"
     folder.write_text("x")
     module = f"hf_methods.recipes.{name}.pipeline"
