@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     known = commands()
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in known:
         lines = ["usage: hf-methods <command> [--config recipe.yaml] [--field value ...]", "", "commands:"]
-        lines += [f"  {name:<8} {help_}" for name, (_, help_) in known.items()]
+        width = max(map(len, known))  # the command names line up however long the longest is
+        lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in known.items()]
         print("\n".join(lines))
         if argv and argv[0] not in ("-h", "--help"):
             print(f"\nunknown command {argv[0]!r}", file=sys.stderr)
