@@ -650,6 +650,16 @@ def train_and_evaluate(model, args, data, trainer_cls=None, **trainer_kwargs):
     return trainer, initial
 
 
+def digits_vgg(hidden_sizes, depths):
+    """The small one-channel VGG of the training-strategy recipes (IMWA, SOS, LayerMatch), labels "0".."9" (what
+    `pipeline()` answers), freshly initialized under the caller's torch seed."""
+    from .models.convnets import VGGConfig, VGGForImageClassification
+
+    labels = {d: str(d) for d in range(10)}
+    config = VGGConfig(num_channels=1, hidden_sizes=list(hidden_sizes), depths=list(depths), id2label=labels)
+    return VGGForImageClassification(config)
+
+
 @torch.no_grad()
 def untrained_accuracy(model, dataset, batch_size: int = 256) -> float:
     """Test accuracy of a model no Trainer has prepared yet, computed directly (what `Trainer.evaluate` gives)."""

@@ -27,8 +27,15 @@ from hf_methods import __version__
 from hf_methods.cards import run_model_card
 from hf_methods.cli import run_script
 from hf_methods.data import digits, digits_image_processor, for_pipeline, input_format
-from hf_methods.models.convnets import VGGConfig, VGGForImageClassification
-from hf_methods.recipe import RecipeArguments, Run, parse_recipe, train, training_args
+from hf_methods.models.convnets import VGGForImageClassification
+from hf_methods.recipe import (
+    RecipeArguments,
+    Run,
+    digits_vgg,
+    parse_recipe,
+    train,
+    training_args,
+)
 from hf_methods.report import VERDICT_RULE, fmt_params, summarize_arms, verdict_against
 from hf_methods.trainers import IMWAConfig, IMWATrainer, ResumableTrainer
 
@@ -90,14 +97,6 @@ def per_class_recall(model, test: datasets.Dataset) -> list[float]:
     return [float((predictions[y == c] == c).float().mean()) for c in range(10)]
 
 
-def network(recipe: IMWARecipe) -> VGGForImageClassification:
-    labels = {d: str(d) for d in range(10)}  # what pipeline() answers
-    config = VGGConfig(
-        num_channels=1, hidden_sizes=list(recipe.hidden_sizes), depths=list(recipe.depths), id2label=labels
-    )
-    return VGGForImageClassification(config)
-
-
 def _args(recipe: IMWARecipe, work: Path, steps: int, seed: int, cls=transformers.TrainingArguments, **kw):
     return training_args(recipe, work, learning_rate=recipe.learning_rate, max_steps=steps, seed=seed, cls=cls,
                          eval_strategy="no", disable_tqdm=True, **kw)  # fmt: skip
@@ -106,7 +105,7 @@ def _args(recipe: IMWARecipe, work: Path, steps: int, seed: int, cls=transformer
 def train_arm(recipe: IMWARecipe, arm: str, seed: int, train_set, work: Path) -> VGGForImageClassification:
     """One arm of one seed; every arm starts from the same initialization of that seed."""
     torch.manual_seed(seed)
-    model = network(recipe)
+    model = digits_vgg(recipe.hidden_sizes, recipe.depths)
     if arm in ("one model", "one model, same compute"):
         steps = recipe.steps * (recipe.replicas if arm == "one model, same compute" else 1)
         trainer = ResumableTrainer(model=model, args=_args(recipe, work, steps, seed), train_dataset=train_set)

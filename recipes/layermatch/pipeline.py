@@ -24,8 +24,16 @@ from hf_methods import __version__
 from hf_methods.cards import run_model_card
 from hf_methods.cli import run_script
 from hf_methods.data import digits, digits_image_processor, for_pipeline, input_format
-from hf_methods.models.convnets import VGGConfig, VGGForImageClassification
-from hf_methods.recipe import RecipeArguments, Run, parse_recipe, train, training_args
+from hf_methods.models.convnets import VGGForImageClassification
+from hf_methods.recipe import (
+    RecipeArguments,
+    Run,
+    digits_vgg,
+    parse_recipe,
+    train,
+    training_args,
+    untrained_accuracy,
+)
 from hf_methods.report import VERDICT_RULE, fmt_params, summarize_arms, verdict_against
 from hf_methods.trainers import LayerMatchConfig, LayerMatchTrainer, ResumableTrainer, SemiSupervisedDataset
 
@@ -77,22 +85,9 @@ def split(train: datasets.Dataset, num_labels: int, seed: int):
     return labeled, unlabeled
 
 
-def network(recipe: LayerMatchRecipe) -> VGGForImageClassification:
-    labels = {d: str(d) for d in range(10)}  # what pipeline() answers
-    sizes, depths = list(recipe.hidden_sizes), list(recipe.depths)
-    return VGGForImageClassification(VGGConfig(num_channels=1, hidden_sizes=sizes, depths=depths, id2label=labels))
-
-
-@torch.no_grad()
-def test_accuracy(model, test: datasets.Dataset) -> float:
-    model.eval()
-    rows = test[:]
-    return float((model(pixel_values=rows["pixel_values"]).logits.argmax(-1) == rows["labels"]).float().mean())
-
-
 def train_arm(recipe: LayerMatchRecipe, arm: str, seed: int, labeled, unlabeled, work: Path) -> tuple:
     torch.manual_seed(seed)
-    model = network(recipe)
+    model = digits_vgg(recipe.hidden_sizes, recipe.depths)
     common = dict(learning_rate=recipe.learning_rate, max_steps=recipe.steps, seed=seed, eval_strategy="no",
                   disable_tqdm=True, logging_strategy="steps", logging_steps=max(1, recipe.steps // 10))  # fmt: skip
     if arm == "supervised only":
@@ -122,7 +117,12 @@ def run(recipe: LayerMatchRecipe) -> dict:
             keep = seed == recipe.seeds[0] and arm == "LayerMatch"
             if done is None:
                 model, mask = train_arm(recipe, arm, seed, labeled, unlabeled, run.trainer_dir(key))
-                done = {"arm": arm, "seed": seed, "accuracy": test_accuracy(model, data["test"]), "mask_rate": mask}
+                done = {
+                    "arm": arm,
+                    "seed": seed,
+                    "accuracy": untrained_accuracy(model, data["test"]),
+                    "mask_rate": mask,
+                }
                 run.save_stage(key, done, model if keep else None)
                 masked = f", pseudo-labeled share at the end {mask:.2f}" if mask is not None else ""
                 run.say(f"  test accuracy {done['accuracy']:.3f}{masked}")

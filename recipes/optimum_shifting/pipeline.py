@@ -26,8 +26,16 @@ from hf_methods import __version__
 from hf_methods.cards import run_model_card
 from hf_methods.cli import run_script
 from hf_methods.data import digits, digits_image_processor, for_pipeline, input_format
-from hf_methods.models.convnets import VGGConfig, VGGForImageClassification
-from hf_methods.recipe import RecipeArguments, Run, parse_recipe, train, training_args
+from hf_methods.models.convnets import VGGForImageClassification
+from hf_methods.recipe import (
+    RecipeArguments,
+    Run,
+    digits_vgg,
+    parse_recipe,
+    train,
+    training_args,
+    untrained_accuracy,
+)
 from hf_methods.report import VERDICT_RULE, fmt_params, summarize_arms, verdict_against
 from hf_methods.trainers import OptimumShiftingCallback, ResumableTrainer, hutchinson_trace
 
@@ -66,19 +74,6 @@ class SOSRecipe(RecipeArguments):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}.")
 
 
-def network(recipe: SOSRecipe) -> VGGForImageClassification:
-    labels = {d: str(d) for d in range(10)}  # what pipeline() answers
-    sizes, depths = list(recipe.hidden_sizes), list(recipe.depths)
-    return VGGForImageClassification(VGGConfig(num_channels=1, hidden_sizes=sizes, depths=depths, id2label=labels))
-
-
-@torch.no_grad()
-def test_accuracy(model, test: datasets.Dataset) -> float:
-    model.eval()
-    rows = test[:]
-    return float((model(pixel_values=rows["pixel_values"]).logits.argmax(-1) == rows["labels"]).float().mean())
-
-
 def flatness(model, train_set: datasets.Dataset, probes: int, seed: int) -> tuple[float, float]:
     """(training loss, Hutchinson trace of its Hessian over all parameters), on the whole training set, eval mode."""
     model.eval()
@@ -100,7 +95,7 @@ def classifier_norm(model) -> float:
 
 def train_arm(recipe: SOSRecipe, arm: str, seed: int, data, work: Path):
     torch.manual_seed(seed)
-    model = network(recipe)
+    model = digits_vgg(recipe.hidden_sizes, recipe.depths)
     args = training_args(recipe, work, learning_rate=recipe.learning_rate, num_train_epochs=recipe.epochs, seed=seed,
                          eval_strategy="no", disable_tqdm=True)  # fmt: skip
     callback = OptimumShiftingCallback(num_samples=recipe.num_samples, seed=seed) if arm == "SOS" else None
@@ -126,7 +121,8 @@ def run(recipe: SOSRecipe) -> dict:
                 model, callback = train_arm(recipe, arm, seed, data, run.trainer_dir(key))
                 loss, trace = flatness(model, data["train"], recipe.hessian_probes, seed)
                 shifts = callback.history if callback else []
-                done = {"arm": arm, "seed": seed, "accuracy": test_accuracy(model, data["test"]), "train_loss": loss,
+                accuracy = untrained_accuracy(model, data["test"])  # computed directly, as Trainer.evaluate would
+                done = {"arm": arm, "seed": seed, "accuracy": accuracy, "train_loss": loss,
                         "hessian_trace": trace, "classifier_norm": classifier_norm(model),
                         "shifts": [{"step": s["step"], **s["classifier"]} for s in shifts]}  # fmt: skip
                 run.save_stage(key, done, model if keep else None)
