@@ -6,7 +6,7 @@ from .distillation_config import DistillationConfig
 from .distillation_trainer import DistillationTrainer, distillation_loss
 from .dpc_config import DPCConfig
 from .dpc_losses import calibrated_softmax, evidential_loss, fit_clean_posterior, large_margin_scores
-from .dpc_trainer import DPCLiteTrainer, IndexedDataset
+from .dpc_trainer import DPCLiteTrainer, DPCTrainer, IndexedDataset, sharpen
 from .frozen_models import FrozenModelsTrainer, FrozenTeacherTrainer, StudentSideModule
 from .frozen_models_config import FrozenModelsConfig, FrozenTeacherConfig
 from .gtl_config import GTLEvolutionConfig
@@ -45,6 +45,8 @@ from .resumable import ResumableTrainer
 __all__ = [
     "DPCConfig",
     "DPCLiteTrainer",
+    "DPCTrainer",
+    "sharpen",
     "IndexedDataset",
     "calibrated_softmax",
     "evidential_loss",

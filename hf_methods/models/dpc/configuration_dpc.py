@@ -1,0 +1,115 @@
+"""Config of a DPC classifier: one or two networks, each an image classifier with a second (auxiliary) head."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from transformers import CONFIG_MAPPING, PreTrainedConfig
+
+from ...engine.learngene import _known_config_keys
+from ..label_query.configuration_label_query import _NOT_ARCHITECTURE_KEYS, build_backbone_config
+
+
+class DPCModelConfig(PreTrainedConfig):
+    r"""A DPC classifier ("Dirichlet-based Prediction Calibration for Learning with Noisy Labels", AAAI 2024).
+
+    Each network is an image classifier (any transformers `...ForImageClassification` whose last layer is an
+    `nn.Linear` named `classifier_name`: the project's VGG / ResNet-12, ViT, ...) whose classifier is DPC's head 1,
+    plus head 2 (`aux_classifier`: Linear(features, aux_hidden_size) - ReLU - Dropout(aux_dropout) - Linear(.,
+    num_labels)) on the same features, as in the official PreAct-ResNet. DPC co-trains two networks and predicts with
+    the sum of their head-1 logits; `num_networks=1` is a single network (DPC-lite).
+
+    Args:
+        backbone_config: the network's config as a dict (`VGGConfig(...).to_dict()`) or a `PreTrainedConfig`; its
+            labels are replaced by this config's.
+        backbone_model_type: its transformers `model_type`; taken from `backbone_config["model_type"]` when left out.
+        num_networks: 2 (DPC) or 1 (DPC-lite).
+        aux_hidden_size: hidden width of head 2 (official 1024).
+        aux_dropout: dropout of head 2, in [0, 1) (official 0.5).
+        classifier_name: name of the network's final `nn.Linear` in its `named_modules()` (head 1).
+        num_labels / id2label: the classes.
+    """
+
+    model_type = "hf_methods_dpc"
+    backbone_config: dict | None = None
+    backbone_model_type: str | None = None
+    num_networks: int = 2
+    aux_hidden_size: int = 1024
+    aux_dropout: float = 0.5
+    classifier_name: str = "classifier"
+
+    def __post_init__(self, **kwargs):
+        unknown = sorted(
+            set(kwargs)
+            - _known_config_keys(type(self))
+            - {"num_labels", "attn_implementation", "experts_implementation"}
+        )
+        if unknown:
+            base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
+            own = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in base)
+            raise ValueError(
+                f"DPCModelConfig got unknown field(s) {unknown}. Its own fields are {own}; remove or rename the "
+                "unknown ones (network settings go inside backbone_config)."
+            )
+        super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
+        self._normalize_backbone()
+        self.check_dpc()
+
+    def _normalize_backbone(self):
+        config = self.backbone_config
+        if isinstance(config, PreTrainedConfig):
+            config = config.to_dict()
+        if config is None:
+            return  # an empty config (transformers builds one to read defaults); the model refuses it
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"`backbone_config` must be a dict (e.g. VGGConfig(...).to_dict()) or a PreTrainedConfig, got "
+                f"{type(config).__name__}."
+            )
+        model_type = self.backbone_model_type or config.get("model_type")
+        if model_type is None:
+            raise ValueError(
+                "`backbone_model_type` is missing: backbone_config has no 'model_type' key; set backbone_model_type "
+                "to the network's model type, e.g. 'hf_methods_vgg' or 'vit'."
+            )
+        if model_type not in CONFIG_MAPPING:
+            raise ValueError(f"`backbone_model_type`={model_type!r} is not a registered transformers model type.")
+        if model_type == self.model_type:
+            raise ValueError("`backbone_model_type` cannot be a DPC model; give the network's own type.")
+        values = {k: v for k, v in config.items() if k not in ("id2label", "label2id", "num_labels")}
+        canonical = build_backbone_config(model_type, values).to_dict()
+        self.backbone_config = {
+            k: v for k, v in canonical.items() if k not in (*_NOT_ARCHITECTURE_KEYS, "id2label", "label2id")
+        }
+        self.backbone_model_type = model_type
+
+    def check_dpc(self):
+        """Raise a ValueError naming the first bad field and how to fix it."""
+        if self.num_networks not in (1, 2) or isinstance(self.num_networks, bool):
+            raise ValueError(f"`num_networks` must be 2 (DPC) or 1 (DPC-lite), got {self.num_networks!r}.")
+        if (
+            isinstance(self.aux_hidden_size, bool)
+            or not isinstance(self.aux_hidden_size, int)
+            or self.aux_hidden_size < 1
+        ):
+            raise ValueError(f"`aux_hidden_size` must be a positive integer, got {self.aux_hidden_size!r}.")
+        dropout = self.aux_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"`aux_dropout` must be in [0, 1), got {dropout!r}.")
+        if not isinstance(self.classifier_name, str) or not self.classifier_name:
+            raise ValueError(
+                f"`classifier_name` must be a module name such as 'classifier', got {self.classifier_name!r}."
+            )
+        if self.num_labels < 2:
+            raise ValueError(f"`num_labels` must be at least 2, got {self.num_labels}.")
+
+    def get_backbone_config(self) -> PreTrainedConfig:
+        """One network's own transformers config, with this config's labels."""
+        if self.backbone_config is None:
+            raise ValueError(
+                "DPCModelConfig.backbone_config is empty; give the network's config, e.g. "
+                "DPCModelConfig(backbone_config=VGGConfig(...).to_dict(), id2label=...)."
+            )
+        return build_backbone_config(
+            self.backbone_model_type, {**self.backbone_config, "id2label": dict(self.id2label)}
+        )
