@@ -44,8 +44,8 @@ class DPCConfig(TrainingArguments):
         prior_penalty (`bool`, *optional*, defaults to `True`):
             Add `sum_c pi_c log(pi_c / mean p_c)` with a uniform prior pi (official).
         confidence_penalty (`bool`, *optional*, defaults to `False`):
-            Add the negative entropy of the calibrated prediction during the warm-up (the official code does for
-            asymmetric noise).
+            Add the negative entropy of the prediction during the warm-up (calibrated for the evidential loss, softmax
+            for cross-entropy; the official code, like DivideMix's, does for asymmetric noise).
     """
 
     warmup_epochs: int = field(default=2, metadata={"help": "Epochs on every example before the first selection."})

@@ -172,7 +172,18 @@ class DPCLiteTrainer(ResumableTrainer):
             loss = (per_example * keep).sum() / keep.sum().clamp(min=1.0)
         else:
             loss = per_example.mean()
+            if model.training and self.args.confidence_penalty:
+                loss = loss + self._negative_entropy(_logits(outputs))
         return (loss, outputs) if return_outputs else loss
+
+    def _negative_entropy(self, logits: torch.Tensor) -> torch.Tensor:
+        """`mean sum_c p_c log p_c` of the prediction (calibrated for the evidential loss, softmax for cross-entropy):
+        the warm-up's confidence penalty (DPC's and DivideMix's code, for asymmetric noise)."""
+        if self.args.loss_type == "cross_entropy":
+            log_p = torch.log_softmax(logits.float(), dim=-1)
+            return (log_p.exp() * log_p).sum(-1).mean()
+        p = calibrated_softmax(logits, self.args.gamma)
+        return (p * p.log()).sum(-1).mean()
 
 
 def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -234,8 +245,7 @@ class DPCTrainer(DPCLiteTrainer):
         logits = model(pixel_values=torch.stack([views, views]), per_network=True).logits
         loss = sum(self._example_loss(o, labels).mean() for o in logits)
         if self.args.confidence_penalty:
-            p = calibrated_softmax(logits, self.args.gamma)
-            loss = loss + (p * p.log()).sum(-1).mean(-1).sum()
+            loss = loss + sum(self._negative_entropy(o) for o in logits)
         return loss
 
     @torch.no_grad()

@@ -1,6 +1,15 @@
 """IMWA: averaging (identity on copies, BatchNorm statistics averaged, counters maxed), E = 1 is vanilla weight
 averaging of independently trained replicas, M = 1 is one model trained in E segments, the EMA is averaged like the
-weights, and bad settings are one sentence naming the field."""
+weights, one replica per process under torchrun trains and averages what one process does, and bad settings are one
+sentence naming the field."""
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +19,11 @@ from transformers import Trainer, TrainingArguments
 
 from hf_methods.trainers.imwa_config import IMWAConfig
 from hf_methods.trainers.imwa_trainer import IMWATrainer, average_state_dicts
+
+HERE = Path(__file__).parent
+_spec = importlib.util.spec_from_file_location("imwa_ddp_script", HERE / "imwa_ddp_script.py")
+ddp_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ddp_script)
 
 
 class BNClassifier(nn.Module):
@@ -67,12 +81,19 @@ def test_average_state_dicts():
 
 def _plain_run(tmp_path, model, seed, steps, optimizers=(None, None), total=None):
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=steps, seed=seed, data_seed=seed, **COMMON)
-    trainer = Trainer(model=model, args=args, train_dataset=rows(), optimizers=optimizers)
-    if optimizers[0] is None:
-        trainer.create_optimizer_and_scheduler(num_training_steps=total or steps)
-    optimizers = (trainer.optimizer, trainer.lr_scheduler)
-    trainer.train()
+    if optimizers[0] is None:  # an optimizer for the model, and a linear schedule over `total` steps
+        optimizer = torch.optim.SGD(model.parameters(), lr=COMMON["learning_rate"])
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / (total or steps)))
+        optimizers = (optimizer, schedule)
+    Trainer(model=model, args=args, train_dataset=rows(), optimizers=optimizers).train()
     return optimizers
+
+
+def test_the_learning_rate_follows_one_schedule_over_the_whole_budget(tmp_path):
+    """Episodes continue the replica's schedule; a schedule the Trainer made itself would restart every episode."""
+    result = imwa(tmp_path, fresh(), max_steps=6, imwa_replicas=1, imwa_episodes=3, seed=2, logging_steps=1)
+    rates = [e["learning_rate"] for e in result.log_history if "learning_rate" in e]
+    assert rates == pytest.approx([0.05 * (1 - step / 6) for step in range(6)])
 
 
 def test_one_episode_is_vanilla_weight_averaging(tmp_path):
@@ -104,6 +125,73 @@ def test_more_episodes_change_the_result_and_the_ema_is_averaged_too(tmp_path):
     assert often.ema_model is not None
     assert not torch.equal(often.ema_model.classifier.weight, often.model.classifier.weight)
     assert {e["imwa_replica"] for e in often.log_history} == {0, 1}
+
+
+def _launch(out: Path, processes: int = 2) -> None:
+    """torchrun over gloo on CPU; each rank's output goes to its own log, and a failing rank's stderr is shown."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+           "--master_port", str(port), "--log-dir", str(out / "logs"), "--redirects", "3",
+           str(HERE / "imwa_ddp_script.py"), str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    if proc.returncode != 0:
+        ranks = {log.parent.name: log.read_text() for log in sorted((out / "logs").glob("*/attempt_*/*/stderr.log"))}
+        failing = {rank: text for rank, text in ranks.items() if "Traceback" in text} or ranks
+        shown = "\n".join(f"--- rank {rank} stderr ---\n{text[-4000:]}" for rank, text in failing.items())
+        pytest.fail(f"torchrun exited {proc.returncode}:\n{proc.stderr[-2000:]}\n{shown}")
+
+
+def test_one_replica_per_process_under_torchrun_is_the_one_process_run(tmp_path):
+    """2 processes, one replica each, no DDP and no data sharding: the replicas differ before every average, rank 0
+    saves the average of the last two, and that average, the EMA and the per-replica logs equal one process's run
+    with the same seeds (to 1e-6)."""
+    from safetensors.torch import load_file
+
+    _launch(tmp_path)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["world_size"] == 2
+    saved = load_file(tmp_path / "final" / "model.safetensors")
+    for episode in range(3):  # the replicas trained independently (their own data order and dropout)
+        r0, r1 = (load_file(tmp_path / f"replica{r}-episode{episode}.safetensors") for r in (0, 1))
+        difference = float((r0["head.weight"] - r1["head.weight"]).abs().max())
+        assert difference > 1e-3, f"episode {episode}: the replicas trained alike (max difference {difference})"
+        assert not torch.equal(r0["body.1.running_mean"], r1["body.1.running_mean"]), episode
+    for key, value in average_state_dicts([r0, r1]).items():  # what rank 0 saved: the all-reduced average
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=1e-6, msg=key)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the launched processes
+    try:
+        alone = IMWATrainer(ddp_script.network(), ddp_script.config(str(tmp_path / "alone")),
+                            train_dataset=ddp_script.image_rows())  # fmt: skip
+        alone.train()
+    finally:
+        torch.set_num_threads(threads)
+    expected = alone.model.state_dict()
+    assert saved.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=1e-6, msg=key)
+    assert saved["body.1.num_batches_tracked"] == 6
+    ema = load_file(tmp_path / "ema.safetensors")
+    for key, value in alone.ema_model.state_dict().items():
+        torch.testing.assert_close(ema[key], value, rtol=0, atol=1e-6, msg=key)
+    logged, logged_alone = ([e for e in log if "loss" in e] for log in (result["log_history"], alone.log_history))
+    tags = [(e["imwa_episode"], e["imwa_replica"], e["step"]) for e in logged_alone]
+    assert len(tags) == 3 * 2 * 2 and len(result["history"]) == len(alone.history) == 3  # episodes x replicas x steps
+    assert [(e["imwa_episode"], e["imwa_replica"], e["step"]) for e in logged] == tags  # every replica's, in order
+    assert [e["loss"] for e in logged] == pytest.approx([e["loss"] for e in logged_alone], abs=1e-6)
+    for launched, one_process in zip(result["history"], alone.history):
+        assert launched["train_loss"] == pytest.approx(one_process["train_loss"], abs=1e-6)
+
+
+def test_a_launch_runs_one_process_per_replica(tmp_path, monkeypatch):
+    args = IMWAConfig(output_dir=str(tmp_path), max_steps=6, imwa_replicas=3, imwa_episodes=3, **COMMON)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # checked before any process group is needed
+    with pytest.raises(ValueError, match=r"imwa_replicas=3 and 2 processes were launched.*--nproc_per_node 3"):
+        IMWATrainer(fresh(), args, train_dataset=rows())
 
 
 @pytest.mark.parametrize(
