@@ -10,6 +10,9 @@ kept step times (or of whole runs, for IMWA) are compared.
   FixMatch (the same trainer with both flags off).
 - IMWA: `IMWATrainer` (M replicas, E episodes) vs M plain `Trainer` runs of the same steps (vanilla averaging's
   compute): the cost of episode switches (a Trainer per episode and replica) and averaging.
+- DPC: a `DPCTrainer` step after the warm-up (two networks: no-gradient guesses on two views, MixMatch, both networks'
+  losses) and a `DPCLiteTrainer` step after the warm-up (evidential loss on the selected rows) vs a plain `Trainer`
+  step of one network on the same batch. The selection's scoring pass at each epoch start is timed apart.
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_strategies.py [--rounds 3 --steps 40 --threads 1]
 
@@ -30,7 +33,11 @@ from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from hf_methods.data import digits
 from hf_methods.models.convnets import VGGConfig, VGGForImageClassification
+from hf_methods.models.dpc import DPCForImageClassification, DPCModelConfig
 from hf_methods.trainers import (
+    DPCConfig,
+    DPCLiteTrainer,
+    DPCTrainer,
     IMWAConfig,
     IMWATrainer,
     LayerMatchConfig,
@@ -154,6 +161,41 @@ def main():
     base_run, imwa_run = abba(a.rounds, vanilla, imwa)
     print(f"IMWA ({replicas} replicas, {episodes} episodes, {steps} steps each): {imwa_run:.2f} s vs {base_run:.2f} s "
           f"for {replicas} plain Trainer runs, ratio {imwa_run / base_run:.3f}", flush=True)  # fmt: skip
+
+    # --- DPC ---
+    selections = []
+
+    def dpc_model():
+        torch.manual_seed(a.seed)
+        config = DPCModelConfig(backbone_config=vgg().config.to_dict(), id2label=vgg().config.id2label,
+                                aux_hidden_size=64)  # fmt: skip
+        return DPCForImageClassification(config)
+
+    def dpc(two_networks: bool):
+        def go():
+            args = DPCConfig(**common(a, out), warmup_epochs=0)  # a selection at the start, then only DPC steps
+            if two_networks:
+                trainer = DPCTrainer(model=dpc_model(), args=args, train_dataset=rows)
+            else:
+                trainer = DPCLiteTrainer(model=vgg(), args=args, train_dataset=rows)
+            original = trainer.select
+
+            def timed(epoch):
+                start = time.perf_counter()
+                original(epoch)
+                selections.append(time.perf_counter() - start)
+
+            trainer.select = timed
+            return step_times(trainer, a.warmup)
+
+        return go
+
+    base_dpc, two = abba(a.rounds, plain, dpc(True))
+    base_lite, lite = abba(a.rounds, plain, dpc(False))
+    print(f"DPC (two networks, MixMatch): {two * 1e3:.2f} vs {base_dpc * 1e3:.2f} ms per step of one plain network, "
+          f"ratio {two / base_dpc:.3f}; DPC-lite {lite * 1e3:.2f} vs {base_lite * 1e3:.2f} ms, ratio "
+          f"{lite / base_lite:.3f}; one selection (scoring {len(rows)} images + the mixture) "
+          f"{statistics.median(selections) * 1e3:.0f} ms", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -99,10 +99,13 @@ def toy_method(tmp_path, monkeypatch):
 def test_every_method_of_the_library_is_registered_once_with_its_command():
     methods = registry.methods()
     learngenes = {"TLEG", "SWS", "Learngene Pool", "GTL"}
-    assert learngenes | {"L2D", "CPT", "RDD", "IMWA", "Optimum Shifting", "LayerMatch"} <= set(methods)
-    assert set(registry.commands()) == {"tleg", "sws", "pool", "gtl", "l2d", "cpt", "rdd", "imwa", "sos", "layermatch"}
+    assert learngenes | {"L2D", "CPT", "RDD", "IMWA", "Optimum Shifting", "LayerMatch", "DPC"} <= set(methods)
+    commands = {"tleg", "sws", "pool", "gtl", "l2d", "cpt", "rdd", "imwa", "sos", "layermatch", "dpc"}
+    assert set(registry.commands()) == commands
     assert "xia2024tleg" in registry.citation("TLEG") and registry.citation("no such method") == ""
-    for name in ("TLEGConfig", "TLEGModel", "VGGForImageClassification", "ProxyTunedForCausalLM", "LearngeneModel"):
+    exported = ("TLEGConfig", "TLEGModel", "VGGForImageClassification", "ProxyTunedForCausalLM", "LearngeneModel",
+                "DPCForImageClassification")  # fmt: skip
+    for name in exported:
         assert getattr(hf_methods, name) is registry.exports()[name] and name in hf_methods.__all__
 
 

@@ -67,6 +67,9 @@ class DPCNetwork(nn.Module):
         return layer
 
     def forward(self, pixel_values: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        gray = getattr(self.backbone.config, "num_channels", 3) == 1
+        if gray and pixel_values.dim() == 4 and pixel_values.shape[1] == 3:  # RGB (a pipeline's gray image)
+            pixel_values = pixel_values.mean(dim=1, keepdim=True)
         features = []
         hook = self.classifier.register_forward_pre_hook(lambda module, args: features.append(args[0]))
         try:
@@ -78,6 +81,9 @@ class DPCNetwork(nn.Module):
 
 class DPCForImageClassification(HfMethodsModel, PreTrainedModel):
     """`config.num_networks` DPC networks (`networks[k]`, each a `DPCNetwork`).
+
+    A network that reads one channel (the digits) also takes RGB images, averaged to gray (`pipeline()` makes RGB of
+    every image; for a gray image this is exact).
 
     `forward(pixel_values, labels=None, network=None)` returns a `DPCOutput`: the head-1 and head-2 logits summed over
     the networks (the paper's test-time prediction), or those of `networks[network]` alone. With `per_network=True`,
