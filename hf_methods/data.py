@@ -58,6 +58,13 @@ DIGITS_INPUT = (
 )
 
 
+def in_memory_rows(dataset: Dataset) -> list[dict]:
+    """A small `datasets.Dataset` as a list of rows of tensors, for a `Trainer` that reads it many times: reading one
+    row of a datasets table costs about 0.2 ms, more than a training step of the recipes' small CNNs on 8x8 digits."""
+    columns = dataset.with_format("torch")[:]
+    return [{name: values[i] for name, values in columns.items()} for i in range(len(dataset))]
+
+
 def digits_image_processor(image_size: int):
     """The image processor of models trained on `digits(image_size)`, saved beside them so that
     `pipeline("image-classification", model=folder)` and `AutoImageProcessor` load them: resize (bilinear, as

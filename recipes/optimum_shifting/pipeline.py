@@ -25,7 +25,7 @@ import transformers
 from hf_methods import __version__
 from hf_methods.cards import run_model_card
 from hf_methods.cli import run_script
-from hf_methods.data import digits, digits_image_processor, for_pipeline, input_format
+from hf_methods.data import digits, digits_image_processor, for_pipeline, in_memory_rows, input_format
 from hf_methods.models.convnets import VGGForImageClassification
 from hf_methods.recipe import (
     RecipeArguments,
@@ -100,7 +100,7 @@ def train_arm(recipe: SOSRecipe, arm: str, seed: int, data, work: Path):
                          eval_strategy="no", disable_tqdm=True)  # fmt: skip
     callback = OptimumShiftingCallback(num_samples=recipe.num_samples, seed=seed) if arm == "SOS" else None
     trainer = ResumableTrainer(
-        model=model, args=args, train_dataset=data["train"], callbacks=[c for c in (callback,) if c]
+        model=model, args=args, train_dataset=in_memory_rows(data["train"]), callbacks=[c for c in (callback,) if c]
     )
     trainer.remove_callback(transformers.PrinterCallback)  # the run prints one line per arm
     train(trainer)

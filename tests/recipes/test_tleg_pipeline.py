@@ -183,6 +183,12 @@ def test_default_recipe_is_packaged():
     assert set(yaml.safe_load(Path(str(DEFAULT_RECIPE)).read_text())) <= {f for f in TLEGRecipe.__dataclass_fields__}
 
 
+def _first_traceback_and_tail(stderr: str) -> str:
+    """The first traceback (the rank that failed first; the others then fail in a collective) and the end."""
+    start = stderr.find("Traceback")
+    return (stderr[start : start + 5000] + "\n[...]\n" if start >= 0 else "") + stderr[-3000:]
+
+
 def test_pipeline_under_accelerate_launch_with_two_processes(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump({**TINY, "depths": [2]}))
@@ -210,7 +216,7 @@ def test_pipeline_under_accelerate_launch_with_two_processes(tmp_path):
         env=env,
         timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, _first_traceback_and_tail(proc.stderr)
     assert proc.stdout.count("[1/7]") == 1  # only the main process speaks
     assert "parallel_mode != ParallelMode.DISTRIBUTED" not in proc.stderr  # a real 2-rank DDP run
     assert (out / "descendants" / "depth-2" / "model.safetensors").is_file()
