@@ -15,6 +15,13 @@ from .imwa_config import IMWAConfig
 from .imwa_trainer import IMWATrainer, average_state_dicts
 from .layermatch_config import LayerMatchConfig
 from .layermatch_trainer import LayerMatchTrainer, SemiSupervisedDataset, WeakStrongCollator
+from .ldl_losses import (
+    check_label_distributions,
+    compute_ldl_metrics,
+    label_distribution_kl,
+    ldl_metrics,
+    pairwise_ranking_loss,
+)
 from .multilabel_kd_config import MultiLabelKDConfig
 from .multilabel_kd_trainer import (
     MultiLabelKDTrainer,
@@ -43,6 +50,11 @@ from .rdd_trainer import (
 from .resumable import ResumableTrainer
 
 __all__ = [
+    "check_label_distributions",
+    "compute_ldl_metrics",
+    "label_distribution_kl",
+    "ldl_metrics",
+    "pairwise_ranking_loss",
     "DPCConfig",
     "DPCLiteTrainer",
     "DPCTrainer",
