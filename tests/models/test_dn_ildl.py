@@ -85,3 +85,24 @@ def test_bad_inputs_are_named():
         DNILDL(nuclear_weight=-1)
     with pytest.raises(ValueError, match="needs a fitted model"):
         DNILDL().predict(x)
+
+
+def test_a_fitted_solver_saves_loads_and_pushes_as_a_model(tmp_path, fake_hub):
+    import transformers as T
+    from huggingface_hub import ModelCard
+
+    from hf_methods.models.dn_ildl import DNILDLForLabelDistribution
+
+    x, _, noisy = synthetic(n=60)
+    solver = DNILDL(nuclear_weight=1.0, label_noise_weight=50.0, max_iter=50).fit(x, noisy)
+    model = DNILDLForLabelDistribution.from_solver(solver, id2label={i: f"l{i}" for i in range(6)})
+    torch.testing.assert_close(model(features=x).distribution, solver.predict(x))
+    model.save_pretrained(tmp_path)
+    loaded = T.AutoModel.from_pretrained(tmp_path, trust_remote_code=False)
+    assert type(loaded) is DNILDLForLabelDistribution and torch.equal(loaded.weights, solver.weights)
+    torch.testing.assert_close(loaded(features=x).distribution, solver.predict(x))
+    model.push_to_hub("tester/dn-ildl", results={"metrics": {"cosine": 0.8}})
+    card = ModelCard.load("tester/dn-ildl")
+    assert "dn-ildl" in card.data.tags and "| cosine | 0.8 |" in card.text
+    with pytest.raises(ValueError, match="fitted on 20"):
+        loaded(features=x[:, :5])
