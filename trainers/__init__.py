@@ -38,6 +38,8 @@ from .pool_distillation_trainer import (
     matched_layers,
     pool_distillation_loss,
 )
+from .rankmatch_config import RankMatchConfig
+from .rankmatch_trainer import RankMatchTrainer
 from .rdd_config import RDDConfig
 from .rdd_trainer import (
     RDDTrainer,
@@ -50,6 +52,8 @@ from .rdd_trainer import (
 from .resumable import ResumableTrainer
 
 __all__ = [
+    "RankMatchConfig",
+    "RankMatchTrainer",
     "check_label_distributions",
     "compute_ldl_metrics",
     "label_distribution_kl",

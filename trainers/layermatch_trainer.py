@@ -83,20 +83,27 @@ def strong_augment(images: torch.Tensor) -> torch.Tensor:
 
 class WeakStrongCollator:
     """Collate `SemiSupervisedDataset` rows: the labeled columns as usual, the unlabeled images as `unlabeled_weak`
-    and `unlabeled_strong` (`weak(images)`, `strong(images)`, each a batch of `B * ratio` images)."""
+    and `unlabeled_strong` (`weak(images)`, `strong(images)`, each a batch of `B * ratio` images). With
+    `num_weak_views=K > 1` (RankMatch), `unlabeled_weak` holds K independent weak views, (K, B * ratio, ...)."""
 
     def __init__(
         self,
         weak: Callable[[torch.Tensor], torch.Tensor] = weak_augment,
         strong: Callable[[torch.Tensor], torch.Tensor] = strong_augment,
         base: Callable = default_data_collator,
+        num_weak_views: int = 1,
     ):
-        self.weak, self.strong, self.base = weak, strong, base
+        if isinstance(num_weak_views, bool) or not isinstance(num_weak_views, int) or num_weak_views < 1:
+            raise ValueError(f"num_weak_views must be an integer >= 1, got {num_weak_views!r}.")
+        self.weak, self.strong, self.base, self.num_weak_views = weak, strong, base, num_weak_views
 
     def __call__(self, rows):
         images = torch.stack([torch.as_tensor(img) for row in rows for img in row["unlabeled"]])
         batch = self.base([{k: v for k, v in row.items() if k != "unlabeled"} for row in rows])
-        batch["unlabeled_weak"] = self.weak(images)
+        if self.num_weak_views == 1:
+            batch["unlabeled_weak"] = self.weak(images)
+        else:
+            batch["unlabeled_weak"] = torch.stack([self.weak(images) for _ in range(self.num_weak_views)])
         batch["unlabeled_strong"] = self.strong(images)
         return batch
 
