@@ -65,6 +65,31 @@ def in_memory_rows(dataset: Dataset) -> list[dict]:
     return [{name: values[i] for name, values in columns.items()} for i in range(len(dataset))]
 
 
+def digit_blends(
+    images: torch.Tensor, labels, n: int, seed: int, components: tuple[int, ...] = (2, 3), concentration: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` images that each blend 2 or 3 (`components`) digit images of different classes with known weights, and
+    their true label distributions: the weights at those digits, 0 elsewhere (a real label-distribution task). The
+    weights are drawn from a symmetric Dirichlet(`concentration`, a positive integer: Gamma(k) draws are sums of k
+    exponentials, so `seed` alone fixes them); the digit images from `images` / `labels` (a
+    training split for training blends, the test split for test blends, so no image is in both)."""
+    labels = torch.as_tensor(labels)
+    g = torch.Generator().manual_seed(seed)
+    by_class = [torch.nonzero(labels == c).flatten() for c in range(10)]
+    if isinstance(concentration, bool) or not isinstance(concentration, int) or concentration < 1:
+        raise ValueError(f"concentration must be a positive integer, got {concentration!r}.")
+    out_images, out_dists = [], torch.zeros(n, 10)
+    for i in range(n):
+        k = components[int(torch.randint(len(components), (), generator=g))]
+        classes = torch.randperm(10, generator=g)[:k]
+        gammas = -torch.rand(k, concentration, generator=g).clamp_min(1e-12).log().sum(1)
+        weights = gammas / gammas.sum()
+        picks = [by_class[c][int(torch.randint(len(by_class[c]), (), generator=g))] for c in classes.tolist()]
+        out_images.append(sum(w * images[j] for w, j in zip(weights, picks)))
+        out_dists[i, classes] = weights
+    return torch.stack(out_images), out_dists
+
+
 def digits_image_processor(image_size: int):
     """The image processor of models trained on `digits(image_size)`, saved beside them so that
     `pipeline("image-classification", model=folder)` and `AutoImageProcessor` load them: resize (bilinear, as

@@ -74,10 +74,23 @@ class LabelDistributionModel(HfMethodsModel, PreTrainedModel):
     def get_input_embeddings(self):
         return self.backbone.get_input_embeddings()
 
-    def forward(self, label_distribution: torch.Tensor | None = None, **inputs) -> LabelDistributionOutput:
-        inputs.pop("labels", None)
-        inputs.pop("return_dict", None)
-        logits = self.backbone(**inputs).logits
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        label_distribution: torch.Tensor | None = None,
+        **kwargs,
+    ) -> LabelDistributionOutput:
+        """The inputs are named so that the `Trainer` keeps those columns (it drops what `forward` does not name)."""
+        given = {"pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": attention_mask,
+                 "token_type_ids": token_type_ids, "inputs_embeds": inputs_embeds}  # fmt: skip
+        inputs = {k: v for k, v in given.items() if v is not None}
+        for ignored in ("labels", "return_dict", "output_hidden_states"):
+            kwargs.pop(ignored, None)
+        logits = self.backbone(**inputs, **kwargs).logits
         loss = None
         if label_distribution is not None:
             if label_distribution.shape != logits.shape:
