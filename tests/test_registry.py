@@ -100,7 +100,21 @@ def test_every_method_of_the_library_is_registered_once_with_its_command():
     methods = registry.methods()
     learngenes = {"TLEG", "SWS", "Learngene Pool", "GTL"}
     assert learngenes | {"L2D", "CPT", "RDD", "IMWA", "Optimum Shifting", "LayerMatch", "DPC"} <= set(methods)
-    commands = {"tleg", "sws", "pool", "gtl", "l2d", "cpt", "rdd", "imwa", "sos", "layermatch", "dpc", "rankmatch"}
+    commands = {
+        "tleg",
+        "sws",
+        "pool",
+        "gtl",
+        "l2d",
+        "cpt",
+        "rdd",
+        "imwa",
+        "sos",
+        "layermatch",
+        "dpc",
+        "rankmatch",
+        "dn-ildl",
+    }
     assert set(registry.commands()) == commands
     assert "xia2024tleg" in registry.citation("TLEG") and registry.citation("no such method") == ""
     exported = ("TLEGConfig", "TLEGModel", "VGGForImageClassification", "ProxyTunedForCausalLM", "LearngeneModel",
