@@ -106,3 +106,18 @@ def test_a_target_that_is_not_a_distribution_names_the_row(tmp_path):
     b["label_distribution"][2] = torch.tensor([0.5, 0.5, 0.5])
     with pytest.raises(ValueError, match="label_distribution row 2 sums to 1.5"):
         trainer.compute_loss(trainer.model, b)
+
+
+def test_averaging_more_weak_views_steadies_the_pseudo_distribution(tmp_path):
+    trainer = RankMatchTrainer(model=Linear(), args=config(tmp_path), train_dataset=[])
+    g = torch.Generator().manual_seed(4)
+    image = torch.randn(1, 1, 4, 4, generator=g)
+
+    def spread(k):  # variance of q over 40 draws of k noisy views of one image
+        draws = []
+        for _ in range(40):
+            views = image + 0.5 * torch.randn(k, 1, 1, 4, 4, generator=g)
+            draws.append(trainer.pseudo_distribution(trainer.model, views if k > 1 else views[0]))
+        return torch.stack(draws).var(0).sum()
+
+    assert spread(4) < 0.5 * spread(1)
