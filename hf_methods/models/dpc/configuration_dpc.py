@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from transformers import CONFIG_MAPPING, PreTrainedConfig
+from transformers import PreTrainedConfig
 
 from ...engine.learngene import _known_config_keys
-from ..label_query.configuration_label_query import _NOT_ARCHITECTURE_KEYS, build_backbone_config
+from ..label_query.configuration_label_query import labeled_backbone, labeled_backbone_config
 
 
 class DPCModelConfig(PreTrainedConfig):
@@ -56,32 +56,7 @@ class DPCModelConfig(PreTrainedConfig):
         self.check_dpc()
 
     def _normalize_backbone(self):
-        config = self.backbone_config
-        if isinstance(config, PreTrainedConfig):
-            config = config.to_dict()
-        if config is None:
-            return  # an empty config (transformers builds one to read defaults); the model refuses it
-        if not isinstance(config, dict):
-            raise TypeError(
-                f"`backbone_config` must be a dict (e.g. VGGConfig(...).to_dict()) or a PreTrainedConfig, got "
-                f"{type(config).__name__}."
-            )
-        model_type = self.backbone_model_type or config.get("model_type")
-        if model_type is None:
-            raise ValueError(
-                "`backbone_model_type` is missing: backbone_config has no 'model_type' key; set backbone_model_type "
-                "to the network's model type, e.g. 'hf_methods_vgg' or 'vit'."
-            )
-        if model_type not in CONFIG_MAPPING:
-            raise ValueError(f"`backbone_model_type`={model_type!r} is not a registered transformers model type.")
-        if model_type == self.model_type:
-            raise ValueError("`backbone_model_type` cannot be a DPC model; give the network's own type.")
-        values = {k: v for k, v in config.items() if k not in ("id2label", "label2id", "num_labels")}
-        canonical = build_backbone_config(model_type, values).to_dict()
-        self.backbone_config = {
-            k: v for k, v in canonical.items() if k not in (*_NOT_ARCHITECTURE_KEYS, "id2label", "label2id")
-        }
-        self.backbone_model_type = model_type
+        labeled_backbone(self, "'hf_methods_vgg' or 'vit'", drop=())
 
     def check_dpc(self):
         """Raise a ValueError naming the first bad field and how to fix it."""
@@ -104,12 +79,5 @@ class DPCModelConfig(PreTrainedConfig):
             raise ValueError(f"`num_labels` must be at least 2, got {self.num_labels}.")
 
     def get_backbone_config(self) -> PreTrainedConfig:
-        """One network's own transformers config, with this config's labels."""
-        if self.backbone_config is None:
-            raise ValueError(
-                "DPCModelConfig.backbone_config is empty; give the network's config, e.g. "
-                "DPCModelConfig(backbone_config=VGGConfig(...).to_dict(), id2label=...)."
-            )
-        return build_backbone_config(
-            self.backbone_model_type, {**self.backbone_config, "id2label": dict(self.id2label)}
-        )
+        """The backbone's own transformers config, with this config's labels."""
+        return labeled_backbone_config(self)

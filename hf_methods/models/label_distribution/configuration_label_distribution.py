@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from transformers import CONFIG_MAPPING, PreTrainedConfig
+from transformers import PreTrainedConfig
 
 from ...engine.learngene import _known_config_keys
-from ..label_query.configuration_label_query import _NOT_ARCHITECTURE_KEYS, build_backbone_config
+from ..label_query.configuration_label_query import labeled_backbone, labeled_backbone_config
 
 
 class LabelDistributionConfig(PreTrainedConfig):
@@ -45,39 +45,8 @@ class LabelDistributionConfig(PreTrainedConfig):
             raise ValueError(f"`num_labels` must be at least 2 (a distribution over labels), got {self.num_labels}.")
 
     def _normalize_backbone(self):
-        config = self.backbone_config
-        if isinstance(config, PreTrainedConfig):
-            config = config.to_dict()
-        if config is None:
-            return  # an empty config (transformers builds one to read defaults); the model refuses it
-        if not isinstance(config, dict):
-            raise TypeError(
-                f"`backbone_config` must be a dict (e.g. ViTConfig(...).to_dict()) or a PreTrainedConfig, got "
-                f"{type(config).__name__}."
-            )
-        model_type = self.backbone_model_type or config.get("model_type")
-        if model_type is None:
-            raise ValueError(
-                "`backbone_model_type` is missing: backbone_config has no 'model_type' key; set backbone_model_type "
-                "to the backbone's model type, e.g. 'vit', 'bert' or 'hf_methods_vgg'."
-            )
-        if model_type not in CONFIG_MAPPING:
-            raise ValueError(f"`backbone_model_type`={model_type!r} is not a registered transformers model type.")
-        if model_type == self.model_type:
-            raise ValueError("`backbone_model_type` cannot be a label-distribution model; give the backbone's type.")
-        values = {k: v for k, v in config.items() if k not in ("id2label", "label2id", "num_labels", "problem_type")}
-        canonical = build_backbone_config(model_type, values).to_dict()
-        drop = (*_NOT_ARCHITECTURE_KEYS, "id2label", "label2id", "problem_type")
-        self.backbone_config = {k: v for k, v in canonical.items() if k not in drop}
-        self.backbone_model_type = model_type
+        labeled_backbone(self, "'vit', 'bert' or 'hf_methods_vgg'", drop=("problem_type",))
 
     def get_backbone_config(self) -> PreTrainedConfig:
         """The backbone's own transformers config, with this config's labels."""
-        if self.backbone_config is None:
-            raise ValueError(
-                "LabelDistributionConfig.backbone_config is empty; give the backbone's config, e.g. "
-                "LabelDistributionConfig(backbone_config=ViTConfig(...).to_dict(), id2label=...)."
-            )
-        return build_backbone_config(
-            self.backbone_model_type, {**self.backbone_config, "id2label": dict(self.id2label)}
-        )
+        return labeled_backbone_config(self)

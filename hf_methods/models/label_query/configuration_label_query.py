@@ -25,6 +25,53 @@ def build_backbone_config(model_type: str, values: dict) -> PreTrainedConfig:
     return AutoConfig.for_model(model_type, **{k: v for k, v in values.items() if k != "model_type"})
 
 
+_LABEL_KEYS = ("id2label", "label2id", "num_labels")
+
+
+def labeled_backbone(config: PreTrainedConfig, example: str, drop: tuple[str, ...] = ()) -> None:
+    """Normalize `config.backbone_config` / `config.backbone_model_type` of a config whose backbone is a classifier
+    that takes the outer config's labels (DPC, label distribution): one canonical dict without its label keys (and
+    `drop`), the model type checked. `example` names a backbone type in the error messages."""
+    backbone = config.backbone_config
+    if isinstance(backbone, PreTrainedConfig):
+        backbone = backbone.to_dict()
+    if backbone is None:
+        return  # an empty config (transformers builds one to read defaults); the model refuses it
+    if not isinstance(backbone, dict):
+        raise TypeError(
+            f"`backbone_config` must be a dict (e.g. VGGConfig(...).to_dict()) or a PreTrainedConfig, got "
+            f"{type(backbone).__name__}."
+        )
+    model_type = config.backbone_model_type or backbone.get("model_type")
+    if model_type is None:
+        raise ValueError(
+            "`backbone_model_type` is missing: backbone_config has no 'model_type' key; set backbone_model_type "
+            f"to the backbone's model type, e.g. {example}."
+        )
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"`backbone_model_type`={model_type!r} is not a registered transformers model type.")
+    if model_type == config.model_type:
+        raise ValueError(f"`backbone_model_type` cannot be a {type(config).__name__} model; give the backbone's type.")
+    values = {k: v for k, v in backbone.items() if k not in (*_LABEL_KEYS, *drop)}
+    canonical = build_backbone_config(model_type, values).to_dict()
+    config.backbone_config = {
+        k: v for k, v in canonical.items() if k not in (*_NOT_ARCHITECTURE_KEYS, *_LABEL_KEYS[:2], *drop)
+    }
+    config.backbone_model_type = model_type
+
+
+def labeled_backbone_config(config: PreTrainedConfig) -> PreTrainedConfig:
+    """The backbone's own transformers config, with the outer config's labels (see `labeled_backbone`)."""
+    if config.backbone_config is None:
+        raise ValueError(
+            f"{type(config).__name__}.backbone_config is empty; give the backbone's config, e.g. "
+            f"{type(config).__name__}(backbone_config=VGGConfig(...).to_dict(), id2label=...)."
+        )
+    return build_backbone_config(
+        config.backbone_model_type, {**config.backbone_config, "id2label": dict(config.id2label)}
+    )
+
+
 class LabelQueryConfig(PreTrainedConfig):
     r"""A multi-label classifier: a transformers backbone (any model whose `AutoModel` returns token features in
     `last_hidden_state`, e.g. ViT, BERT, or a CNN's feature map) and an ML-Decoder-style head with one query per
