@@ -1,30 +1,37 @@
 """An in-process fake of the Hugging Face Hub HTTP API, for offline tests of Hub integration.
 
 `FakeHub` runs a stdlib `ThreadingHTTPServer` on 127.0.0.1 (random port) in a daemon thread and answers the routes
-that huggingface_hub 2.4 (and transformers on top of it) use to create model repos, push commits and download files.
-Tests therefore drive the *real* client code (`HfApi`, `hf_hub_download`, `snapshot_download`, `push_to_hub`,
-`from_pretrained`) over real HTTP.
+that huggingface_hub 2.4 (and transformers and datasets on top of it) use to create model and dataset repos, push
+commits and download files. Tests therefore drive the *real* client code (`HfApi`, `hf_hub_download`,
+`snapshot_download`, `push_to_hub`, `from_pretrained`, `Dataset.push_to_hub`, `DatasetCard.push_to_hub`,
+`datasets.load_dataset`) over real HTTP.
 
-Emulated (model repos "ns/name" only, all state in memory):
-- `POST /api/repos/create` (409 with the repo url when it exists, as the Hub does), `DELETE /api/repos/delete`,
-  `GET /api/whoami-v2`, `POST /api/validate-yaml` (always valid);
-- repo info `GET|HEAD /api/models/{repo}[/revision/{rev}]`, `GET .../tree/{rev}[/{path}]`, `POST .../paths-info/{rev}`;
-- uploads: `POST .../preupload/{rev}` (LFS for *.safetensors/.bin/.pt/.pth and files > 10 MB), the legacy git-LFS
-  batch API `POST /{repo}.git/info/lfs/objects/batch` (basic transfer, single PUT + verify on this server; used when
-  `HF_HUB_DISABLE_XET=1`), `POST .../commit/{rev}` (NDJSON: file, lfsFile, deletedFile, deletedFolder), and
-  `POST .../branch/{branch}`;
-- downloads: `HEAD|GET /{repo}/resolve/{rev}/{path}` with `X-Repo-Commit`, `ETag`, `X-Linked-Etag`/`X-Linked-Size`
-  (LFS files) and `X-Error-Code` (RepoNotFound / RevisionNotFound / EntryNotFound) on errors;
+Emulated (model and dataset repos "ns/name", each kind in its own namespace: `repos` holds the model repos,
+`dataset_repos` the dataset repos; all state in memory):
+- `POST /api/repos/create` (`type` "model" or "dataset"; 409 with the repo url when it exists, as the Hub does),
+  `DELETE /api/repos/delete`, `GET /api/whoami-v2`, `POST /api/validate-yaml` (always valid);
+- repo info `GET|HEAD /api/{models,datasets}/{repo}[/revision/{rev}]`, `GET .../tree/{rev}[/{path}]`,
+  `POST .../paths-info/{rev}`;
+- uploads: `POST .../preupload/{rev}` (LFS for *.safetensors/.bin/.pt/.pth, for *.parquet/.arrow in dataset repos,
+  and files > 10 MB), the legacy git-LFS batch API `POST [/datasets]/{repo}.git/info/lfs/objects/batch` (basic
+  transfer, single PUT + verify on this server; used when `HF_HUB_DISABLE_XET=1`), `POST .../commit/{rev}` (NDJSON:
+  file, lfsFile, deletedFile, deletedFolder), and `POST .../branch/{branch}`;
+- downloads: `HEAD|GET /{repo}/resolve/{rev}/{path}` (dataset repos: `/datasets/{repo}/resolve/...`) with
+  `X-Repo-Commit`, `ETag`, `X-Linked-Etag`/`X-Linked-Size` (LFS files) and `X-Error-Code` (RepoNotFound /
+  RevisionNotFound / EntryNotFound) on errors;
 - bearer-token auth when `tokens` is given (unknown tokens are rejected on every route, like the real Hub; writes and
   private repos need a valid one), `reject_all_with_401`, and a request log `requests`;
 - faults: `fail_next_commits = N` answers the next N commit requests with `commit_failure_status` (500 unless set;
   nothing applied), `fail_commits_to[repo_id] = N` does so for the next N commits to one repo,
   `lose_next_commit_answers = N` applies the next N commits but answers them with that status (an answer lost on
   the way back, e.g. a gateway timeout), and `stop()` takes the server down (connection refused on its port);
-  `commits(repo_id)` (a branch's history) and `commit_requests(repo_id)` count commits and commit attempts.
+  `commits(repo_id)` (a branch's history) and `commit_requests(repo_id)` count commits and commit attempts (each
+  helper takes `repo_type="dataset"` for a dataset repo).
 
-Not emulated: Xet storage (set `HF_HUB_DISABLE_XET=1`), multipart LFS uploads, dataset/space repos, pull requests,
-tags, deletion of branches, pagination, gated repos, redirects to a CDN, Range requests.
+Not emulated: Xet storage (set `HF_HUB_DISABLE_XET=1`), multipart LFS uploads, space repos, buckets, the dataset
+viewer's routes (`/api/datasets/{repo}/parquet`, the `refs/convert/parquet` branch), pull requests, tags, deletion of
+branches, pagination, gated repos, redirects to a CDN, Range requests. `datasets` reads `HF_ENDPOINT` and the offline
+flag into `datasets.config` at import: a test that loads a dataset repo points those at the fake too.
 """
 
 from __future__ import annotations
@@ -41,10 +48,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+DATASET_LFS_SUFFIXES = LFS_SUFFIXES + (".parquet", ".arrow")  # a new dataset repo's .gitattributes adds these
 LFS_MIN_SIZE = 10 * 1024 * 1024
 USER = "tester"  # the namespace of `create_repo("name")` and the user behind every valid token
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"  # the real Hub's wording for a bad token
 GITATTRIBUTES = b"".join(b"*%s filter=lfs diff=lfs merge=lfs -text\n" % s.encode() for s in LFS_SUFFIXES)
+DATASET_GITATTRIBUTES = b"".join(
+    b"*%s filter=lfs diff=lfs merge=lfs -text\n" % s.encode() for s in DATASET_LFS_SUFFIXES
+)
+# URL part of each repo kind ("models" in /api/models/..., "datasets" in /api/datasets/... and /datasets/...) -> the
+# `type` huggingface_hub sends to /api/repos/create and /api/repos/delete
+KINDS = {"models": "model", "datasets": "dataset"}
 
 
 def git_blob_oid(data: bytes) -> str:
@@ -70,6 +84,7 @@ class Repo:
     repo_id: str
     private: bool
     branches: dict[str, list[Commit]]  # branch -> history, oldest first
+    kind: str = "models"  # "models" or "datasets" (the URL part)
 
     def resolve(self, rev: str) -> Commit | None:
         if rev in self.branches:
@@ -94,7 +109,8 @@ def error(status: int, message: str, code: str | None = None, **headers) -> Repl
 class FakeHub:
     def __init__(self, tokens=()):
         self.tokens = set(tokens)
-        self.repos: dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}  # model repos
+        self.dataset_repos: dict[str, Repo] = {}
         self.lfs_store: dict[str, bytes] = {}  # sha256 -> content (uploaded LFS objects)
         self.requests: list[tuple[str, str]] = []
         self.reject_all_with_401 = False
@@ -131,10 +147,18 @@ class FakeHub:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def store(self, repo_type: str | None = "model") -> dict[str, Repo]:
+        """The repos of one kind: `repos` (model) or `dataset_repos` (dataset)."""
+        if repo_type in (None, "model", "models"):
+            return self.repos
+        if repo_type in ("dataset", "datasets"):
+            return self.dataset_repos
+        raise ValueError(f"FakeHub has model and dataset repos, not {repo_type!r} ones")
+
     # helpers for tests
-    def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
+    def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict[str, bytes]:
         """The files of `repo_id` at a branch or commit oid (raises KeyError if unknown)."""
-        commit = self.repos[repo_id].resolve(revision)
+        commit = self.store(repo_type)[repo_id].resolve(revision)
         if commit is None:
             raise KeyError(revision)
         return dict(commit.files)
@@ -142,13 +166,14 @@ class FakeHub:
     def routes_used(self, method: str | None = None) -> list[str]:
         return [p for m, p in self.requests if method is None or m == method]
 
-    def commits(self, repo_id: str, revision: str = "main") -> list[Commit]:
+    def commits(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> list[Commit]:
         """The history of a branch of `repo_id`, oldest first ("initial commit" from create_repo included)."""
-        return list(self.repos[repo_id].branches[revision])
+        return list(self.store(repo_type)[repo_id].branches[revision])
 
-    def commit_requests(self, repo_id: str) -> int:
+    def commit_requests(self, repo_id: str, repo_type: str = "model") -> int:
         """How many commit requests reached `repo_id` (answered or failed)."""
-        return sum(m == "POST" and p.startswith(f"/api/models/{repo_id}/commit/") for m, p in self.requests)
+        kind = "datasets" if repo_type in ("dataset", "datasets") else "models"
+        return sum(m == "POST" and p.startswith(f"/api/{kind}/{repo_id}/commit/") for m, p in self.requests)
 
     # state changes (called with the lock held)
     def _new_commit(self, parent: Commit | None, message: str, files: dict, lfs) -> Commit:
@@ -157,29 +182,32 @@ class FakeHub:
         )
         return Commit(hashlib.sha1(seed.encode()).hexdigest(), parent and parent.oid, message, files, frozenset(lfs))
 
-    def _create_repo(self, repo_id: str, private: bool) -> Repo:
-        first = self._new_commit(None, "initial commit", {".gitattributes": GITATTRIBUTES}, ())
-        self.repos[repo_id] = repo = Repo(repo_id, private, {"main": [first]})
+    def _create_repo(self, repo_id: str, private: bool, kind: str = "models") -> Repo:
+        attributes = DATASET_GITATTRIBUTES if kind == "datasets" else GITATTRIBUTES
+        first = self._new_commit(None, "initial commit", {".gitattributes": attributes}, ())
+        self.store(kind)[repo_id] = repo = Repo(repo_id, private, {"main": [first]}, kind)
         return repo
 
 
 _REPO = r"/(?P<ns>[^/]+)/(?P<name>[^/]+)"
+_API = r"/api/(?P<kind>models|datasets)"  # repo routes of both kinds
+_PREFIX = r"(?:/(?P<kind>datasets))?"  # git and download routes: "/datasets" before a dataset repo, nothing for a model
 # (method, path regex, route_* handler name, needs a valid token when tokens are configured)
 _ROUTES = [
     ("POST", r"/api/repos/create", "create_repo", True),
     ("DELETE", r"/api/repos/delete", "delete_repo", True),
     ("GET", r"/api/whoami-v2", "whoami", True),
     ("POST", r"/api/validate-yaml", "validate_yaml", False),
-    ("GET", r"/api/models" + _REPO + r"(?:/revision/(?P<rev>[^/]+))?", "repo_info", False),
-    ("GET", r"/api/models" + _REPO + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", "tree", False),
-    ("POST", r"/api/models" + _REPO + r"/paths-info/(?P<rev>[^/]+)", "paths_info", False),
-    ("POST", r"/api/models" + _REPO + r"/preupload/(?P<rev>[^/]+)", "preupload", True),
-    ("POST", r"/api/models" + _REPO + r"/commit/(?P<rev>[^/]+)", "commit", True),
-    ("POST", r"/api/models" + _REPO + r"/branch/(?P<branch>[^/]+)", "create_branch", True),
-    ("POST", _REPO + r"\.git/info/lfs/objects/batch", "lfs_batch", True),
-    ("POST", _REPO + r"\.git/info/lfs/objects/verify", "lfs_verify", False),
+    ("GET", _API + _REPO + r"(?:/revision/(?P<rev>[^/]+))?", "repo_info", False),
+    ("GET", _API + _REPO + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", "tree", False),
+    ("POST", _API + _REPO + r"/paths-info/(?P<rev>[^/]+)", "paths_info", False),
+    ("POST", _API + _REPO + r"/preupload/(?P<rev>[^/]+)", "preupload", True),
+    ("POST", _API + _REPO + r"/commit/(?P<rev>[^/]+)", "commit", True),
+    ("POST", _API + _REPO + r"/branch/(?P<branch>[^/]+)", "create_branch", True),
+    ("POST", _PREFIX + _REPO + r"\.git/info/lfs/objects/batch", "lfs_batch", True),
+    ("POST", _PREFIX + _REPO + r"\.git/info/lfs/objects/verify", "lfs_verify", False),
     ("PUT", r"/_lfs_upload/(?P<oid>[0-9a-f]{64})", "lfs_put", False),  # a "presigned" URL: no auth
-    ("GET", _REPO + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve", False),
+    ("GET", _PREFIX + _REPO + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve", False),
 ]
 _ROUTES = [(method, re.compile(pattern + "$"), name, write) for method, pattern, name, write in _ROUTES]
 
@@ -250,8 +278,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise error(400, "Malformed JSON body") from None
 
-    def _repo(self, ns: str, name: str) -> Repo:
-        repo = self.hub.repos.get(f"{ns}/{name}")
+    def _repo(self, ns: str, name: str, kind: str = "models") -> Repo:
+        repo = self.hub.store(kind).get(f"{ns}/{name}")
         if repo is None:
             raise error(404, "Repository not found", "RepoNotFound")
         if repo.private and not self.authorized:  # the Hub hides private repos from anonymous users
@@ -281,24 +309,30 @@ class _Handler(BaseHTTPRequestHandler):
         return {"type": "directory", "path": path, "size": 0, "oid": hashlib.sha1(path.encode()).hexdigest()}
 
     # routes
+    def _kind(self, payload: dict) -> str:
+        """The URL part ("models" / "datasets") of the repo type a create/delete request names."""
+        repo_type = payload.get("type") or "model"
+        kind = next((k for k, t in KINDS.items() if t == repo_type), None)
+        if kind is None:
+            raise error(400, f"FakeHub only supports model and dataset repos, not {repo_type!r} ones")
+        return kind
+
     def route_create_repo(self) -> dict:
         payload = self._json()
-        if payload.get("type", "model") not in (None, "model"):
-            raise error(400, "FakeHub only supports model repos")
+        kind = self._kind(payload)
         repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
-        url = f"{self.hub.endpoint}/{repo_id}"
-        if repo_id in self.hub.repos:
-            raise Reply(409, {"error": "You already created this model repo", "url": url})
+        url = f"{self.hub.endpoint}/{'datasets/' if kind == 'datasets' else ''}{repo_id}"
+        if repo_id in self.hub.store(kind):
+            raise Reply(409, {"error": f"You already created this {KINDS[kind]} repo", "url": url})
         private = payload.get("visibility", "private" if payload.get("private") else "public") == "private"
-        self.hub._create_repo(repo_id, private)
+        self.hub._create_repo(repo_id, private, kind)
         return {"url": url, "name": repo_id, "id": repo_id}
 
     def route_delete_repo(self) -> dict:
         payload = self._json()
-        if payload.get("type", "model") not in (None, "model"):
-            raise error(400, "FakeHub only supports model repos")
-        repo = self._repo(payload.get("organization") or USER, payload["name"])
-        del self.hub.repos[repo.repo_id]
+        kind = self._kind(payload)
+        repo = self._repo(payload.get("organization") or USER, payload["name"], kind)
+        del self.hub.store(kind)[repo.repo_id]
         return {}
 
     def route_whoami(self) -> dict:
@@ -315,8 +349,8 @@ class _Handler(BaseHTTPRequestHandler):
     def route_validate_yaml(self) -> dict:
         return {"errors": [], "warnings": []}
 
-    def route_repo_info(self, ns, name, rev="main") -> dict:
-        repo = self._repo(ns, name)
+    def route_repo_info(self, ns, name, kind, rev="main") -> dict:
+        repo = self._repo(ns, name, kind)
         commit = self._commit(repo, rev)
         with_blobs = self.query.get("blobs", "").lower() == "true"
         siblings = [{"rfilename": path} for path in sorted(commit.files)]
@@ -327,10 +361,11 @@ class _Handler(BaseHTTPRequestHandler):
                 lfs = entry["lfs"]
                 sibling["lfs"] = {"size": lfs["size"], "sha256": lfs["oid"], "pointerSize": lfs["pointerSize"]}
         first = repo.branches["main"][0]
+        model_only = {"modelId": repo.repo_id} if kind == "models" else {}
         return {
             "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24],
             "id": repo.repo_id,
-            "modelId": repo.repo_id,
+            **model_only,
             "author": ns,
             "sha": commit.oid,
             "lastModified": commit.date,
@@ -344,8 +379,8 @@ class _Handler(BaseHTTPRequestHandler):
             "siblings": siblings,
         }
 
-    def route_tree(self, ns, name, rev, path="") -> list:
-        commit = self._commit(self._repo(ns, name), rev)
+    def route_tree(self, ns, name, kind, rev, path="") -> list:
+        commit = self._commit(self._repo(ns, name, kind), rev)
         path = path.strip("/")
         folders = self._folders(commit)
         if path and path not in folders:
@@ -359,8 +394,8 @@ class _Handler(BaseHTTPRequestHandler):
         entries = [self._folder_entry(p) for p in sorted(folders) if wanted(p)]
         return entries + [self._entry(commit, p) for p in sorted(commit.files) if wanted(p)]
 
-    def route_paths_info(self, ns, name, rev) -> list:
-        commit = self._commit(self._repo(ns, name), rev)
+    def route_paths_info(self, ns, name, kind, rev) -> list:
+        commit = self._commit(self._repo(ns, name, kind), rev)
         paths = parse_qs(self.body.decode()).get("paths", [])  # the client sends a form: paths=a&paths=b&expand=..
         folders = self._folders(commit)
         out = []
@@ -371,11 +406,12 @@ class _Handler(BaseHTTPRequestHandler):
                 out.append(self._folder_entry(path))
         return out
 
-    def route_preupload(self, ns, name, rev) -> dict:
-        commit = self._commit(self._repo(ns, name), rev)
+    def route_preupload(self, ns, name, kind, rev) -> dict:
+        commit = self._commit(self._repo(ns, name, kind), rev)
+        suffixes = DATASET_LFS_SUFFIXES if kind == "datasets" else LFS_SUFFIXES
         files = []
         for f in self._json().get("files", []):
-            lfs = f["path"].endswith(LFS_SUFFIXES) or f.get("size", 0) > LFS_MIN_SIZE
+            lfs = f["path"].endswith(suffixes) or f.get("size", 0) > LFS_MIN_SIZE
             remote = None
             if f["path"] in commit.files:  # lets the client skip unchanged files, like the Hub
                 content = commit.files[f["path"]]
@@ -386,8 +422,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         return {"files": files, "commitOid": commit.oid}
 
-    def route_create_branch(self, ns, name, branch) -> dict:
-        repo = self._repo(ns, name)
+    def route_create_branch(self, ns, name, kind, branch) -> dict:
+        repo = self._repo(ns, name, kind)
         if branch in repo.branches:
             raise error(409, f"Reference already exists: refs/heads/{branch}")
         start = self._commit(repo, self._json().get("startingPoint") or "main")
@@ -395,8 +431,8 @@ class _Handler(BaseHTTPRequestHandler):
         repo.branches[branch] = history[: history.index(start) + 1]
         return {}
 
-    def route_lfs_batch(self, ns, name) -> dict:
-        self._repo(ns, name)
+    def route_lfs_batch(self, ns, name, kind="models") -> dict:
+        self._repo(ns, name, kind)
         payload = self._json()
         if payload.get("operation") != "upload":
             raise error(400, "FakeHub only supports the LFS 'upload' operation")
@@ -407,7 +443,8 @@ class _Handler(BaseHTTPRequestHandler):
                 objects.append({"oid": oid, "size": size, "authenticated": True})  # already there: no actions
                 continue
             upload = {"href": f"{self.hub.endpoint}/_lfs_upload/{oid}?size={size}", "header": {}}
-            verify = {"href": f"{self.hub.endpoint}/{ns}/{name}.git/info/lfs/objects/verify", "header": {}}
+            prefix = "/datasets" if kind == "datasets" else ""
+            verify = {"href": f"{self.hub.endpoint}{prefix}/{ns}/{name}.git/info/lfs/objects/verify", "header": {}}
             objects.append(
                 {"oid": oid, "size": size, "authenticated": True, "actions": {"upload": upload, "verify": verify}}
             )
@@ -421,15 +458,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub.lfs_store[oid] = self.body
         return b""
 
-    def route_lfs_verify(self, ns, name) -> dict:
+    def route_lfs_verify(self, ns, name, kind="models") -> dict:
         obj = self._json()
         content = self.hub.lfs_store.get(obj.get("oid"))
         if content is None or len(content) != obj.get("size"):
             raise error(404, f"LFS object {obj.get('oid')} not found")
         return {}
 
-    def route_commit(self, ns, name, rev) -> dict:
-        repo = self._repo(ns, name)
+    def route_commit(self, ns, name, kind, rev) -> dict:
+        repo = self._repo(ns, name, kind)
         if self.hub.fail_next_commits > 0:  # injected failure: the body was read, nothing is applied
             self.hub.fail_next_commits -= 1
             raise error(self.hub.commit_failure_status, "Internal Error (injected by FakeHub.fail_next_commits)")
@@ -477,14 +514,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self.hub.lose_next_commit_answers > 0:  # injected: applied, but the client is told it failed
             self.hub.lose_next_commit_answers -= 1
             raise error(self.hub.commit_failure_status, "Error after the commit (injected: lose_next_commit_answers)")
+        prefix = "datasets/" if kind == "datasets" else ""
         return {
-            "commitUrl": f"{self.hub.endpoint}/{repo.repo_id}/commit/{commit.oid}",
+            "commitUrl": f"{self.hub.endpoint}/{prefix}{repo.repo_id}/commit/{commit.oid}",
             "commitOid": commit.oid,
             "pullRequestUrl": None,
         }
 
-    def route_resolve(self, ns, name, rev, path) -> bytes:
-        commit = self._commit(self._repo(ns, name), rev)
+    def route_resolve(self, ns, name, rev, path, kind="models") -> bytes:
+        commit = self._commit(self._repo(ns, name, kind), rev)
         if path not in commit.files:
             raise error(404, "Entry not found", "EntryNotFound", **{"X-Repo-Commit": commit.oid})
         content = commit.files[path]
