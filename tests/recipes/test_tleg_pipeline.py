@@ -276,18 +276,42 @@ def test_recipe_push_to_hub_and_the_push_command(fake_hub, tmp_path):
     assert bad.returncode != 0 and "no report.json" in bad.stderr
 
 
+def _uninterrupted(tmp_path_factory, recipe: dict):
+    """An uninterrupted run of `recipe` (its config file, its output folder, its results), run once per module."""
+    from hf_methods.recipes import learngene_pipeline
+
+    root = tmp_path_factory.mktemp("uninterrupted")
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    return (
+        config,
+        root / "whole",
+        learngene_pipeline.main(["--config", str(config), "--output_dir", str(root / "whole")]),
+    )
+
+
+@pytest.fixture(scope="module")
+def whole_two_depths(tmp_path_factory):
+    return _uninterrupted(tmp_path_factory, {**TINY, "depths": [1, 3]})
+
+
+@pytest.fixture(scope="module")
+def whole_with_checkpoints(tmp_path_factory):
+    return _uninterrupted(tmp_path_factory, {**TINY, "teacher_epochs": 2, "distill_epochs": 2, "depths": [1]})
+
+
 @pytest.mark.parametrize("killed_after", [0, 1, 4, 7])
-def test_a_killed_run_continues_to_the_result_of_an_uninterrupted_one(tmp_path, monkeypatch, killed_after):
+def test_a_killed_run_continues_to_the_result_of_an_uninterrupted_one(
+    tmp_path, monkeypatch, killed_after, whole_two_depths
+):
     """Killed after the teacher (0 of the pipeline's trainings: the teacher's is in hf_methods.recipe), after the
     learngene (1), inside depth 1's baselines (4) or before depth 3's scratch model (7): the rerun takes the finished
-    stages from out/_stages and ends with the same report and weights."""
+    stages from out/_stages and ends with the same report and weights (as the uninterrupted run, made once)."""
     from safetensors.torch import load_file
 
     from hf_methods.recipes import learngene_pipeline
 
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "depths": [1, 3]}))
-    whole = learngene_pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "whole")])
+    config, whole_dir, whole = whole_two_depths
 
     train, calls = learngene_pipeline.train_and_evaluate, []
 
@@ -309,7 +333,7 @@ def test_a_killed_run_continues_to_the_result_of_an_uninterrupted_one(tmp_path, 
 
     def same(report):
         text = json.dumps({k: v for k, v in report.items() if k not in ("elapsed_s", "recipe", "training_setup")})
-        return json.loads(text.replace(str(out), "OUT").replace(str(tmp_path / "whole"), "OUT"))
+        return json.loads(text.replace(str(out), "OUT").replace(str(whole_dir), "OUT"))
 
     def without_times(value):
         if isinstance(value, dict):
@@ -319,7 +343,7 @@ def test_a_killed_run_continues_to_the_result_of_an_uninterrupted_one(tmp_path, 
     assert without_times(same(resumed)) == without_times(same(whole))
     for folder in ("teacher", "learngene", "descendants/depth-1", "descendants/depth-3"):
         a, b = (
-            load_file(tmp_path / "whole" / folder / "model.safetensors"),
+            load_file(whole_dir / folder / "model.safetensors"),
             load_file(out / folder / "model.safetensors"),
         )
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
@@ -327,17 +351,17 @@ def test_a_killed_run_continues_to_the_result_of_an_uninterrupted_one(tmp_path, 
 
 
 @pytest.mark.parametrize("checkpoints", [1, 3])
-def test_a_run_killed_inside_a_stage_continues_from_its_last_checkpoint(tmp_path, monkeypatch, capsys, checkpoints):
+def test_a_run_killed_inside_a_stage_continues_from_its_last_checkpoint(
+    tmp_path, monkeypatch, capsys, checkpoints, whole_with_checkpoints
+):
     """Killed right after the teacher's first epoch (its checkpoint 1 of 2) or the learngene distillation's first
     (checkpoint 3: the teacher's two, then one): the rerun continues that training from its checkpoint, not from the
-    stage's start, and ends with the report and weights of an uninterrupted run."""
+    stage's start, and ends with the report and weights of an uninterrupted run (made once)."""
     from killed_runs import comparable, kill_after_checkpoints, same_weights
 
     from hf_methods.recipes import learngene_pipeline
 
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "teacher_epochs": 2, "distill_epochs": 2, "depths": [1]}))
-    whole = learngene_pipeline.main(["--config", str(config), "--output_dir", str(tmp_path / "whole")])
+    config, whole_dir, whole = whole_with_checkpoints
     out = tmp_path / "resumed"
     argv = ["--config", str(config), "--output_dir", str(out)]
     with monkeypatch.context() as patch:
@@ -348,9 +372,9 @@ def test_a_run_killed_inside_a_stage_continues_from_its_last_checkpoint(tmp_path
     capsys.readouterr()
     resumed = learngene_pipeline.main(argv)
     assert "continuing from checkpoint-" in capsys.readouterr().out
-    assert comparable(resumed, out) == comparable(whole, tmp_path / "whole")
+    assert comparable(resumed, out) == comparable(whole, whole_dir)
     for folder in ("teacher", "learngene", "descendants/depth-1"):
-        assert same_weights(tmp_path / "whole" / folder, out / folder), folder
+        assert same_weights(whole_dir / folder, out / folder), folder
     assert not (out / "_trainer").exists() and not (out / "_stages").exists()
 
 
