@@ -353,7 +353,10 @@ class DeRyPreTrainedModel(HfMethodsModel, PreTrainedModel):
 
 class DeRyModel(DeRyPreTrainedModel):
     """stem -> [block, adapter]* -> block. `forward(pixel_values)` returns the last block's output
-    (`last_hidden_state`: a map (batch, C, h, w) or tokens (batch, N, D)) and its global average (`pooler_output`)."""
+    (`last_hidden_state`: a map (batch, C, h, w) or tokens (batch, N, D)) and its global average (`pooler_output`).
+    Loads from a `DeRyForImageClassification` checkpoint too (its head is left out)."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
 
     def __init__(self, config: DeRyConfig):
         super().__init__(config)
