@@ -66,7 +66,8 @@ def in_process(capsys, *args):
         code = err.code
     finally:
         torch.set_num_threads(threads)
-    return subprocess.CompletedProcess(args, code, "", capsys.readouterr().err)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
 def test_user_mistakes_are_one_line_errors(tmp_path, learngene_folder, capsys):
@@ -100,25 +101,29 @@ def test_a_pipeline_run_as_a_module_says_it_in_one_line_too(tmp_path, name="sws"
     assert proc.stderr.strip().splitlines()[-1].startswith(f"python -m {module}: error: output_dir ")
 
 
-def test_a_value_argparse_cannot_read_names_the_command():
-    proc = cli("tleg", "--depths", "abc")
+def test_a_value_argparse_cannot_read_names_the_command(capsys):
+    proc = in_process(capsys, "tleg", "--depths", "abc")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert (
         proc.stderr.startswith("usage: hf-methods tleg ") and "hf-methods tleg: error: argument --depths" in proc.stderr
     )
 
 
-def test_pushing_without_a_token_says_so_before_any_work(tmp_path):
-    env = {k: v for k, v in ENV.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-    env["HF_HOME"] = str(tmp_path / "home")  # no stored token either
+def test_pushing_without_a_token_says_so_before_any_work(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "home" / "token"))  # no stored token either
     (tmp_path / "run").mkdir()
-    one_line_error(cli("push", tmp_path / "run", "--repo-id", "org/name", env=env), "push", "not logged in")
-    proc = cli("tleg", "--push_to_hub", "true", "--hub_model_id", "org/name", "--output_dir", tmp_path / "x", env=env)
+    one_line_error(in_process(capsys, "push", tmp_path / "run", "--repo-id", "org/name"), "push", "not logged in")
+    proc = in_process(capsys, "tleg", "--push_to_hub", "true", "--hub_model_id", "org/name", "--output_dir",
+                      tmp_path / "x")  # fmt: skip
     one_line_error(proc, "tleg", "push_to_hub needs a Hub token")
     assert not (tmp_path / "x").exists()  # refused before the run took its folder
 
 
-def test_choose_skips_reports_without_models_to_choose_with_a_note(tmp_path):
+def test_choose_skips_reports_without_models_to_choose_with_a_note(tmp_path, capsys):
     tleg, gtl = tmp_path / "tleg", tmp_path / "gtl"
     for folder in (tleg, gtl):
         folder.mkdir()
@@ -126,11 +131,12 @@ def test_choose_skips_reports_without_models_to_choose_with_a_note(tmp_path):
                 "path": f"descendants/depth-{d}"} for d in (1, 2, 3)]  # fmt: skip
     (tleg / "report.json").write_text(json.dumps({"method": "TLEG", "choices": choices}))
     (gtl / "report.json").write_text(json.dumps({"method": "GTL", "learngene": {}}))
-    proc = cli("choose", tleg / "report.json", gtl / "report.json", "--budget-params", "2.5K")
+    proc = in_process(capsys, "choose", tleg / "report.json", gtl / "report.json", "--budget-params", "2.5K")
     assert proc.returncode == 0, proc.stderr
     assert "depth 2" in proc.stdout
     assert f"note: skipping {gtl / 'report.json'}: a GTL run" in proc.stderr
-    one_line_error(cli("choose", gtl / "report.json", "--budget-params", "1M"), "choose", "none of the reports")
+    proc = in_process(capsys, "choose", gtl / "report.json", "--budget-params", "1M")
+    one_line_error(proc, "choose", "none of the reports")
 
 
 @pytest.mark.parametrize("args", [[], ["--help"]])
