@@ -1,0 +1,19 @@
+"""Knowledge Factorization (KF): a multi-task teacher factorized into a common-knowledge network and one
+task-specific network per task. Declares the method (see `hf_methods.registry`)."""
+
+from hf_methods.registry import register_method
+
+register_method(
+    "KF",
+    command="kf",
+    recipe="hf_methods.recipes.knowledge_factor.pipeline",
+    summary="Knowledge Factorization on two-task digits (digit + rotation): a multi-task teacher, then KF vs a plain "
+    "distilled student of the same size vs one from scratch -> accuracy per task and of the assembled single-task "
+    "models over seeds",
+    citation="""@inproceedings{yang2022factorizing,
+  title     = {Factorizing Knowledge in Neural Networks},
+  author    = {Yang, Xingyi and Ye, Jingwen and Wang, Xinchao},
+  booktitle = {European Conference on Computer Vision (ECCV)}, year = {2022}
+}""",
+    push="hf_methods.recipes.knowledge_factor.pipeline:push_kf_run",
+)
