@@ -74,10 +74,10 @@ def _architecture(config: LIRFConfig) -> dict:
 
 
 def _resolve_classes(classes, config: PreTrainedConfig) -> list[int]:
-    """Label ids from ids or label names (`config.label2id`)."""
+    """Label ids from ids or label names (`config.id2label`'s values)."""
     if not isinstance(classes, (list, tuple)):
         return classes  # check_deposit_classes names the problem
-    label2id = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
+    label2id = {str(v): int(k) for k, v in (getattr(config, "id2label", None) or {}).items()}
     out = []
     for c in classes:
         if isinstance(c, str):
@@ -148,8 +148,6 @@ class LIRFModel(LIRFPreTrainedModel):
         self.lower_target = lower
         self.lower_deposit = copy.deepcopy(lower)
         self.lower_original = copy.deepcopy(lower)
-        self.upper.requires_grad_(False)
-        self.lower_original.requires_grad_(False)
         self.post_init()
         self.train(self.training)
 
@@ -178,10 +176,16 @@ class LIRFModel(LIRFPreTrainedModel):
         return lirf
 
     def train(self, mode: bool = True):
+        """`nn.Module.train`, with `upper` and `lower_original` kept frozen and in eval mode (as the official code's
+        t_up and t_low): re-applied here because loading a checkpoint replaces the parameters."""
         super().train(mode)
-        self.upper.eval()  # frozen and shared: the official code keeps t_up and t_low in eval mode
-        self.lower_original.eval()
+        for part in (self.upper, self.lower_original):
+            part.eval()
+            part.requires_grad_(False)
         return self
+
+    def check_loaded(self, pretrained_model_name_or_path) -> None:
+        self.train(self.training)  # loading replaced the parameters: freeze the frozen parts again
 
     def target_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """z_T = up0(low_T(x))."""
