@@ -11,7 +11,7 @@ from ..convnets.configuration_convnets import _is_int, _reject_unknown_fields
 
 BLOCK_KEYS = ("source", "start", "end", "type")
 BLOCK_TYPES = ("cnn", "vit")
-STEMS = ("auto", "conv", "imagenet", "patch")
+STEMS = ("auto", "none", "conv", "imagenet", "patch")
 
 
 class DeRyConfig(PreTrainedConfig):
@@ -26,8 +26,10 @@ class DeRyConfig(PreTrainedConfig):
             (`DeRyConfig.from_blocks` fills it in).
         num_channels: channels of the input images.
         image_size: side of the input images (needed by a patch stem's position embeddings).
-        stem: "auto" (a "conv" stem before a CNN block, a "patch" stem before a ViT block), "conv" (3x3 conv, stride
-            1, BN, ReLU, to the first block's input channels: what small images such as 8x8 or 16x16 digits need),
+        stem: "auto" ("none" when the first block is a CNN block that reads the image itself, i.e. starts at its
+            source's first node; else a "conv" stem before a CNN block, a "patch" stem before a ViT block), "none"
+            (the first block reads the pixels), "conv" (3x3 conv, stride 1, BN, ReLU, to the first block's input
+            channels: what small images such as 8x8 or 16x16 digits need),
             "imagenet" (the official stem: 7x7 conv stride 2, BN, ReLU, 3x3 max-pool stride 2; it divides the
             resolution by 4, for 224x224 inputs), or "patch" (a ViT patch embedding of `stem_patch_size` with
             learned position embeddings, no class token, to the first block's hidden size).

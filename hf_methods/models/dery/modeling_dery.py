@@ -4,9 +4,11 @@ pool and a linear head. The config stores every source's config and the checkpoi
 model loads with `from_pretrained` without its sources.
 
 Written from the paper and the official code's description (`mmcls_addon/models/backbones/dery.py`: `DeRy`,
-`NeuralAdapter`); deviations, all documented in `DeRyConfig`: the stem is chosen for the input (a 3x3 stride-1 conv
-stem for small images, a patch embedding before a ViT block; the official 7x7 stride-2 + max-pool stem is
-`stem="imagenet"`), and the adapters' strides are stored in the config instead of drawn at random.
+`NeuralAdapter`); deviations, all documented in `DeRyConfig`: the stem is chosen for the input (none when the first
+block reads the image itself, as it did in its source; else a 3x3 stride-1 conv stem for small images, or a patch
+embedding before a ViT block; the official 7x7 stride-2 + max-pool stem, made for 224x224 images and for zoos whose
+blocks start after their model's own stem, is `stem="imagenet"`), and the adapters' strides are stored in the config
+instead of drawn at random.
 """
 
 from __future__ import annotations
@@ -182,10 +184,24 @@ def adapter_modes(plans: list[BlockPlan]) -> list[str]:
     return [f"{a.kind}2{b.kind}" for a, b in zip(plans, plans[1:])]
 
 
+STEM_TEXT = {
+    "none": "with no stem of its own (the first block reads the pixels, as in its source)",
+    "conv": "behind a 3x3 stride-1 conv stem",
+    "imagenet": "behind the official 7x7 stride-2 conv + max-pool stem",
+    "patch": "behind a patch-embedding stem",
+}
+
+
 def _stem_kind(config: DeRyConfig, first: BlockPlan) -> str:
     stem = config.stem
     if stem == "auto":
-        stem = "conv" if first.kind == "cnn" else "patch"
+        stem = "patch" if first.kind == "vit" else "none" if first.in_width == config.num_channels else "conv"
+    if stem == "none" and (first.kind != "cnn" or first.in_width != config.num_channels):
+        raise ValueError(
+            f"stem 'none' needs a first CNN block that reads the {config.num_channels}-channel image, but blocks[0] "
+            f"reads {first.in_width} {'channels' if first.kind == 'cnn' else 'dimensional tokens'}; use a 'conv' or "
+            "'patch' stem ('auto' picks)."
+        )
     if (stem == "patch") != (first.kind == "vit"):
         raise ValueError(
             f"stem {config.stem!r} does not fit a first block of type {first.kind!r}: a 'patch' stem feeds a ViT "
@@ -202,7 +218,9 @@ def build_parts(config: DeRyConfig, plans: list[BlockPlan]) -> tuple[nn.Module, 
     """(stem, adapters) of a reassembly whose blocks are `plans`."""
     first = plans[0]
     stem = _stem_kind(config, first)
-    if stem == "patch":
+    if stem == "none":
+        stem_module = nn.Identity()
+    elif stem == "patch":
         stem_module = DeRyPatchStem(config.num_channels, first.in_width, config.image_size, config.stem_patch_size)
     else:
         stem_module = _conv_stem(config.num_channels, first.in_width, imagenet=stem == "imagenet")
@@ -323,7 +341,7 @@ class DeRyPreTrainedModel(HfMethodsModel, PreTrainedModel):
         description = (
             f"A network reassembled with DeRy (Deep Model Reassembly) from {len(config.source_configs)} source "
             f"model(s): {len(config.blocks)} blocks sliced out of them, joined by adapters "
-            f"({', '.join(modes) or 'none'}), behind a {body.stem_kind} stem, with a global-average-pool and a "
+            f"({', '.join(modes) or 'none'}), {STEM_TEXT[body.stem_kind]}, with a global-average-pool and a "
             f"linear head ({config.num_labels} labels). Blocks "
             f"{'frozen' if config.block_fixed else 'trained end to end'}. "
             f"{fmt_params(sum(p.numel() for p in self.parameters()))} parameters. The checkpoint holds every block's "

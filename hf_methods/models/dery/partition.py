@@ -104,7 +104,19 @@ class ZooPartition:
             "objective": self.objective,
             "centers": [vars(c) for c in self.centers],
             "blocks": {model: [row(b) for b in blocks] for model, blocks in self.blocks.items()},
+            "nodes": self.nodes,
+            "history": self.history,
+            "trials_run": self.trials_run,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ZooPartition:
+        """The partition `to_dict` recorded."""
+        blocks = {m: [Block(m, r["index"], r["start"], r["end"]) for r in rows] for m, rows in data["blocks"].items()}
+        groups = {(m, r["index"]): r["group"] for m, rows in data["blocks"].items() for r in rows}
+        centers = [Block(**c) for c in data["centers"]]
+        return cls(blocks, groups, centers, data["objective"], data["num_blocks"], list(data.get("history", [])),
+                   data.get("nodes"), data.get("trials_run", 0))  # fmt: skip
 
 
 def size_bounds(num_nodes: int, num_blocks: int, eps: float) -> tuple[int, int]:

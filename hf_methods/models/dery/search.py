@@ -1,6 +1,8 @@
 """DeRy's training-free reassembly search: NASWOT scores candidate networks built from one block per position (at most
 one per group of the zoo partition, CNN blocks before ViT blocks) whose parameter count lies in a budget, and a
-randomized greedy walk over the shuffled blocks, restarted `trials` times, keeps the best.
+randomized greedy walk over the shuffled blocks, restarted `trials` times, keeps the best; when the walk finds no
+network in the budget (a tight budget few reassemblies fit), every fitting reassembly is scored instead if there are
+few enough (an addition: the official search just fails then).
 
 Follows the official `simlarity/zeroshot_reassembly.py` and `simlarity/zero_nas/naswot.py` (`Adamdad/DeRy@d8530b3`):
 a block that fills a free position of a free group joins the selection; a block that collides (same position or same
@@ -34,6 +36,10 @@ NASWOT_MODULES = (
     nn.ReLU, nn.LeakyReLU, nn.GELU, nn.PReLU, nn.Hardswish, nn.ELU, nn.SELU, nn.Mish, nn.Linear, nn.Dropout,
     nn.MultiheadAttention,
 )  # fmt: skip
+
+
+MAX_ENUMERATED = 20_000  # reassemblies the fallback and the no-fit message look at, at most
+MAX_FALLBACK = 200  # fitting reassemblies the fallback scores, at most
 
 
 def _naswot_module(module: nn.Module) -> bool:
@@ -230,11 +236,20 @@ def search_reassembly(
                 selection, trial_best, trial_score = candidate, list(candidate), score_of(candidate)
         if trial_best is not None and trial_score > best_score:
             best, best_score = trial_best, trial_score
-    if best is None:
-        raise ValueError(_no_fit_message(partition, pool, kinds, size_of, min_params, max_params, trials))
+    fallback = False
+    if best is None:  # the walk found nothing: when the space is small, look at every reassembly that fits
+        valid = _valid_reassemblies(partition, pool, kinds)
+        fitting = [list(s) for s in valid or () if fits(s)]
+        if not fitting:
+            raise ValueError(_no_fit_message(valid, size_of, min_params, max_params, trials))
+        fallback = True
+        for selection in fitting[:MAX_FALLBACK]:
+            if score_of(selection) > best_score:
+                best, best_score = selection, score_of(selection)
     config = config_of(best)
     config.reassembly = {
-        "search": "NASWOT, randomized greedy" if score_fn is None else "randomized greedy, custom score",
+        "search": ("NASWOT" if score_fn is None else "custom score")
+        + (", every fitting reassembly (the greedy walk found none)" if fallback else ", randomized greedy"),
         "score": best_score,
         "min_params": min_params,
         "max_params": max_params,
@@ -246,33 +261,33 @@ def search_reassembly(
     return Reassembly(config, best, best_score, size_of(best), len(scores))
 
 
-def _no_fit_message(partition, pool, kinds, size_of, min_params, max_params, trials) -> str:
+def _valid_reassemblies(partition, pool, kinds) -> list[tuple[Block, ...]] | None:
+    """Every valid reassembly (one block per position, distinct groups, CNN before ViT), or None when there are more
+    than `MAX_ENUMERATED` combinations to look at."""
     per_position = [[b for b in pool if b.index == i] for i in range(partition.num_blocks)]
-    total = math.prod(len(p) for p in per_position)
-    budget = f"({min_params:,}, {max_params:,}]"
-    if total > 20_000:
-        return (
-            f"no reassembly with parameters in {budget} was found in {trials} trials of the search; widen the budget "
-            "(or raise trials)."
-        )
-    valid = [
+    if math.prod(len(p) for p in per_position) > MAX_ENUMERATED:
+        return None
+    return [
         s
         for s in itertools.product(*per_position)
         if len({partition.group(b) for b in s}) == len(s) and cnn_before_vit(s, kinds)
     ]
+
+
+def _no_fit_message(valid, size_of, min_params, max_params, trials) -> str:
+    budget = f"({min_params:,}, {max_params:,}]"
+    if valid is None:
+        return (
+            f"no reassembly with parameters in {budget} was found in {trials} trials of the search; widen the budget "
+            "(or raise trials)."
+        )
     if not valid:
         return (
             "the partition admits no valid reassembly (one block per position, each from a different group, CNN "
             "blocks before ViT blocks); partition the zoo again (another seed, or compare_across_positions)."
         )
     found = sorted(size_of(s) for s in valid)
-    fitting = sum(min_params < n <= max_params for n in found)
-    if fitting == 0:
-        return (
-            f"no reassembly fits the parameter budget {budget}: the {len(valid)} valid reassemblies of this partition "
-            f"have {found[0]:,} to {found[-1]:,} parameters; choose a budget that overlaps that range."
-        )
     return (
-        f"the search found none of the {fitting} reassemblies that fit {budget} in {trials} trials; raise trials or "
-        "widen the budget."
+        f"no reassembly fits the parameter budget {budget}: the {len(valid)} valid reassemblies of this partition "
+        f"have {found[0]:,} to {found[-1]:,} parameters; choose a budget that overlaps that range."
     )
