@@ -66,7 +66,8 @@ class KnowledgeFactorTrainer(_MultiTaskTeacher, FrozenTeacherTrainer):
     here from the widths the teacher's config gives for `teacher_feature_layers` (and saved with the student, as the
     official checkpoints keep `feat_fcs`; `assemble` drops them).
 
-    Every term is a per-batch mean, as in the official code (no `num_items_in_batch`).
+    Every term is a per-batch mean, as in the official code (no `num_items_in_batch`). A one-row batch (a last
+    incomplete batch) skips InfoMax, which contrasts the rows of a batch, and InfoMin, which needs a batch variance.
     """
 
     config_class = KnowledgeFactorTrainingConfig
@@ -167,11 +168,13 @@ class KnowledgeFactorTrainer(_MultiTaskTeacher, FrozenTeacherTrainer):
         labels = self._check_labels(inputs)
         distill = self.teacher_model is not None
         teacher_features, teacher_logits = self._teacher_signals(inputs) if distill else (None, None)
-        outputs = model(**inputs, teacher_features=teacher_features)
+        # InfoMax contrasts the rows of a batch (and its projectors hold a BatchNorm): a one-row batch skips it
+        contrast = distill and labels.shape[0] > 1
+        outputs = model(**inputs, teacher_features=teacher_features if contrast else None)
         labels = labels.to(outputs.logits[0].device)
         zero = outputs.logits[0].new_zeros((), dtype=torch.float32)
         infomax = zero
-        if distill:
+        if contrast:
             pairs = zip(outputs.teacher_projections, outputs.ckn_hidden_states)
             infomax = torch.stack([self.infomax(u, v) for u, v in pairs]).mean()
         cls, task, kd, infomin = zero, zero, zero, zero

@@ -7,9 +7,8 @@ register_method(
     "KF",
     command="kf",
     recipe="hf_methods.recipes.knowledge_factor.pipeline",
-    summary="Knowledge Factorization on two-task digits (digit + rotation): a multi-task teacher, then KF vs a plain "
-    "distilled student of the same size vs one from scratch -> accuracy per task and of the assembled single-task "
-    "models over seeds",
+    summary="Knowledge Factorization on two-task digits (digit + rotation): multi-task teacher -> KF vs a same-size KD "
+    "student vs from scratch -> accuracy per task and of each factor network over seeds",
     citation="""@inproceedings{yang2022factorizing,
   title     = {Factorizing Knowledge in Neural Networks},
   author    = {Yang, Xingyi and Ye, Jingwen and Wang, Xinchao},

@@ -124,6 +124,7 @@ def test_teacher_gets_no_gradient_projectors_do_and_the_loss_is_its_weighted_ter
     digit, parity = t_logits.split([10, 2], -1)
     kd = soft_target_loss(out.logits[0], digit, 10.0) + soft_target_loss(out.logits[1], parity, 10.0)
     assert parts["kd_loss"] == pytest.approx(float(kd), rel=1e-4)
+    assert torch.isfinite(trainer.compute_loss(model, batch(1)))  # a last one-row batch: no InfoMax / InfoMin
 
 
 def test_without_a_teacher_only_the_label_terms_train(tmp_path):
