@@ -243,9 +243,14 @@ def run(recipe: LIRFRecipe) -> dict:
 
     run.stage("withdrawal from the saved target network + deposit module; saving the models with cards, the report")
     results = _results(recipe, rows, run)
-    processor = digits_image_processor(recipe.image_size)
+    # VGG: saved for pipeline() (RGB input, image processor beside). ResNet-12's first block has two convolutions
+    # reading the image (conv1 and the projection shortcut), which `rgb_input` does not convert: saved one-channel.
+    rgb = recipe.architecture == "vgg"
+    processor = digits_image_processor(recipe.image_size) if rgb else None
     lirf = LIRFModel.from_pretrained(run.stage_folder(f"deposit-seed{recipe.seeds[0]}"), trust_remote_code=False)
-    target, deposit_module = for_pipeline(lirf.export_target(), processor), rgb_input(lirf.export_deposit())
+    target, deposit_module = lirf.export_target(), lirf.export_deposit()
+    if rgb:
+        target, deposit_module = for_pipeline(target, processor), rgb_input(deposit_module)
     own = evaluate(lirf, x, y, deposit)[recipe.recover_mode]
     results["saved"] = {"seed": recipe.seeds[0], "target": {k: own[k] for k in DEPOSIT_METRICS}}
     card = target_card(
@@ -260,12 +265,12 @@ def run(recipe: LIRFRecipe) -> dict:
     # withdrawal, as the owner does it: the two saved folders, nothing else
     loaded_target = AutoModelForImageClassification.from_pretrained(run.out / "target", trust_remote_code=False)
     loaded_deposit = AutoModel.from_pretrained(run.out / "deposit", trust_remote_code=False)
-    rgb = x.repeat(1, 3, 1, 1)  # what the saved RGB models read: a gray image as three equal channels
+    images = x.repeat(1, 3, 1, 1) if rgb else x  # what the saved RGB models read: a gray image as three channels
     withdrawn = {}
     for mode in RECOVER_MODES:
         recover = LIRFRecoverModel.from_parts(loaded_target, loaded_deposit, recover_mode=mode)
         m = lirf_metrics(y, deposit, original=_logits(lirf.original_logits, x),
-                         target=_classify(loaded_target, rgb), recover=_classify(recover, rgb))  # fmt: skip
+                         target=_classify(loaded_target, images), recover=_classify(recover, images))  # fmt: skip
         withdrawn[mode] = {k: m[k] for k in ("pre_acc", "dep_acc", "avg_acc", "recover_pre_acc", "recover_dep_acc")}
         if mode == recipe.recover_mode:
             kept = recover
@@ -403,7 +408,8 @@ def _card_results(results: dict, which: str) -> dict:
     mode = results["recipe"]["recover_mode"]
     if which == "target":
         metrics = {f"{NAMES[k]} (this model)": round(v, 4) for k, v in saved["target"].items()}
-        metrics |= {f"{NAMES[k]} (mean over {mine['seeds']} seeds)": round(mine[f"{k}_mean"], 4)
+        seeds = f"{mine['seeds']} seed{'s' if mine['seeds'] != 1 else ''}"
+        metrics |= {f"{NAMES[k]} (mean over {seeds})": round(mine[f"{k}_mean"], 4)
                     for k in DEPOSIT_METRICS}  # fmt: skip
     else:
         w = saved["withdrawal_from_files"][mode]
@@ -413,7 +419,7 @@ def _card_results(results: dict, which: str) -> dict:
                    "Dep Acc of the target network": round(w["dep_acc"], 4)}  # fmt: skip
     return {"training_setup": results["training_setup"], "metrics": metrics, "dataset": results["dataset"],
             "input_format": input_format(digits_image_processor(results["recipe"]["image_size"]))
-            if which != "deposit" else None}  # fmt: skip
+            if which != "deposit" and results["recipe"]["architecture"] == "vgg" else None}  # fmt: skip
 
 
 def report_figure(results: dict):
@@ -461,12 +467,16 @@ def report_markdown(results: dict) -> str:
              "", *table(results["withdrawal_summary"], WITHDRAWAL_METRICS), ""]  # fmt: skip
     mode = results["recipe"]["recover_mode"]
     w, mem = saved["withdrawal_from_files"][mode], saved["in_memory"]
-    lines += [f"Withdrawal from the saved folders (seed {saved['seed']}: `target/` + `deposit/`, read as RGB, "
+    vgg = results["recipe"]["architecture"] == "vgg"
+    read = "read as RGB" if vgg else "one-channel"
+    lines += [f"Withdrawal from the saved folders (seed {saved['seed']}: `target/` + `deposit/`, {read}, "
               f"{mode} mode): Avg Acc {w['avg_acc']:.3f} (Pre {w['recover_pre_acc']:.3f}, Dep "
               f"{w['recover_dep_acc']:.3f}); the same network in memory before saving: {mem['avg_acc']:.3f} (Pre "
               f"{mem['recover_pre_acc']:.3f}, Dep {mem['recover_dep_acc']:.3f}).", "",
-              "Saved: `target/` (the target network, a stock classifier; `pipeline('image-classification')` loads "
-              "it), `deposit/` (the deposit module, to keep apart), `recover/` (the withdrawn network). "
+              "Saved: `target/` (the target network, a stock classifier"
+              + ("; `pipeline('image-classification')` loads it" if vgg else "; one-channel input: ResNet-12's "
+                 "first block has two convolutions reading the image, which `rgb_input` does not convert")
+              + "), `deposit/` (the deposit module, to keep apart), `recover/` (the withdrawn network). "
               "`hf-methods push` pushes the target and the deposit module.", "",
               "## Every run", "", "| table | seed | arm | Pre Acc | Dep Acc | F | H-mean | Avg Acc |",
               "|---|---|---|---|---|---|---|---|"]  # fmt: skip
