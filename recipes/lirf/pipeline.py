@@ -242,7 +242,7 @@ def run(recipe: LIRFRecipe) -> dict:
         rows += done["rows"]
 
     run.stage("withdrawal from the saved target network + deposit module; saving the models with cards, the report")
-    results = _results(recipe, rows, run)
+    results = _results(recipe, rows)
     # VGG: saved for pipeline() (RGB input, image processor beside). ResNet-12's first block has two convolutions
     # reading the image (conv1 and the projection shortcut), which `rgb_input` does not convert: saved one-channel.
     rgb = recipe.architecture == "vgg"
@@ -314,7 +314,7 @@ def _rows(figures: dict, seed: int) -> list[dict]:
     return rows
 
 
-def _results(recipe: LIRFRecipe, rows: list[dict], run: Run) -> dict:
+def _results(recipe: LIRFRecipe, rows: list[dict]) -> dict:
     deposit_rows = [r for r in rows if r["table"] == "deposit"]
     withdrawal_rows = [r for r in rows if r["table"] == "withdrawal"]
     dep = summarize_arms(deposit_rows, DEPOSIT_ARMS, DEPOSIT_METRICS)
