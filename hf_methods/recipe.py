@@ -401,17 +401,44 @@ def train(trainer):
     """`trainer.train()`, continued from the last checkpoint in its `output_dir` when an earlier attempt of the run
     left one there (`training_args` saves them; `Run.trainer_dir` gives each training its own folder). Trainer restores
     the weights, optimizer, scheduler, RNG states and logs, so the stage ends as an uninterrupted one does."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from .trainers import ResumableTrainer
 
     folder = trainer.args.output_dir
-    last = get_last_checkpoint(folder) if os.path.isdir(folder) else None
+    # every process picks the same one; only the main process removes what a killed save left
+    last = last_complete_checkpoint(folder, remove_incomplete=trainer.is_world_process_zero())
     if last is not None and not isinstance(trainer, ResumableTrainer):
         raise TypeError(f"train() continues only a ResumableTrainer (a {type(trainer).__name__} may not load {last}).")
     if last is not None and trainer.is_world_process_zero():
         print(f"  continuing from {Path(last).name}, saved by an earlier attempt of this run", flush=True)
     return trainer.train(resume_from_checkpoint=last)
+
+
+def last_complete_checkpoint(folder, remove_incomplete: bool = True) -> str | None:
+    """The newest `checkpoint-<step>` in `folder` that a Trainer finished writing (its `trainer_state.json`, written
+    last, is there and reads), or None. Newer checkpoints a killed save left half-written are skipped and (with
+    `remove_incomplete`) removed, so that the resumed training neither loads them nor writes its own checkpoint into
+    their leftovers."""
+    import json
+    import shutil
+
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    if not os.path.isdir(folder):
+        return None
+    found = []
+    for path in Path(folder).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        step = path.name[len(PREFIX_CHECKPOINT_DIR) + 1 :]
+        if path.is_dir() and step.isdigit():
+            found.append((int(step), path))
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, ValueError):
+            if remove_incomplete:
+                print(f"  removing {path.name}: an earlier attempt of this run was killed while saving it", flush=True)
+                shutil.rmtree(path)
+    return None
 
 
 def epochs_text(epochs: float) -> str:

@@ -253,9 +253,10 @@ def test_digit_canvases_layouts():
 
 
 def test_train_continues_a_killed_training_from_its_last_checkpoint(tmp_path, capsys):
-    """Killed right after epoch 2 of 3 was checkpointed: `train` with a new model and trainer in the same folder
-    ends with the weights and logs of an uninterrupted training (dropout on: the RNG states are restored too). A ViT
-    renames its keys on save, which transformers' own resume silently fails to load (#43701): `ResumableTrainer`."""
+    """Killed right after epoch 2 of 3 was checkpointed (and while saving a later one, which is skipped and removed):
+    `train` with a new model and trainer in the same folder ends with the weights and logs of an uninterrupted
+    training (dropout on: the RNG states are restored too). A ViT renames its keys on save, which transformers' own
+    resume silently fails to load (#43701): `ResumableTrainer`."""
     from transformers import Trainer, TrainerCallback, ViTConfig, ViTForImageClassification, set_seed
 
     from hf_methods.data import accuracy, digits
@@ -287,10 +288,14 @@ def test_train_continues_a_killed_training_from_its_last_checkpoint(tmp_path, ca
     assert [p.name for p in (tmp_path / "killed").iterdir()] == ["checkpoint-8"]  # only the last one is kept
     with pytest.raises(TypeError, match="continues only a ResumableTrainer"):
         train(trainer(tmp_path / "killed", cls=Trainer))
+    half_written = tmp_path / "killed" / "checkpoint-12"  # what a run killed while saving its next one leaves
+    half_written.mkdir()
+    (half_written / "config.json").write_text("{}")
     capsys.readouterr()
     resumed = trainer(tmp_path / "killed")
     train(resumed)
-    assert "continuing from checkpoint-8" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "removing checkpoint-12" in out and "continuing from checkpoint-8" in out
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     evals = [[e for e in t.state.log_history if "eval_accuracy" in e] for t in (whole, resumed)]
