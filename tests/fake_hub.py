@@ -31,7 +31,8 @@ Emulated (model and dataset repos "ns/name", each kind in its own namespace: `re
 Not emulated: Xet storage (set `HF_HUB_DISABLE_XET=1`), multipart LFS uploads, space repos, buckets, the dataset
 viewer's routes (`/api/datasets/{repo}/parquet`, the `refs/convert/parquet` branch), pull requests, tags, deletion of
 branches, pagination, gated repos, redirects to a CDN, Range requests. `datasets` reads `HF_ENDPOINT` and the offline
-flag into `datasets.config` at import: a test that loads a dataset repo points those at the fake too.
+flag into `datasets.config` at import: a test that pushes or loads a dataset repo with `datasets` also applies
+`datasets_endpoint_patches(hub.endpoint)`.
 """
 
 from __future__ import annotations
@@ -90,6 +91,18 @@ class Repo:
         if rev in self.branches:
             return self.branches[rev][-1]
         return next((c for h in self.branches.values() for c in h if c.oid == rev), None)
+
+
+def datasets_endpoint_patches(endpoint: str) -> list[tuple[object, str, object]]:
+    """`(object, attribute, value)` triples that point `datasets` (which copies `HF_ENDPOINT` and the offline flag into
+    `datasets.config` at import) at `endpoint`, for `monkeypatch.setattr` beside the `fake_hub` fixture's own."""
+    import datasets.config
+
+    return [
+        (datasets.config, "HF_ENDPOINT", endpoint),
+        (datasets.config, "HUB_DATASETS_URL", endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}"),
+        (datasets.config, "HF_HUB_OFFLINE", False),
+    ]
 
 
 class Reply(Exception):

@@ -353,7 +353,7 @@ def report_figure(results: dict, stages: dict, kept: dict):
     low = min(s["accuracy_mean"] - s["accuracy_std"] for s in results["summary"])
     ax.set(ylabel="test accuracy of a fresh ConvNet", title="Training on each synthetic set", ylim=(max(0, low - 0.05),
            1.0))  # fmt: skip
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
     ax = fig.add_subplot(grid[1])
     for ipc in ipcs:
         for arm, style in (("MTT", "-"), ("HaBa", "--")):

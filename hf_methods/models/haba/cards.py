@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from huggingface_hub import DatasetCard, DatasetCardData
+from huggingface_hub import DatasetCard, DatasetCardData, hf_hub_download
 
 from ...cards import LIBRARY_NAME, hub_id, link, run_model_card, usage_ref
 from ...registry import citation
@@ -184,7 +184,8 @@ def push_generated_dataset(
     dataset = dataset if dataset is not None else model.to_datasets()
     dataset.push_to_hub(repo_id, private=private, token=token, revision=revision,
                         commit_message=commit_message or "Upload the HaBa generated set")  # fmt: skip
-    written = DatasetCard.load(repo_id, repo_type="dataset", token=token, revision=revision)
+    readme = hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision, token=token)
+    written = DatasetCard.load(readme)
     card = haba_dataset_card(model, repo_id, results)
     merged = written.data.to_dict()
     merged.update({k: v for k, v in card.data.to_dict().items() if v is not None})
