@@ -109,10 +109,10 @@ class DeRyRecipe(RecipeArguments):
     naswot_batches: int = field(default=5, metadata={"help": "Batches of 32 target images NASWOT averages over."})
     finetune_steps: int = field(default=200, metadata={"help": "Training steps of every fine-tuned or scratch model."})
     finetune_learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate of those trainings."})
-    max_target_train_samples: int | None = field(
+    max_target_train_samples: int = field(
         default=150,
         metadata={"help": "Training images of the new task (the first of the shuffled split): few labels, where reuse "
-                  "matters; empty takes all (716 for digits 5-9, where every arm ends near 100%)."},
+                  "matters; 0 takes all (716 for digits 5-9, where every arm ends near 100%%)."},
     )  # fmt: skip
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "One run of every arm per seed."})
 
@@ -161,10 +161,8 @@ class DeRyRecipe(RecipeArguments):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if self.probe_samples < 2:
             raise ValueError("probe_samples must be at least 2.")
-        if self.max_target_train_samples is not None and self.max_target_train_samples < 1:
-            raise ValueError(
-                f"max_target_train_samples must be positive or empty, got {self.max_target_train_samples}."
-            )
+        if self.max_target_train_samples < 0:
+            raise ValueError(f"max_target_train_samples must be >= 0 (0: all), got {self.max_target_train_samples}.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}.")
 

@@ -349,7 +349,9 @@ class DeRyPreTrainedModel(HfMethodsModel, PreTrainedModel):
         )
         if config.reassembly:
             description += "\n\nHow the blocks were chosen: " + ", ".join(
-                f"{k}: {v}" for k, v in config.reassembly.items() if isinstance(v, (int, float, str))
+                f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
+                for k, v in config.reassembly.items()
+                if isinstance(v, (int, float, str))
             )
         card = run_model_card(
             self,
@@ -357,7 +359,7 @@ class DeRyPreTrainedModel(HfMethodsModel, PreTrainedModel):
             method="DeRy",
             title=results.get("title") or f"DeRy reassembled network ({len(config.blocks)} blocks)",
             description=description,
-            tags=["model-reassembly", "dery"],
+            tags=["model-reassembly"],
             training_setup=results.get("training_setup"),
             metrics=results.get("metrics"),
             dataset=results.get("dataset"),
