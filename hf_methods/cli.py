@@ -86,9 +86,15 @@ def run_script(main, argv=None, prog: str | None = None) -> int:
     """Run a recipe's `main` as `hf-methods <name>`, `python -m hf_methods.recipes.<name>.pipeline` and `accelerate
     launch -m ...` do: a user's choice of value, folder or launch config that cannot work is one line, not a traceback.
     """
+    import gc
+
     from .recipe import RecipeError
     from .run_folder import RunFolderError
 
+    # what is imported by now (torch, transformers, the methods) lives as long as the process: out of the cyclic
+    # collector, which every Trainer.train() runs at its end (about 0.25 s each over these objects; microseconds after)
+    gc.collect()
+    gc.freeze()
     try:
         main(argv)
     except (RecipeError, RunFolderError) as err:
