@@ -237,6 +237,9 @@ def reassembly_num_parameters(config: DeRyConfig, source_models: dict, with_head
     enough for a search to call on every candidate. Equal to counting the built model's parameters."""
     if not config.blocks:
         raise ValueError("the config has no blocks.")
+    missing = sorted({b["source"] for b in config.blocks} - set(source_models))
+    if missing:
+        raise ValueError(f"source_models has no loaded model for source(s) {missing}.")
     plans = [block_plan(b, source_models[b["source"]], i) for i, b in enumerate(config.blocks)]
     total = sum(p.numel() for plan in plans for node in plan.nodes for p in node.module.parameters())
     with torch.device("meta"):
