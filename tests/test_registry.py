@@ -100,6 +100,7 @@ def test_every_method_of_the_library_is_registered_once_with_its_command():
     methods = registry.methods()
     learngenes = {"TLEG", "SWS", "Learngene Pool", "GTL"}
     assert learngenes | {"L2D", "CPT", "RDD", "IMWA", "Optimum Shifting", "LayerMatch", "DPC"} <= set(methods)
+    assert {"DeRy", "KF", "LIRF", "HaBa"} <= set(methods)
     commands = {
         "tleg",
         "sws",
@@ -114,6 +115,10 @@ def test_every_method_of_the_library_is_registered_once_with_its_command():
         "dpc",
         "rankmatch",
         "dn-ildl",
+        "dery",
+        "kf",
+        "lirf",
+        "haba",
     }
     assert set(registry.commands()) == commands
     assert "xia2024tleg" in registry.citation("TLEG") and registry.citation("no such method") == ""

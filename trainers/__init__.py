@@ -3,7 +3,7 @@
 from .cpt_config import ConsistentProxyTuningConfig
 from .cpt_trainer import CachedLogitsCollator, ConsistentProxyTuningTrainer, cache_logits, proxy_tuning_loss
 from .distillation_config import DistillationConfig
-from .distillation_trainer import DistillationTrainer, distillation_loss
+from .distillation_trainer import DistillationTrainer, distillation_loss, soft_target_loss
 from .dpc_config import DPCConfig
 from .dpc_losses import calibrated_softmax, evidential_loss, fit_clean_posterior, large_margin_scores
 from .dpc_trainer import DPCLiteTrainer, DPCTrainer, IndexedDataset, sharpen
@@ -13,6 +13,9 @@ from .gtl_config import GTLEvolutionConfig
 from .gtl_evolution import GTLEvolution, TaskSampler, tournament_selection
 from .imwa_config import IMWAConfig
 from .imwa_trainer import IMWATrainer, average_state_dicts
+from .knowledge_factor_config import KnowledgeFactorTrainingConfig
+from .knowledge_factor_losses import BatchInfoMinLoss, InfoMaxLoss, smoothed_cross_entropy, split_task_logits
+from .knowledge_factor_trainer import KnowledgeFactorTrainer, MultiTaskDistillationTrainer
 from .layermatch_config import LayerMatchConfig
 from .layermatch_trainer import LayerMatchTrainer, SemiSupervisedDataset, WeakStrongCollator
 from .ldl_losses import (
@@ -22,6 +25,8 @@ from .ldl_losses import (
     ldl_metrics,
     pairwise_ranking_loss,
 )
+from .lirf_config import LIRFTrainingConfig
+from .lirf_trainer import LIRFTrainer, check_deposit_labels, deposit_subset, lirf_loss
 from .multilabel_kd_config import MultiLabelKDConfig
 from .multilabel_kd_trainer import (
     MultiLabelKDTrainer,
@@ -52,6 +57,19 @@ from .rdd_trainer import (
 from .resumable import ResumableTrainer
 
 __all__ = [
+    "BatchInfoMinLoss",
+    "InfoMaxLoss",
+    "KnowledgeFactorTrainer",
+    "KnowledgeFactorTrainingConfig",
+    "MultiTaskDistillationTrainer",
+    "smoothed_cross_entropy",
+    "soft_target_loss",
+    "split_task_logits",
+    "LIRFTrainer",
+    "LIRFTrainingConfig",
+    "check_deposit_labels",
+    "deposit_subset",
+    "lirf_loss",
     "RankMatchConfig",
     "RankMatchTrainer",
     "check_label_distributions",

@@ -25,6 +25,27 @@ from .frozen_models import (  # noqa: F401 - re-exported: they were defined here
 )
 
 
+def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """`T^2 * KL(softmax(t / T) || softmax(s / T))`, summed over classes, averaged over the batch (reduction
+    "batchmean": the soft KD of KF's official `SoftTarget` and, over T^2, of LIRF)."""
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"teacher logits have shape {tuple(teacher_logits.shape)} but the student's have "
+            f"{tuple(student_logits.shape)}; they must share the task's classes."
+        )
+    t = temperature
+    return (
+        F.kl_div(
+            F.log_softmax(student_logits.float() / t, dim=-1),
+            F.log_softmax(teacher_logits.float() / t, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        * t
+        * t
+    )
+
+
 def distillation_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor | None = None,

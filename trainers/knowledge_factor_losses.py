@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distillation_trainer import soft_target_loss  # noqa: F401 - one soft KD for every method; imported from here too
+
 INFOMAX_ESTIMATORS = ("official", "pairs")
 LABEL_SMOOTHING_MODES = ("classy_vision", "original")
 
@@ -72,27 +74,6 @@ class BatchInfoMinLoss(nn.Module):
         mu = tau.mean(dim=0)
         log_var = torch.log(tau.var(dim=0).clamp_min(1e-12))
         return -0.5 * torch.mean(1 + log_var - mu**2 - log_var.exp())
-
-
-def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """`T^2 * KL(softmax(t / T) || softmax(s / T))`, summed over classes, averaged over the batch (the official
-    `SoftTarget`, reduction "batchmean")."""
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"teacher logits have shape {tuple(teacher_logits.shape)} but the student's have "
-            f"{tuple(student_logits.shape)}; they must share the task's classes."
-        )
-    t = temperature
-    return (
-        F.kl_div(
-            F.log_softmax(student_logits.float() / t, dim=-1),
-            F.log_softmax(teacher_logits.float() / t, dim=-1),
-            log_target=True,
-            reduction="batchmean",
-        )
-        * t
-        * t
-    )
 
 
 def smoothed_cross_entropy(

@@ -19,14 +19,15 @@ import torch
 from torch.nn import functional as F
 
 from ..models.lirf import LIRFModel, combine_logits
+from .distillation_trainer import soft_target_loss
 from .lirf_config import LIRFTrainingConfig
 from .resumable import ResumableTrainer
 
 
 def _kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(softmax(teacher/T) || softmax(student/T)), mean over the batch (`KLDivLoss(reduction="batchmean")`)."""
-    return F.kl_div(F.log_softmax(student / temperature, -1), F.softmax(teacher / temperature, -1),
-                    reduction="batchmean")  # fmt: skip
+    """KL(softmax(teacher/T) || softmax(student/T)), mean over the batch (`KLDivLoss(reduction="batchmean")`): the
+    shared soft KD without its T^2 (LIRF weighs it with alpha T^2 itself)."""
+    return soft_target_loss(student, teacher, temperature) / (temperature * temperature)
 
 
 def lirf_loss(
