@@ -125,23 +125,27 @@ def num_channels(config) -> int | None:
     return found if found is not None else next((d["num_channels"] for d in _config_dicts(config)), None)
 
 
-def _input_convolution(model, channels: int) -> nn.Conv2d:
+def _input_convolutions(model, channels: int) -> list[nn.Conv2d]:
+    """The convolutions that read the model's input: those with `channels` input channels (a ViT's patch embedding,
+    a VGG's first convolution; a ResNet-12's first block has two, its conv1 and its projection shortcut)."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels == channels]
-    if num_channels(model.config) != channels or len(convs) != 1:
+    if num_channels(model.config) != channels or not convs:
         raise ValueError(
-            f"expected a model with num_channels={channels} and one convolution reading its input, got "
+            f"expected a model with num_channels={channels} and a convolution reading its input, got "
             f"num_channels={num_channels(model.config)} and {len(convs)} such convolutions."
         )
-    return convs[0]
+    return convs
 
 
-def _with_input_channels(model, channels: int, weight: torch.Tensor):
+def _with_input_channels(model, channels: int, new_weight):
+    """A copy of `model` whose input convolutions read `channels` channels, each with `new_weight(old weight)`."""
     model = copy.deepcopy(model)
-    conv = _input_convolution(model, num_channels(model.config))
-    conv.weight = nn.Parameter(weight)
-    conv.in_channels = channels
+    convs = _input_convolutions(model, num_channels(model.config))
+    for conv in convs:
+        conv.weight = nn.Parameter(new_weight(conv.weight.detach()))
+        conv.in_channels = channels
     for module in model.modules():  # e.g. ViTPatchEmbeddings checks its inputs against its own num_channels
-        if module is not conv and getattr(module, "num_channels", None) is not None:
+        if not any(module is conv for conv in convs) and getattr(module, "num_channels", None) is not None:
             module.num_channels = channels
     if getattr(model.config, "num_channels", None) is not None:
         model.config.num_channels = channels
@@ -152,11 +156,10 @@ def _with_input_channels(model, channels: int, weight: torch.Tensor):
 
 @torch.no_grad()
 def rgb_input(model):
-    """A copy of a one-channel model (trained on `digits`) that reads RGB images: the input convolution's weights
+    """A copy of a one-channel model (trained on `digits`) that reads RGB images: the input convolutions' weights
     are split equally over R, G and B, so a gray image (R = G = B, what pipeline() makes of one) gives the outputs
     of the one-channel model (up to float rounding). `gray_input` undoes it."""
-    conv = _input_convolution(model, 1)
-    return _with_input_channels(model, 3, conv.weight.detach().repeat(1, 3, 1, 1) / 3)
+    return _with_input_channels(model, 3, lambda weight: weight.repeat(1, 3, 1, 1) / 3)
 
 
 def for_pipeline(model, processor):
@@ -181,9 +184,8 @@ def input_format(processor, max_length: int | None = None) -> str:
 @torch.no_grad()
 def gray_input(model):
     """A copy of a three-channel model that reads one-channel images (e.g. a teacher saved by `rgb_input`, given to
-    a digits recipe): the input convolution's weights summed over the channels, exact for gray images."""
-    conv = _input_convolution(model, 3)
-    return _with_input_channels(model, 1, conv.weight.detach().sum(1, keepdim=True))
+    a digits recipe): the input convolutions' weights summed over the channels, exact for gray images."""
+    return _with_input_channels(model, 1, lambda weight: weight.sum(1, keepdim=True))
 
 
 # The BBC News classification data set (D. Greene and P. Cunningham, "Practical Solutions to the Problem of Diagonal

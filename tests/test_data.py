@@ -49,3 +49,37 @@ def test_bad_arguments_name_the_field(tokenizer):
         bbc_news(tokenizer, max_length=4)
     with pytest.raises(ValueError, match="test_fraction"):
         bbc_news(tokenizer, test_fraction=1.0)
+
+
+@pytest.mark.parametrize("kind", ["vgg", "resnet12", "vit"])
+def test_rgb_input_gives_the_one_channel_outputs_on_gray_images_and_gray_input_undoes_it(kind):
+    """Every convolution reading the input is converted: one in a VGG and a ViT, two in a ResNet-12 (its first block's
+    conv1 and projection shortcut)."""
+    import torch
+
+    from hf_methods.data import gray_input, rgb_input
+    from hf_methods.models.convnets import (
+        ResNet12Config,
+        ResNet12ForImageClassification,
+        VGGConfig,
+        VGGForImageClassification,
+    )
+
+    if kind == "vgg":
+        model = VGGForImageClassification(VGGConfig(num_channels=1, hidden_sizes=[4, 8], depths=[1, 1], num_labels=3))
+    elif kind == "resnet12":
+        model = ResNet12ForImageClassification(
+            ResNet12Config(num_channels=1, hidden_sizes=[4, 8], depths=[1, 1], num_labels=3)
+        )
+    else:
+        model = T.ViTForImageClassification(T.ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=8,
+            num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, num_labels=3))  # fmt: skip
+    model.eval()
+    gray = torch.randn(2, 1, 8, 8)
+    rgb = rgb_input(model).eval()
+    assert rgb.config.num_channels == 3 and model.config.num_channels == 1  # a copy: the original is untouched
+    with torch.no_grad():
+        expected = model(pixel_values=gray).logits
+        torch.testing.assert_close(rgb(pixel_values=gray.repeat(1, 3, 1, 1)).logits, expected, atol=1e-5, rtol=1e-5)
+        back = gray_input(rgb).eval()
+        torch.testing.assert_close(back(pixel_values=gray).logits, expected, atol=1e-5, rtol=1e-5)

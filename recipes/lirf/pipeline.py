@@ -243,14 +243,11 @@ def run(recipe: LIRFRecipe) -> dict:
 
     run.stage("withdrawal from the saved target network + deposit module; saving the models with cards, the report")
     results = _results(recipe, rows)
-    # VGG: saved for pipeline() (RGB input, image processor beside). ResNet-12's first block has two convolutions
-    # reading the image (conv1 and the projection shortcut), which `rgb_input` does not convert: saved one-channel.
-    rgb = recipe.architecture == "vgg"
-    processor = digits_image_processor(recipe.image_size) if rgb else None
+    # saved for pipeline() (RGB input, image processor beside), VGG and ResNet-12 alike
+    processor = digits_image_processor(recipe.image_size)
     lirf = LIRFModel.from_pretrained(run.stage_folder(f"deposit-seed{recipe.seeds[0]}"), trust_remote_code=False)
     target, deposit_module = lirf.export_target(), lirf.export_deposit()
-    if rgb:
-        target, deposit_module = for_pipeline(target, processor), rgb_input(deposit_module)
+    target, deposit_module = for_pipeline(target, processor), rgb_input(deposit_module)
     own = evaluate(lirf, x, y, deposit)[recipe.recover_mode]
     results["saved"] = {"seed": recipe.seeds[0], "target": {k: own[k] for k in DEPOSIT_METRICS}}
     card = target_card(
@@ -265,7 +262,7 @@ def run(recipe: LIRFRecipe) -> dict:
     # withdrawal, as the owner does it: the two saved folders, nothing else
     loaded_target = AutoModelForImageClassification.from_pretrained(run.out / "target", trust_remote_code=False)
     loaded_deposit = AutoModel.from_pretrained(run.out / "deposit", trust_remote_code=False)
-    images = x.repeat(1, 3, 1, 1) if rgb else x  # what the saved RGB models read: a gray image as three channels
+    images = x.repeat(1, 3, 1, 1)  # what the saved RGB models read: a gray image as three channels
     withdrawn = {}
     for mode in RECOVER_MODES:
         recover = LIRFRecoverModel.from_parts(loaded_target, loaded_deposit, recover_mode=mode)
@@ -467,15 +464,13 @@ def report_markdown(results: dict) -> str:
              "", *table(results["withdrawal_summary"], WITHDRAWAL_METRICS), ""]  # fmt: skip
     mode = results["recipe"]["recover_mode"]
     w, mem = saved["withdrawal_from_files"][mode], saved["in_memory"]
-    vgg = results["recipe"]["architecture"] == "vgg"
-    read = "read as RGB" if vgg else "one-channel"
+    read = "read as RGB"
     lines += [f"Withdrawal from the saved folders (seed {saved['seed']}: `target/` + `deposit/`, {read}, "
               f"{mode} mode): Avg Acc {w['avg_acc']:.3f} (Pre {w['recover_pre_acc']:.3f}, Dep "
               f"{w['recover_dep_acc']:.3f}); the same network in memory before saving: {mem['avg_acc']:.3f} (Pre "
               f"{mem['recover_pre_acc']:.3f}, Dep {mem['recover_dep_acc']:.3f}).", "",
               "Saved: `target/` (the target network, a stock classifier"
-              + ("; `pipeline('image-classification')` loads it" if vgg else "; one-channel input: ResNet-12's "
-                 "first block has two convolutions reading the image, which `rgb_input` does not convert")
+              + "; `pipeline('image-classification')` loads it"
               + "), `deposit/` (the deposit module, to keep apart), `recover/` (the withdrawn network). "
               "`hf-methods push` pushes the target and the deposit module.", "",
               "## Every run", "", "| table | seed | arm | Pre Acc | Dep Acc | F | H-mean | Avg Acc |",
