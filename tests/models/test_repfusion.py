@@ -61,7 +61,7 @@ def test_gradient_isolation_per_term_and_the_teacher_never_gets_gradients():
 
 
 class ToyTeacher(nn.Module):
-    """teacher(x, t): for t in [400, 450) the feature is the image's class code, elsewhere noise (hooked at `feature`)."""
+    """teacher(x, t): in t = 400..449 the feature is the image's class code, elsewhere noise (hook `feature`)."""
 
     def __init__(self):
         super().__init__()
