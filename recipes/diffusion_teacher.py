@@ -49,7 +49,7 @@ class DiffusionTeacherRecipe(RecipeArguments):
         metadata={"help": "Channels of the teacher UNet's levels (each level after the first halves H and W)."},
     )
     teacher_layers_per_block: int = field(default=1, metadata={"help": "ResNet blocks per level of the teacher."})
-    teacher_steps: int = field(default=1500, metadata={"help": "Optimizer steps of the teacher (batch `batch_size`)."})
+    teacher_steps: int = field(default=1000, metadata={"help": "Optimizer steps of the teacher (batch `batch_size`)."})
     teacher_learning_rate: float = field(default=2e-3, metadata={"help": "AdamW learning rate of the teacher."})
     num_train_timesteps: int = field(default=1000, metadata={"help": "Diffusion steps T of the DDPMScheduler."})
     beta_schedule: str = field(
@@ -64,7 +64,7 @@ class DiffusionTeacherRecipe(RecipeArguments):
         },
     )
     sample_grid_size: int = field(default=8, metadata={"help": "Sample grids are this many images per side."})
-    batch_size: int = field(default=128, metadata={"help": "Batch size of every training stage."})
+    batch_size: int = field(default=64, metadata={"help": "Batch size of every training stage."})
 
     def __post_init__(self):
         super().__post_init__()
