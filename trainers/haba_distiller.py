@@ -9,7 +9,8 @@ Written from the paper and a reading of the official code (Huage001/DatasetFacto
   code wraps the network in `ReparamModule`); the gradient, the update and the loss are the same;
 - all draws (expert, start epoch, batches, hallucinators, DSA) come from one seeded `torch.Generator`;
 - the official `epoch()` of its evaluation and expert training standardizes every batch by its own global mean and std;
-  here no batch is re-standardized (the data are standardized once, as in the distillation loop);
+  here the experts never do (the distillation loop does not either) and the evaluation does only with
+  `evaluate_synthetic(standardize_batches=True)`;
 - ZCA whitening is left out (the digits recipe does not need it); the extractor's three conv blocks are padded by 1
   for every channel count (the official pads one-channel 28x28 inputs by 3 to reach a 2048-wide flatten) and keep
   as many 2x2 pools as the image allows (at most 3);
@@ -333,11 +334,18 @@ def train_expert_trajectories(
 
 
 @torch.no_grad()
-def network_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
+def network_accuracy(
+    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256, standardize_batches=False
+) -> float:
+    """Accuracy of `net` on (images, labels) in batches of `batch_size` (256, the official test loader's), each
+    standardized by its own mean and std when `standardize_batches`."""
     was_training = net.training
     net.eval()
-    correct = sum(int((net(images[i : i + batch_size]).argmax(-1) == labels[i : i + batch_size]).sum())
-                  for i in range(0, len(images), batch_size))  # fmt: skip
+    correct = 0
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size]
+        x = standardize(x) if standardize_batches else x
+        correct += int((net(x).argmax(-1) == labels[i : i + batch_size]).sum())
     net.train(was_training)
     return correct / len(images)
 
@@ -649,11 +657,16 @@ def evaluate_synthetic(
     weight_decay: float = 5e-4,
     dsa: bool = True,
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate",
+    standardize_batches: bool = False,
     seed: int = 0,
 ) -> dict:
     """Train a fresh `network` on `train` (see `epoch_sampler`) and return its test accuracy: the official
     `evaluate_synset` protocol (SGD with momentum 0.9 and weight decay 5e-4 at `lr` (the learned eta_syn for a
-    distilled set), epochs + 1 passes, lr x 0.1 after epoch epochs // 2 + 1, batch 256, DSA)."""
+    distilled set), epochs + 1 passes, lr x 0.1 after epoch epochs // 2 + 1, batch 256, DSA). `standardize_batches`
+    (the official `epoch()` does it): every training and test batch is shifted and scaled by its own global mean and
+    std before DSA and the network, so a set whose pixel values drifted in scale is read on the real data's scale. Off
+    by default: the distillation loop (official too) never standardizes, so the learned eta_syn and the matched
+    trajectories are those of unstandardized images."""
     if epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs}.")
     generator = torch.Generator().manual_seed(seed)
@@ -665,7 +678,8 @@ def evaluate_synthetic(
     for ep in range(epochs + 1):
         images, labels = sample()
         for batch in torch.randperm(len(images), generator=generator).split(batch_size):
-            x = dsa_augment(images[batch], dsa_strategy, generator) if dsa else images[batch]
+            x = standardize(images[batch]) if standardize_batches else images[batch]
+            x = dsa_augment(x, dsa_strategy, generator) if dsa else x
             loss = F.cross_entropy(net(x), labels[batch])
             optimizer.zero_grad()
             loss.backward()
@@ -673,4 +687,10 @@ def evaluate_synthetic(
         if ep == epochs // 2 + 1:
             for group in optimizer.param_groups:
                 group["lr"] *= 0.1
-    return {"accuracy": network_accuracy(net, test_images, test_labels), "train_loss": loss.item()}
+    accuracy = network_accuracy(net, test_images, test_labels, standardize_batches=standardize_batches)
+    return {"accuracy": accuracy, "train_loss": loss.item()}
+
+
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    """A batch shifted and scaled by its own global mean and std (the official evaluation's `epoch()`)."""
+    return (x - x.mean()) / x.std().clamp_min(1e-8)

@@ -97,6 +97,13 @@ class HaBaRecipe(RecipeArguments):
     real_lr: float = field(
         default=0.01, metadata={"help": "Evaluation learning rate of random real images (distilled sets: learned)."}
     )
+    standardize_batches: bool = field(
+        default=False,
+        metadata={
+            "help": "Evaluation: standardize every batch by its own mean and std (the official evaluation does; the "
+            "distillation never does, so off by default)."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -185,7 +192,7 @@ def compare(
     haba_history = HaBaDistiller(haba, experts, distiller).distill()
     haba_seconds = time.time() - start
     evaluation = dict(epochs=recipe.eval_epochs, batch_size=recipe.batch_size, dsa_strategy=recipe.dsa_strategy,
-                      seed=seed)  # fmt: skip
+                      standardize_batches=recipe.standardize_batches, seed=seed)  # fmt: skip
     test = (real["test_images"], real["test_labels"])
     picked = (real["images"][chosen.flatten()], real["labels"][chosen.flatten()])
     accuracy = {
@@ -327,6 +334,7 @@ def _training_setup(recipe: HaBaRecipe) -> str:
                      f"{OFFICIAL_PER_IPC[official_ipc(ipc)]['lr_lr']:g}, initial eta_syn "
                      f"{OFFICIAL_PER_IPC[official_ipc(ipc)]['initial_synthetic_lr']:g}"
                      for ipc, s, m in zip(recipe.ipcs, recipe.syn_steps, recipe.max_start_epoch))  # fmt: skip
+    standardized = "each batch standardized" if recipe.standardize_batches else "no per-batch re-standardization"
     return (
         f"{DATASET} ({recipe.image_size}x{recipe.image_size}, pixel values in [0, 1]). Experts: {recipe.num_experts} "
         f"ConvNets (width {recipe.network_width}, depth {recipe.network_depth}, instance norm, average pooling) "
@@ -339,7 +347,8 @@ def _training_setup(recipe: HaBaRecipe) -> str:
         f"'{recipe.dsa_strategy}'. All three sets start from the same random real images. Evaluation: a fresh "
         f"ConvNet trained {recipe.eval_epochs} epochs on the set (SGD momentum 0.9, weight decay 5e-4, the learned "
         f"eta_syn for distilled sets and {recipe.real_lr:g} for real images, lr x0.1 at half, batch "
-        f"{recipe.batch_size}, DSA; HaBa: one random hallucination per base and epoch), tested on the real test split. "
+        f"{recipe.batch_size}, DSA, {standardized}; HaBa: one random hallucination per base and epoch), tested on the "
+        "real test split. "
         f"Seeds {recipe.seeds}."
     )
 

@@ -103,9 +103,9 @@ def test_the_mtt_variant_learns_plain_images_with_the_same_loop(experts):
     assert not torch.equal(images.bases.detach(), before) and "club_loss" in history[0]
     test_images, test_labels = gaussian_images(n=32, seed=3)
     spec = experts.network
-    for train in (images, haba(), (before.flatten(0, 1), torch.tensor([0, 0, 1, 1]))):
+    for standardize, train in enumerate((images, haba(), (before.flatten(0, 1), torch.tensor([0, 0, 1, 1])))):
         result = evaluate_synthetic(train, test_images, test_labels, spec, lr=0.01, epochs=2, dsa=True,
-                                    dsa_strategy="crop_cutout")  # fmt: skip
+                                    dsa_strategy="crop_cutout", standardize_batches=bool(standardize))  # fmt: skip
         assert 0 <= result["accuracy"] <= 1
 
 
