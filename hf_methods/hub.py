@@ -218,8 +218,8 @@ def push_folder(
     commit_message: str | None = None,
     token: str | None = None,
 ) -> PushResult:
-    """Upload a saved model folder (weights, config, README.md card), or a PEFT adapter folder (adapter_config.json),
-    to `repo_id` in one commit.
+    """Upload a saved model folder (weights, config, README.md card), a PEFT adapter folder (adapter_config.json) or a
+    diffusers pipeline folder (model_index.json) to `repo_id` in one commit.
 
     Pickles (`*.bin`, `*.pt`, `*.pth`) and private files (`_*`, `checkpoint-*`, `.*`) are never uploaded: hf-methods
     models are safetensors only. The repo (and the branch `revision`) is created when missing, right before the commit;
@@ -229,9 +229,10 @@ def push_folder(
     `HubServerError` / `HubUnreachableError` saying whether anything reached the repo. 401 / 403 raise PermissionError.
     """
     folder = Path(folder)
-    if not any((folder / name).is_file() for name in ("config.json", "adapter_config.json")):
+    if not any((folder / name).is_file() for name in ("config.json", "adapter_config.json", "model_index.json")):
         raise FileNotFoundError(
-            f"{folder} is not a saved model or adapter folder (no config.json or adapter_config.json); "
+            f"{folder} is not a saved model, adapter or pipeline folder (no config.json, adapter_config.json or "
+            "model_index.json); "
             "save_pretrained it first."
         )
     from huggingface_hub import CommitOperationAdd

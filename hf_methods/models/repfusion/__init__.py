@@ -8,6 +8,7 @@ from .modeling_repfusion import (
     RepFusionOutput,
     backbone_card,
     entropy_schedule,
+    hooked_module,
     student_feature_size,
 )
 
@@ -18,6 +19,7 @@ __all__ = [
     "RepFusionOutput",
     "backbone_card",
     "entropy_schedule",
+    "hooked_module",
     "student_feature_size",
 ]
 

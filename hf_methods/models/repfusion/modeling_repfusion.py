@@ -91,6 +91,19 @@ def student_feature_size(student_config) -> int:
     return int(sizes[-1]) if sizes else int(student_config.hidden_size)
 
 
+def hooked_module(teacher: nn.Module, name: str) -> nn.Module:
+    """The teacher's module `name` (the distilled feature is its output), or a ValueError listing valid names."""
+    modules = dict(teacher.named_modules())
+    if name not in modules:
+        convs = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear)) and n]
+        mids = [n for n in convs if n.startswith("mid_block")] or convs
+        raise ValueError(
+            f"`teacher_hook` {name!r} is not a module of the teacher {type(teacher).__name__}. Valid modules include "
+            f"{mids[-8:]} (all: `dict(unet.named_modules())`); set RepFusionConfig(teacher_hook=...) to one of them."
+        )
+    return modules[name]
+
+
 def entropy_schedule(epoch: float, init_value: float, end_epoch: float) -> float:
     """The official `EntropyDecayHook`: init * (1 - epoch / end_epoch) until end_epoch, 0 after."""
     if end_epoch <= 0:
@@ -155,22 +168,13 @@ class RepFusionDistiller(HfMethodsModel, PreTrainedModel):
         """Hold `teacher` (a diffusers `UNet2DModel`, frozen here: no gradient, eval mode) for `forward`. Checks that
         `config.teacher_hook` names one of its modules, that its input channels are the images', and, given its
         `scheduler` (or a UNet whose config knows it), that the policy's timesteps exist there."""
-        modules = dict(teacher.named_modules())
-        if self.config.teacher_hook not in modules:
-            convs = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear)) and n]
-            mids = [n for n in convs if n.startswith("mid_block")] or convs
-            raise ValueError(
-                f"`teacher_hook` {self.config.teacher_hook!r} is not a module of the teacher "
-                f"{type(teacher).__name__}. Valid modules include {mids[-8:]} (all: `dict(unet.named_modules())`); "
-                "set RepFusionConfig(teacher_hook=...) to one of them."
-            )
+        module = hooked_module(teacher, self.config.teacher_hook)
         in_channels = getattr(getattr(teacher, "config", None), "in_channels", self.config.num_channels)
         if in_channels != self.config.num_channels:
             raise ValueError(
                 f"the teacher reads {in_channels}-channel images but the distiller's `num_channels` is "
                 f"{self.config.num_channels}; make them equal (or convert the images)."
             )
-        module = modules[self.config.teacher_hook]
         out = getattr(module, "out_channels", getattr(module, "out_features", None))
         if out is not None and out != self.config.teacher_hidden_size:
             raise ValueError(
@@ -204,7 +208,7 @@ class RepFusionDistiller(HfMethodsModel, PreTrainedModel):
             if stop:
                 raise _StopAtHook
 
-        handle = dict(teacher.named_modules())[self.config.teacher_hook].register_forward_hook(hook)
+        handle = hooked_module(teacher, self.config.teacher_hook).register_forward_hook(hook)
         dtype = next(teacher.parameters()).dtype
         try:
             teacher(pixel_values.to(dtype), timesteps)
