@@ -51,10 +51,31 @@ def ddpm_loss(unet, scheduler, x0: torch.Tensor, generator: torch.Generator | No
     return F.mse_loss(unet_output(unet(noisy, t)).float(), noise.float())
 
 
+def unique_state_dict(state_dict: dict) -> dict:
+    """`state_dict` without the second name of a tensor registered twice (diffusers' `Downsample2D` keeps its
+    convolution as `conv` and `Conv2d_0`), which safetensors refuses to save; loading the first name (non-strict, as
+    Trainer resumes) fills both, since they are one tensor."""
+    seen, out = set(), {}
+    for key, value in state_dict.items():
+        ident = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape), value.dtype)
+        if ident not in seen:
+            seen.add(ident)
+            out[key] = value
+    return out
+
+
 def _resumable_trainer():
     from .trainers.resumable import ResumableTrainer
 
-    return ResumableTrainer
+    class UNetCheckpointTrainer(ResumableTrainer):
+        """Checkpoints of a diffusers model: one name per tensor (`unique_state_dict`)."""
+
+        def _save(self, output_dir=None, state_dict=None):
+            if state_dict is None:
+                state_dict = unique_state_dict(self.accelerator.unwrap_model(self.model).state_dict())
+            super()._save(output_dir, state_dict)
+
+    return UNetCheckpointTrainer
 
 
 def ddpm_trainer_class():

@@ -252,7 +252,7 @@ def diffusion_teacher(run, recipe: DiffusionTeacherRecipe, data=None):
     }
     pipe = diffusers.DDPMPipeline(unet=unet, scheduler=scheduler)
     method = getattr(recipe, "method_name", None)
-    run.save_model(pipe, "teacher", teacher_card(folder, info, method))
+    run.save_model(pipe, "teacher", teacher_card(folder.resolve(), info, method))
     if run.is_main_process:
         grid = sample_images(unet, scheduler, recipe.sample_grid_size**2, num_inference_steps=recipe.sample_steps)
         image_grid(grid, recipe.sample_grid_size).save(folder / "samples.png")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffusion import add_noise, require_diffusers, unet_output
+from ..diffusion import add_noise, require_diffusers, unet_output, unique_state_dict
 from ..models.spectral_diffusion.losses import SpectrumAwareDistillationLoss
 from .frozen_models import FrozenModelsTrainer, StudentSideModule
 from .spectral_diffusion_config import SpectralDiffusionConfig
@@ -190,6 +190,25 @@ class SpectralDiffusionTrainer(StudentSideModule, FrozenModelsTrainer):
         path = os.path.join(folder, PROJECTIONS_FILE)
         if os.path.isfile(path):
             module.load_state_dict(load_file(path))
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Checkpoints hold one name per tensor (diffusers' `Downsample2D` registers its convolution twice)."""
+        if state_dict is None:
+            state_dict = unique_state_dict(self.accelerator.unwrap_model(self.model).state_dict())
+        super()._save(output_dir, state_dict)
+
+    def detach_student(self) -> nn.Module:
+        """The trained student on its own: the feature hooks removed and the projections taken off (they stay in
+        `self.projections`), ready to `save_pretrained`, count or sample."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        student = self.accelerator.unwrap_model(self.model)
+        module = dict(student.named_children()).get(self.side_module_name)
+        if module is not None:
+            delattr(student, self.side_module_name)
+            self.projections = module
+        return student
 
     # --- the loss --------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

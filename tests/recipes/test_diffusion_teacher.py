@@ -20,7 +20,7 @@ from hf_methods.recipe import RecipeError, Run
 from hf_methods.recipes.diffusion_teacher import DiffusionTeacherRecipe, diffusion_teacher
 
 TINY = dict(teacher_block_out_channels=[8, 16], teacher_steps=3, num_train_timesteps=20, sample_steps=2,
-            sample_grid_size=2, batch_size=16)  # fmt: skip
+            sample_grid_size=2, batch_size=16, save_checkpoints=False)  # fmt: skip
 
 
 def test_tiny_teacher_stage_saves_a_ddpm_pipeline_that_diffusers_loads_and_resumes(tmp_path):

@@ -102,7 +102,7 @@ class WGDownBlock2D(nn.Module):
             down = (
                 WGDownsample2D(out_channels, ratio)
                 if gated
-                else Downsample2D(out_channels, use_conv=True, out_channels=out_channels, padding=1)
+                else Downsample2D(out_channels, use_conv=True, out_channels=out_channels, padding=1, name="op")
             )
             self.downsamplers = nn.ModuleList([down])
 
