@@ -38,7 +38,7 @@ def test_the_identity_init_copies_the_base_into_the_interior():
 def test_generate_covers_every_base_and_hallucinator_in_order_and_is_differentiable():
     model = tiny()
     out = model.generate()
-    assert len(model) == len(out.pixel_values) == 3 * 2 * 3
+    assert model.num_images == len(out.pixel_values) == 3 * 2 * 3
     assert out.labels.tolist() == [c for c in range(3) for _ in range(2 * 3)]
     assert out.base_ids.tolist() == [b for _ in range(3) for b in range(2) for _ in range(3)]
     assert out.hallucinator_ids.tolist() == [j for _ in range(6) for j in range(3)]
@@ -107,7 +107,7 @@ def test_the_generated_set_exports_and_pushes_as_a_dataset_repo(tmp_path, fake_h
         monkeypatch.setattr(obj, name, value)
     model = tiny()
     exported = model.to_datasets()
-    assert exported.features["labels"].names == ["zero", "one", "two"] and len(exported) == len(model)
+    assert exported.features["labels"].names == ["zero", "one", "two"] and len(exported) == model.num_images
     assert exported.features["pixel_values"].shape == (1, 6, 6)
     model.save_generated_dataset(tmp_path / "generated")
     back = load_from_disk(str(tmp_path / "generated")).with_format("torch")

@@ -142,7 +142,8 @@ class HaBaDataset(HfMethodsModel, PreTrainedModel):
         with."""
         return float(self.synthetic_lr.detach())
 
-    def __len__(self) -> int:
+    @property
+    def num_images(self) -> int:
         """Images in the generated set: every base through every hallucinator."""
         return self.num_classes * self.images_per_class * self.num_hallucinators
 
