@@ -11,6 +11,8 @@ from .frozen_models import FrozenModelsTrainer, FrozenTeacherTrainer, StudentSid
 from .frozen_models_config import FrozenModelsConfig, FrozenTeacherConfig
 from .gtl_config import GTLEvolutionConfig
 from .gtl_evolution import GTLEvolution, TaskSampler, tournament_selection
+from .haba_config import HaBaDistillerConfig
+from .haba_distiller import DistilledImages, HaBaDistiller, train_expert_trajectories
 from .imwa_config import IMWAConfig
 from .imwa_trainer import IMWATrainer, average_state_dicts
 from .knowledge_factor_config import KnowledgeFactorTrainingConfig
@@ -57,6 +59,10 @@ from .rdd_trainer import (
 from .resumable import ResumableTrainer
 
 __all__ = [
+    "DistilledImages",
+    "HaBaDistiller",
+    "HaBaDistillerConfig",
+    "train_expert_trajectories",
     "BatchInfoMinLoss",
     "InfoMaxLoss",
     "KnowledgeFactorTrainer",
