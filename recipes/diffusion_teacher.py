@@ -190,6 +190,7 @@ def diffusion_teacher(run, recipe: DiffusionTeacherRecipe, data=None):
     `run.teacher_info` is set to a dict describing it (source, parameters, steps, final loss, training setup) for the
     method's report."""
     diffusers = require_diffusers()
+    diffusers.utils.logging.disable_progress_bar()  # "Loading pipeline components..." of a resumed or given teacher
     from hf_methods.data import digits, in_memory_rows
     from hf_methods.diffusion import ddpm_trainer_class
     from hf_methods.recipe import train

@@ -137,8 +137,9 @@ def costs(model, image_size: int) -> dict:
     matmuls, as FLOP counters count; the wavelet transform's additions and the gates' products are not MACs)."""
     from hf_methods.engine import count_flops, count_parameters
 
-    x = torch.zeros(1, model.config.in_channels, image_size, image_size)
-    flops = count_flops(model, {"sample": x}, timestep=torch.tensor([10]))
+    device = next(model.parameters()).device
+    x = torch.zeros(1, model.config.in_channels, image_size, image_size, device=device)
+    flops = count_flops(model, {"sample": x}, timestep=torch.tensor([10], device=device))
     return {"parameters": count_parameters(model), "macs": flops // 2}
 
 
