@@ -119,6 +119,8 @@ def test_every_method_of_the_library_is_registered_once_with_its_command():
         "kf",
         "lirf",
         "haba",
+        "repfusion",
+        "spectral-diffusion",
     }
     assert set(registry.commands()) == commands
     assert "xia2024tleg" in registry.citation("TLEG") and registry.citation("no such method") == ""
