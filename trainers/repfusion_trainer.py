@@ -68,6 +68,24 @@ class RepFusionTrainer(FrozenModelsTrainer):
         if self.args.entropy_end_epoch is not None:
             self.add_callback(EntropyDecayCallback(model.config.entropy_reg, self.args.entropy_end_epoch))
 
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer; with `args.policy_learning_rate`, the policy's parameters in groups of their own
+        at that learning rate (the scheduler, created next, scales every group alike)."""
+        had = self.optimizer is not None
+        optimizer = super().create_optimizer(model)
+        lr = self.args.policy_learning_rate
+        distiller = unwrap_parallel(self.model if model is None else model)
+        if had or lr is None or getattr(distiller, "policy", None) is None:
+            return optimizer
+        policy = {id(p) for p in distiller.policy.parameters()}
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in policy]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in policy]
+                settings = {k: v for k, v in group.items() if k != "params"}
+                optimizer.add_param_group({**settings, "params": moved, "lr": lr})
+        return optimizer
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         parts = {name: outputs[name] for name in self.loss_parts}

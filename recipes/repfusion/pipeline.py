@@ -5,7 +5,7 @@ each backbone, and one from scratch, is fine-tuned on a few labels per class -> 
 and the policy's learned timestep distribution.
 
     hf-methods repfusion                                    # the embedded default (digits.yaml)
-    hf-methods repfusion --labels_per_class 5 --fixed_timestep 500
+    hf-methods repfusion --labels_per_class 10 --fixed_timesteps 0 250
     hf-methods repfusion --push_to_hub true --hub_model_id org/repfusion-digits   # the fine-tuned student + teacher
 """
 
@@ -54,7 +54,7 @@ class RepFusionRecipe(DiffusionTeacherRecipe):
     output_dir: str = field(default="outputs/repfusion-digits", metadata={"help": "Where the models and report go."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repo of the fine-tuned student (org/name)."})
     labels_per_class: int = field(
-        default=10, metadata={"help": "Labeled training images per digit (fine-tuning, reward head and policy)."}
+        default=5, metadata={"help": "Labeled training images per digit (fine-tuning, reward head and policy)."}
     )
     hidden_sizes: list[int] = field(default_factory=lambda: [32, 64], metadata={"help": "Student VGG channels."})
     depths: list[int] = field(default_factory=lambda: [1, 1], metadata={"help": "Student VGG convolutions per stage."})
@@ -64,9 +64,19 @@ class RepFusionRecipe(DiffusionTeacherRecipe):
     policy_num_timesteps: int = field(
         default=50, metadata={"help": "Timesteps the policy chooses among (t_k = k * T / K; T = all of them)."}
     )
-    fixed_timestep: int = field(default=0, metadata={"help": "t of the fixed-timestep baseline (0: the clean image)."})
+    fixed_timesteps: list[int] = field(
+        default_factory=lambda: [0, 500],
+        metadata={"help": "t of each fixed-timestep baseline arm (0: the official clean-image setting)."},
+    )
+    feature_loss: str = field(
+        default="pooled",
+        metadata={"help": "'pooled' (official classification variant) or 'spatial' (official dense variant)."},
+    )
     pretrain_epochs: float = field(default=20, metadata={"help": "RepFusion pre-training epochs over all images."})
     pretrain_learning_rate: float = field(default=1e-3, metadata={"help": "Pre-training learning rate (AdamW)."})
+    policy_learning_rate: float | None = field(
+        default=1e-2, metadata={"help": "Learning rate of the policy (AdamW; empty: pretrain_learning_rate)."}
+    )
     entropy_reg: float = field(default=0.1, metadata={"help": "Initial entropy weight (decays to 0 at the end)."})
     kd_weight: float = field(default=1.0, metadata={"help": "Weight of the feature regression."})
     finetune_epochs: float = field(default=60, metadata={"help": "Fine-tuning epochs over the labeled images."})
@@ -83,19 +93,22 @@ class RepFusionRecipe(DiffusionTeacherRecipe):
                 f"policy_num_timesteps must be in [2, num_train_timesteps={self.num_train_timesteps}], got "
                 f"{self.policy_num_timesteps}."
             )
-        if not 0 <= self.fixed_timestep < self.num_train_timesteps:
+        bad = [t for t in self.fixed_timesteps if not 0 <= t < self.num_train_timesteps]
+        if bad or len(set(self.fixed_timesteps)) != len(self.fixed_timesteps):
             raise ValueError(
-                f"fixed_timestep must be in [0, num_train_timesteps={self.num_train_timesteps}), got "
-                f"{self.fixed_timestep}."
+                f"fixed_timesteps must be distinct timesteps in [0, num_train_timesteps={self.num_train_timesteps}), "
+                f"got {self.fixed_timesteps}."
             )
         for name in ("pretrain_epochs", "finetune_epochs", "pretrain_learning_rate", "finetune_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.feature_loss not in ("pooled", "spatial"):
+            raise ValueError(f"feature_loss must be 'pooled' or 'spatial', got {self.feature_loss!r}.")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}.")
 
     def arms(self) -> tuple[str, ...]:
-        return (SCRATCH, fixed_arm(self.fixed_timestep), REPFUSION)
+        return (SCRATCH, *(fixed_arm(t) for t in self.fixed_timesteps), REPFUSION)
 
 
 def student_config(recipe: RepFusionRecipe) -> VGGConfig:
@@ -120,9 +133,9 @@ def pretrain(run: Run, recipe: RepFusionRecipe, unet, scheduler, rows: list[dict
         teacher_hidden_size=hooked_module(unet, recipe.teacher_hook).out_channels,
         teacher_hook=recipe.teacher_hook, num_train_timesteps=scheduler.config.num_train_timesteps,
         policy_num_timesteps=recipe.policy_num_timesteps, fixed_timestep=fixed, kd_weight=recipe.kd_weight,
-        entropy_reg=recipe.entropy_reg, id2label=LABELS,
+        entropy_reg=recipe.entropy_reg, feature_loss=recipe.feature_loss, id2label=LABELS,
     )  # fmt: skip
-    key = f"pretrain-seed{seed}-{'policy' if fixed is None else 'fixed'}"
+    key = f"pretrain-seed{seed}-{'policy' if fixed is None else f't{fixed}'}"
     done = run.resumed(key)
     if done is not None:
         model = RepFusionDistiller.from_pretrained(run.stage_folder(key), trust_remote_code=False)
@@ -132,7 +145,8 @@ def pretrain(run: Run, recipe: RepFusionRecipe, unet, scheduler, rows: list[dict
     args = training_args(
         recipe, run.trainer_dir(key), learning_rate=recipe.pretrain_learning_rate,
         num_train_epochs=recipe.pretrain_epochs, cls=RepFusionTrainingConfig, optim="adamw_torch", optim_args=None,
-        weight_decay=1e-4, entropy_end_epoch=recipe.pretrain_epochs, eval_strategy="no", disable_tqdm=True,
+        weight_decay=1e-4, entropy_end_epoch=recipe.pretrain_epochs, policy_learning_rate=recipe.policy_learning_rate,
+        eval_strategy="no", disable_tqdm=True,
         logging_strategy="epoch",
     )  # fmt: skip
     trainer = RepFusionTrainer(model=model, args=args, train_dataset=rows, teacher_model=unet,
@@ -143,6 +157,33 @@ def pretrain(run: Run, recipe: RepFusionRecipe, unet, scheduler, rows: list[dict
     done = {k: logs[-1][k] for k in RepFusionTrainer.loss_parts} if logs else {}
     run.save_stage(key, done, model)
     return model, done
+
+
+@torch.no_grad()
+def pooled_features(model, images: torch.Tensor) -> torch.Tensor:
+    """The classifier's input (the pooled last feature map) of `images`, in eval mode."""
+    found = []
+    hook = model.classifier.register_forward_pre_hook(lambda module, args: found.append(args[0]))
+    was = model.training
+    try:
+        model.eval()(pixel_values=images)
+    finally:
+        hook.remove()
+        model.train(was)
+    return found[0].double()
+
+
+def probe_accuracy(model, train_rows, test_set) -> float:
+    """Test accuracy of a logistic regression on the frozen pooled features of the labeled images (standardized): how
+    much the backbone's representation tells the digit before any fine-tuning."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = pooled_features(model, torch.stack([r["pixel_values"] for r in train_rows]))
+    t = pooled_features(model, torch.stack([r["pixel_values"] for r in test_set]))
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    y = torch.stack([r["labels"] for r in train_rows]).numpy()
+    clf = LogisticRegression(max_iter=2000).fit(((x - mean) / std).numpy(), y)
+    return float(clf.score(((t - mean) / std).numpy(), torch.stack([r["labels"] for r in test_set]).numpy()))
 
 
 def finetune(run: Run, recipe: RepFusionRecipe, model, train_rows, test_set, key: str) -> float:
@@ -178,7 +219,7 @@ def run(recipe: RepFusionRecipe) -> dict:
         masked = [{**r, "labels": r["labels"] if i in picked else torch.tensor(-100)} for i, r in enumerate(train_rows)]
         labeled = [r for i, r in enumerate(train_rows) if i in picked]
         for arm in arms:
-            key = f"seed{seed}-{arm.split(' ')[0]}"
+            key = f"seed{seed}-" + ("scratch" if arm == SCRATCH else "policy" if arm == REPFUSION else f"t{arm[10:]}")
             done = run.resume_stage(f"seed {seed}: {arm}, fine-tuned on {len(labeled)} labels", key)
             if done is None:
                 pre = {}
@@ -186,23 +227,24 @@ def run(recipe: RepFusionRecipe) -> dict:
                     torch.manual_seed(seed)
                     model = VGGForImageClassification(student_config(recipe))
                 else:
-                    fixed = None if arm == REPFUSION else recipe.fixed_timestep
+                    fixed = None if arm == REPFUSION else int(arm.rsplit(" ", 1)[1])
                     distiller, pre = pretrain(run, recipe, unet, scheduler, masked, fixed, seed)
                     if arm == REPFUSION:
                         images = torch.stack([r["pixel_values"] for r in test_set])
                         pre["timestep_distribution"] = distiller.timestep_distribution(images).tolist()
                     torch.manual_seed(seed)
                     model = distiller.export_student_backbone(id2label=LABELS)
+                probe = probe_accuracy(model, labeled, test_set)
                 acc = finetune(run, recipe, model, labeled, test_set, key)
-                done = {"arm": arm, "seed": seed, "accuracy": acc, **pre}
+                done = {"arm": arm, "seed": seed, "accuracy": acc, "linear_probe": probe, **pre}
                 run.save_stage(key, done, model if (arm == REPFUSION and seed == recipe.seeds[0]) else None)
-                run.say(f"  {arm}: test accuracy {acc:.3f}")
+                run.say(f"  {arm}: test accuracy {acc:.3f} (linear probe before fine-tuning {probe:.3f})")
             if arm == REPFUSION:
                 distributions.append(done["timestep_distribution"])
                 if seed == recipe.seeds[0]:
                     kept = VGGForImageClassification.from_pretrained(run.stage_folder(key), trust_remote_code=False)
             rows.append(done)
-    summary = summarize_arms(rows, arms, ["accuracy"])
+    summary = summarize_arms(rows, arms, ["accuracy", "linear_probe"])
     k = recipe.policy_num_timesteps
     grid = (torch.arange(k) * scheduler.config.num_train_timesteps // k).tolist()
     mean_dist = torch.tensor(distributions).mean(0).tolist()
@@ -219,7 +261,11 @@ def run(recipe: RepFusionRecipe) -> dict:
         "timestep_grid": grid,
         "timestep_distribution": mean_dist,
         "timestep_mean": sum(t * p for t, p in zip(grid, mean_dist)),
-        "verdict": verdict_against(summary, REPFUSION, "accuracy", "test accuracy") + " " + VERDICT_RULE,
+        "verdict": verdict_against(summary, REPFUSION, "accuracy", "test accuracy after fine-tuning")
+        + " "
+        + verdict_against(summary, REPFUSION, "linear_probe", "linear-probe accuracy of the frozen backbone")
+        + " "
+        + VERDICT_RULE,
         "hf_methods_version": __version__,
         "elapsed_s": run.elapsed(),
     }
@@ -239,12 +285,20 @@ def _training_setup(recipe: RepFusionRecipe, teacher: dict) -> str:
         f"Teacher: {teacher.get('source')} ({teacher.get('training_setup')}). Student: a VGG {recipe.hidden_sizes} x "
         f"{recipe.depths} (BatchNorm, 1-channel {recipe.image_size}x{recipe.image_size} digits in [-1, 1]). "
         f"Pre-training on all training images, {recipe.pretrain_epochs:g} epochs, AdamW lr "
-        f"{recipe.pretrain_learning_rate:g}, batch {recipe.batch_size}: MSE between the pooled 1x1-projected last "
-        f"student map and the pooled teacher feature at `{recipe.teacher_hook}` of the clean image at t "
+        f"{recipe.pretrain_learning_rate:g}, batch {recipe.batch_size}: MSE between the "
+        + (
+            "pooled 1x1-projected last student map and the pooled teacher feature"
+            if recipe.feature_loss == "pooled"
+            else "1x1-projected last student map, bilinearly resized, and the teacher feature map"
+        )
+        + f" at `{recipe.teacher_hook}` of the clean image at t "
         f"(kd_weight {recipe.kd_weight:g}); RepFusion picks t per image with a policy over "
-        f"{recipe.policy_num_timesteps} timesteps (REINFORCE, reward -CE of the reward head, entropy weight "
-        f"{recipe.entropy_reg:g} decaying to 0 at the last epoch), trained on the labeled images only; the baseline "
-        f"uses t = {recipe.fixed_timestep}. Fine-tuning (every arm, fresh head): {recipe.labels_per_class} labeled "
+        f"{recipe.policy_num_timesteps} timesteps (REINFORCE, lr "
+        f"{recipe.policy_learning_rate or recipe.pretrain_learning_rate:g}, "
+        f"reward -CE of the reward head, entropy weight "
+        f"{recipe.entropy_reg:g} decaying to 0 at the last epoch), trained on the labeled images only; the "
+        f"fixed-timestep baselines use t = {', '.join(map(str, recipe.fixed_timesteps))} for every image. "
+        f"Fine-tuning (every arm, fresh head): {recipe.labels_per_class} labeled "
         f"images per digit, {recipe.finetune_epochs:g} epochs, AdamW lr {recipe.finetune_learning_rate:g}, batch "
         f"{recipe.finetune_batch_size}. Seeds {recipe.seeds} (labeled subset, initializations, training)."
     )
@@ -289,7 +343,8 @@ def report_figure(results: dict):
     left.legend(fontsize=8)
     summary = results["summary"]
     means, stds = [s["accuracy_mean"] for s in summary], [s["accuracy_std"] for s in summary]
-    right.bar(range(len(summary)), means, yerr=stds, capsize=4, color=["#999999", "#dd8452", "#4c72b0"])
+    colors = ["#999999" if s["arm"] == SCRATCH else "#4c72b0" if s["arm"] == REPFUSION else "#dd8452" for s in summary]
+    right.bar(range(len(summary)), means, yerr=stds, capsize=4, color=colors)
     right.set_xticks(range(len(summary)), [s["arm"].replace(" (", "\n(") for s in summary], fontsize=8)
     right.set_ylim(max(0.0, min(means) - 0.15), min(1.0, max(means) + 0.05))
     right.set_title("test accuracy after fine-tuning (mean ± std over seeds)", fontsize=10)
@@ -299,13 +354,16 @@ def report_figure(results: dict):
 
 def report_markdown(results: dict) -> str:
     lines = [f"# RepFusion on {results['dataset']}", "", results["training_setup"], "", f"**{results['verdict']}**",
-             "", "![report](report.png)", "", "| arm | test accuracy | seeds |", "|---|---|---|"]  # fmt: skip
+             "", "![report](report.png)", "", "| arm | test accuracy (fine-tuned) | linear probe (frozen) | seeds |",
+             "|---|---|---|---|"]  # fmt: skip
     for s in results["summary"]:
-        lines.append(f"| {s['arm']} | {s['accuracy_mean']:.4f} ± {s['accuracy_std']:.4f} | {s['seeds']} |")
-    lines += ["", "| seed | arm | accuracy | final loss_feat | final mean t |", "|---|---|---|---|---|"]
+        lines.append(f"| {s['arm']} | {s['accuracy_mean']:.4f} ± {s['accuracy_std']:.4f} | "
+                     f"{s['linear_probe_mean']:.4f} ± {s['linear_probe_std']:.4f} | {s['seeds']} |")  # fmt: skip
+    lines += ["", "| seed | arm | accuracy | linear probe | final loss_feat | final mean t |", "|---" * 6 + "|"]
     for r in results["runs"]:
         feat, t = r.get("loss_feat"), r.get("mean_t")
-        lines.append(f"| {r['seed']} | {r['arm']} | {r['accuracy']:.4f} | {'' if feat is None else f'{feat:.4f}'} | "
+        lines.append(f"| {r['seed']} | {r['arm']} | {r['accuracy']:.4f} | {r['linear_probe']:.4f} | "
+                     f"{'' if feat is None else f'{feat:.4f}'} | "
                      f"{'' if t is None else f'{t:.1f}'} |")  # fmt: skip
     lines += ["", f"Mean timestep under the learned policy: {results['timestep_mean']:.1f} (uniform: "
               f"{sum(results['timestep_grid']) / len(results['timestep_grid']):.1f}).", "",

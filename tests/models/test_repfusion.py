@@ -9,6 +9,7 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors import safe_open
 from torch import nn
+from transformers import ViTConfig, ViTForImageClassification
 
 from hf_methods.models.convnets import VGGConfig, VGGForImageClassification
 from hf_methods.models.repfusion import RepFusionConfig, RepFusionDistiller
@@ -124,6 +125,21 @@ def test_fixed_timestep_mode_has_no_policy():
     out = model(pixel_values=x, labels=y)
     assert model.policy is None and out.mean_t == 0 and out.loss_policy == 0 and out.loss_entropy == 0
     assert not any(k.startswith("policy") for k in model.state_dict())
+
+
+def test_spatial_feature_loss_and_a_vit_student():
+    x, y = batch()
+    spatial = RepFusionDistiller(tiny_config(feature_loss="spatial")).attach_teacher(tiny_unet())
+    terms = spatial.loss_terms(x, y)
+    resized = torch.nn.functional.interpolate(spatial.student_features(x).float(), size=(4, 4), mode="bilinear")
+    assert terms["feat"].item() > 0 and resized.shape[1] == 16
+    vit = ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=8, num_hidden_layers=1,
+                    num_attention_heads=2, intermediate_size=16, num_labels=10)  # fmt: skip
+    model = RepFusionDistiller(tiny_config(student=vit.to_dict())).attach_teacher(tiny_unet())
+    assert isinstance(model.projection, nn.Linear) and torch.isfinite(model(pixel_values=x, labels=y).loss)
+    assert isinstance(model.export_student_backbone(num_labels=3), ViTForImageClassification)
+    with pytest.raises(ValueError, match="CNN student"):
+        tiny_config(student=vit.to_dict(), feature_loss="spatial")
 
 
 def test_save_load_push_of_the_distiller_and_the_exported_backbone(tmp_path, fake_hub):

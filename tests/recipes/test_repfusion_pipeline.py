@@ -16,7 +16,7 @@ from hf_methods.recipes.repfusion.pipeline import REPFUSION, RepFusionRecipe, ma
 
 TINY = ["--teacher_steps", "2", "--teacher_block_out_channels", "8", "16", "--pretrain_epochs", "1",
         "--finetune_epochs", "1", "--labels_per_class", "2", "--hidden_sizes", "4", "8", "--sample_grid_size", "2",
-        "--sample_steps", "2", "--policy_num_timesteps", "10"]  # fmt: skip
+        "--sample_steps", "2", "--policy_num_timesteps", "10", "--fixed_timesteps", "0"]  # fmt: skip
 
 
 def test_tiny_run_end_to_end_then_push(tmp_path, fake_hub):
@@ -43,7 +43,7 @@ def test_tiny_run_end_to_end_then_push(tmp_path, fake_hub):
 def test_bad_recipe_fields(tmp_path):
     with pytest.raises(ValueError, match="policy_num_timesteps"):
         RepFusionRecipe(policy_num_timesteps=2000)
-    with pytest.raises(ValueError, match="fixed_timestep"):
-        RepFusionRecipe(fixed_timestep=1000)
+    with pytest.raises(ValueError, match="fixed_timesteps"):
+        RepFusionRecipe(fixed_timesteps=[1000])
     with pytest.raises(RecipeError, match="mid_block.resnets.1.conv2"):
         main(["--output_dir", str(tmp_path / "bad"), "--seeds", "0", *TINY, "--teacher_hook", "mid_block.nope"])

@@ -44,7 +44,7 @@ def test_ten_steps_log_the_parts_and_never_touch_or_save_the_teacher(tmp_path):
     rows = [{"pixel_values": torch.randn(1, 8, 8), "labels": torch.tensor(i % 10)} for i in range(20)]
     args = RepFusionTrainingConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=10,
                                    logging_steps=1, report_to="none", use_cpu=True, entropy_end_epoch=2,
-                                   learning_rate=0.05, save_strategy="no")  # fmt: skip
+                                   learning_rate=0.05, save_strategy="no", policy_learning_rate=0.5)  # fmt: skip
     scheduler = diffusers.DDPMScheduler(num_train_timesteps=100)
     trainer = RepFusionTrainer(model=model, args=args, train_dataset=rows, teacher_model=unet,
                                teacher_scheduler=scheduler)  # fmt: skip
@@ -55,6 +55,11 @@ def test_ten_steps_log_the_parts_and_never_touch_or_save_the_teacher(tmp_path):
     assert 0 <= logs[0]["mean_t"] < 100
     assert model.entropy_reg == pytest.approx(0.05)  # epoch 1 of 2: 0.1 * (1 - 1/2)
     assert logs[-1]["loss_entropy"] == pytest.approx(logs[0]["loss_entropy"] / 2, rel=0.05)  # near-uniform policy
+    policy = {id(p) for p in model.policy.parameters()}
+    groups = [{id(p) for p in g["params"]} for g in trainer.optimizer.param_groups]
+    lrs = [g["initial_lr"] for g in trainer.optimizer.param_groups]
+    assert all(lr == 0.5 for ids, lr in zip(groups, lrs) if ids & policy)
+    assert all(lr == 0.05 and not ids & policy for ids, lr in zip(groups, lrs) if ids - policy)
     for key, value in unet.state_dict().items():
         assert torch.equal(value, before[key]), key
     trainer.save_model(str(tmp_path / "saved"))

@@ -8,6 +8,7 @@ from ..convnets.configuration_convnets import _is_int, _is_number, _positive_int
 
 DEFAULT_HOOK = "mid_block.resnets.1.conv2"
 REWARD_BASELINES = ("none", "batch_mean")
+FEATURE_LOSSES = ("pooled", "spatial")
 
 
 def _positive_int_tuple(value, name: str) -> list[int]:
@@ -38,7 +39,10 @@ class RepFusionConfig(PreTrainedConfig):
             kernels and 2x2 pools, then fc 120, 84). Here the convs are padded and followed by an adaptive average pool
             to at most 5x5 so that 8x8 and 16x16 images work.
         reward_hidden_sizes: hidden widths of the reward head MLP on the pooled teacher feature (official 256, 256).
-        kd_weight: weight of the feature regression MSE(GAP(P(h_S)), GAP(h_T)) (official 1.0).
+        kd_weight: weight of the feature regression (official 1.0).
+        feature_loss: "pooled" (the official classification variant: MSE(GAP(P(h_S)), GAP(h_T))) or "spatial" (the
+            official dense "CleanDense" variant: MSE over the maps, the student's bilinearly resized to the teacher's;
+            CNN students only).
         entropy_reg: initial weight of the policy's entropy bonus (official 0.1; `EntropyDecayCallback` decays it).
         reward_baseline: "none" (official: reward -CE as it is) or "batch_mean" (the batch's mean reward is subtracted,
             a variance-reduction baseline the official code does not use).
@@ -59,6 +63,7 @@ class RepFusionConfig(PreTrainedConfig):
     policy_hidden_sizes: list[int] | tuple[int, ...] = (120, 84)
     reward_hidden_sizes: list[int] | tuple[int, ...] = (256, 256)
     kd_weight: float = 1.0
+    feature_loss: str = "pooled"
     entropy_reg: float = 0.1
     reward_baseline: str = "none"
     teacher_stop_at_hook: bool = True
@@ -106,11 +111,18 @@ class RepFusionConfig(PreTrainedConfig):
         for name in ("kd_weight", "entropy_reg"):
             if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be a finite number >= 0, got {getattr(self, name)!r}.")
+        if self.feature_loss not in FEATURE_LOSSES:
+            raise ValueError(f"`feature_loss` must be one of {FEATURE_LOSSES}, got {self.feature_loss!r}.")
         if self.reward_baseline not in REWARD_BASELINES:
             raise ValueError(f"`reward_baseline` must be one of {REWARD_BASELINES}, got {self.reward_baseline!r}.")
         if self.num_labels < 2:
             raise ValueError(f"`num_labels` (the reward head's classes) must be at least 2, got {self.num_labels}.")
         student = self.student_config()
+        if self.feature_loss == "spatial" and not getattr(student, "hidden_sizes", None):
+            raise ValueError(
+                f"`feature_loss` 'spatial' needs a CNN student (feature maps); a {student.model_type} student gives "
+                "tokens: use feature_loss='pooled'."
+            )
         if getattr(student, "num_channels", self.num_channels) != self.num_channels:
             raise ValueError(
                 f"the student reads {student.num_channels}-channel images but `num_channels` is {self.num_channels}; "

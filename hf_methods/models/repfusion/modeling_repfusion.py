@@ -9,6 +9,7 @@ The teacher is a diffusers `UNet2DModel` (or any module called as `teacher(sampl
 
 Loss (every term a per-batch mean; mmcv sums the `loss_*` entries of the official code):
     kd_weight * MSE(GAP(P(h_S)), GAP(h_T))             -> student and projection P only (h_T has no gradient)
+        (feature_loss="spatial": MSE(resize(P(h_S)), h_T) over the maps, the official dense variant)
     + CE(g(GAP(h_T)), y)                                -> reward head g only
     - mean_i log pi(t_i | x_i) * r_i,  r_i = -CE_i      -> policy only (reward detached; no baseline unless asked)
     - entropy_reg * mean_i H(pi(. | x_i))               -> policy only
@@ -250,7 +251,13 @@ class RepFusionDistiller(HfMethodsModel, PreTrainedModel):
         pooled_t = h_t.flatten(2).mean(-1)  # GAP over space: (B, C_T)
         pooled_s = h_s.flatten(2).mean(-1) if h_s.dim() == 4 else h_s.mean(1)
         zero = pooled_t.new_zeros(())
-        terms = {"feat": F.mse_loss(pooled_s, pooled_t), "reward": zero, "policy": zero, "entropy": zero}
+        if self.config.feature_loss == "spatial":
+            size = h_t.shape[-2:]
+            resized = h_s if h_s.shape[-2:] == size else F.interpolate(h_s, size=size, mode="bilinear")
+            feat = F.mse_loss(resized, h_t)
+        else:
+            feat = F.mse_loss(pooled_s, pooled_t)
+        terms = {"feat": feat, "reward": zero, "policy": zero, "entropy": zero}
         if labels is not None:
             labels = labels.to(device).long()
             labeled = labels != -100
