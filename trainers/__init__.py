@@ -57,8 +57,12 @@ from .rdd_trainer import (
     segmentation_forward,
 )
 from .resumable import ResumableTrainer
+from .spectral_diffusion_config import SpectralDiffusionConfig
+from .spectral_diffusion_trainer import SpectralDiffusionTrainer
 
 __all__ = [
+    "SpectralDiffusionConfig",
+    "SpectralDiffusionTrainer",
     "DistilledImages",
     "HaBaDistiller",
     "HaBaDistillerConfig",
