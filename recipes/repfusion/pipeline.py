@@ -72,10 +72,10 @@ class RepFusionRecipe(DiffusionTeacherRecipe):
         default="pooled",
         metadata={"help": "'pooled' (official classification variant) or 'spatial' (official dense variant)."},
     )
-    pretrain_epochs: float = field(default=20, metadata={"help": "RepFusion pre-training epochs over all images."})
+    pretrain_epochs: float = field(default=60, metadata={"help": "RepFusion pre-training epochs over all images."})
     pretrain_learning_rate: float = field(default=1e-3, metadata={"help": "Pre-training learning rate (AdamW)."})
     policy_learning_rate: float | None = field(
-        default=1e-2, metadata={"help": "Learning rate of the policy (AdamW; empty: pretrain_learning_rate)."}
+        default=None, metadata={"help": "Learning rate of the policy (AdamW; empty: pretrain_learning_rate)."}
     )
     entropy_reg: float = field(default=0.1, metadata={"help": "Initial entropy weight (decays to 0 at the end)."})
     kd_weight: float = field(default=1.0, metadata={"help": "Weight of the feature regression."})
@@ -114,6 +114,12 @@ class RepFusionRecipe(DiffusionTeacherRecipe):
 def student_config(recipe: RepFusionRecipe) -> VGGConfig:
     return VGGConfig(num_channels=1, hidden_sizes=list(recipe.hidden_sizes), depths=list(recipe.depths),
                      id2label=LABELS)  # fmt: skip
+
+
+def probe_timesteps(scheduler) -> list[int]:
+    """The timesteps at which the teacher's own features are probed: 10 evenly spaced over [0, T)."""
+    steps = scheduler.config.num_train_timesteps
+    return [i * steps // 10 for i in range(10)]
 
 
 def labeled_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
@@ -176,14 +182,33 @@ def pooled_features(model, images: torch.Tensor) -> torch.Tensor:
 def probe_accuracy(model, train_rows, test_set) -> float:
     """Test accuracy of a logistic regression on the frozen pooled features of the labeled images (standardized): how
     much the backbone's representation tells the digit before any fine-tuning."""
-    from sklearn.linear_model import LogisticRegression
-
     x = pooled_features(model, torch.stack([r["pixel_values"] for r in train_rows]))
     t = pooled_features(model, torch.stack([r["pixel_values"] for r in test_set]))
+    y, y_test = torch.stack([r["labels"] for r in train_rows]), torch.stack([r["labels"] for r in test_set])
+    return logistic_probe(x, y, t, y_test)
+
+
+def logistic_probe(x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor) -> float:
+    """Test accuracy of a logistic regression fitted on standardized features `x` (statistics of `x`)."""
+    from sklearn.linear_model import LogisticRegression
+
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    y = torch.stack([r["labels"] for r in train_rows]).numpy()
-    clf = LogisticRegression(max_iter=2000).fit(((x - mean) / std).numpy(), y)
-    return float(clf.score(((t - mean) / std).numpy(), torch.stack([r["labels"] for r in test_set]).numpy()))
+    clf = LogisticRegression(max_iter=2000).fit(((x - mean) / std).numpy(), y.numpy())
+    return float(clf.score(((x_test - mean) / std).numpy(), y_test.numpy()))
+
+
+@torch.no_grad()
+def teacher_probe(distiller, train_rows, test_set, timesteps) -> list[float]:
+    """Per timestep t, the linear-probe test accuracy of the teacher's own pooled feature of the clean images at t (the
+    quantity the policy's reward estimates): what the policy should learn to prefer."""
+    x = torch.stack([r["pixel_values"] for r in train_rows])
+    x_test = torch.stack([r["pixel_values"] for r in test_set])
+    y, y_test = torch.stack([r["labels"] for r in train_rows]), torch.stack([r["labels"] for r in test_set])
+
+    def pooled(images, t):
+        return distiller.teacher_features(images, torch.full((len(images),), t)).flatten(2).mean(-1).double()
+
+    return [logistic_probe(pooled(x, t), y, pooled(x_test, t), y_test) for t in timesteps]
 
 
 def finetune(run: Run, recipe: RepFusionRecipe, model, train_rows, test_set, key: str) -> float:
@@ -213,7 +238,7 @@ def run(recipe: RepFusionRecipe) -> dict:
     data = digits(recipe.image_size, seed=recipe.seed)
     train_rows, test_set = in_memory_rows(data["train"]), data["test"]
     all_labels = torch.stack([r["labels"] for r in train_rows])
-    rows, distributions, kept = [], [], None
+    rows, distributions, kept, probe_curve = [], [], None, []
     for seed in recipe.seeds:
         picked = set(labeled_subset(all_labels, recipe.labels_per_class, seed).tolist())
         masked = [{**r, "labels": r["labels"] if i in picked else torch.tensor(-100)} for i, r in enumerate(train_rows)]
@@ -232,6 +257,9 @@ def run(recipe: RepFusionRecipe) -> dict:
                     if arm == REPFUSION:
                         images = torch.stack([r["pixel_values"] for r in test_set])
                         pre["timestep_distribution"] = distiller.timestep_distribution(images).tolist()
+                        if seed == recipe.seeds[0]:
+                            steps = probe_timesteps(scheduler)
+                            pre["teacher_probe"] = teacher_probe(distiller, labeled, test_set, steps)
                     torch.manual_seed(seed)
                     model = distiller.export_student_backbone(id2label=LABELS)
                 probe = probe_accuracy(model, labeled, test_set)
@@ -242,6 +270,7 @@ def run(recipe: RepFusionRecipe) -> dict:
             if arm == REPFUSION:
                 distributions.append(done["timestep_distribution"])
                 if seed == recipe.seeds[0]:
+                    probe_curve = done["teacher_probe"]
                     kept = VGGForImageClassification.from_pretrained(run.stage_folder(key), trust_remote_code=False)
             rows.append(done)
     summary = summarize_arms(rows, arms, ["accuracy", "linear_probe"])
@@ -261,6 +290,7 @@ def run(recipe: RepFusionRecipe) -> dict:
         "timestep_grid": grid,
         "timestep_distribution": mean_dist,
         "timestep_mean": sum(t * p for t, p in zip(grid, mean_dist)),
+        "teacher_probe": {"timesteps": probe_timesteps(scheduler), "accuracy": probe_curve},
         "verdict": verdict_against(summary, REPFUSION, "accuracy", "test accuracy after fine-tuning")
         + " "
         + verdict_against(summary, REPFUSION, "linear_probe", "linear-probe accuracy of the frozen backbone")
@@ -337,17 +367,27 @@ def report_figure(results: dict):
     width = grid[1] - grid[0] if len(grid) > 1 else 1
     left.bar(grid, dist, width=width * 0.9, align="edge", color="#4c72b0", label="learned policy (mean over seeds)")
     left.axhline(1 / len(grid), color="#999999", ls="--", label="initial policy (uniform)")
+    probe = results.get("teacher_probe") or {}
+    if probe.get("accuracy"):
+        twin = left.twinx()
+        twin.plot(probe["timesteps"], probe["accuracy"], "o-", color="#c44e52", label="teacher feature, linear probe")
+        twin.set_ylabel("linear-probe accuracy of the teacher feature", color="#c44e52", fontsize=8)
+        twin.legend(fontsize=8, loc="upper right")
     left.set_xlabel("teacher timestep t")
     left.set_ylabel("probability (test images)")
     left.set_title("RepFusion's learned timestep distribution", fontsize=10)
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="upper left")
     summary = results["summary"]
-    means, stds = [s["accuracy_mean"] for s in summary], [s["accuracy_std"] for s in summary]
-    colors = ["#999999" if s["arm"] == SCRATCH else "#4c72b0" if s["arm"] == REPFUSION else "#dd8452" for s in summary]
-    right.bar(range(len(summary)), means, yerr=stds, capsize=4, color=colors)
-    right.set_xticks(range(len(summary)), [s["arm"].replace(" (", "\n(") for s in summary], fontsize=8)
-    right.set_ylim(max(0.0, min(means) - 0.15), min(1.0, max(means) + 0.05))
-    right.set_title("test accuracy after fine-tuning (mean ± std over seeds)", fontsize=10)
+    x = torch.arange(len(summary)).tolist()
+    for shift, metric, label, color in ((-0.2, "accuracy", "fine-tuned", "#4c72b0"),
+                                        (0.2, "linear_probe", "linear probe (frozen)", "#dd8452")):  # fmt: skip
+        right.bar([i + shift for i in x], [s[f"{metric}_mean"] for s in summary], width=0.4, capsize=3,
+                  yerr=[s[f"{metric}_std"] for s in summary], color=color, label=label)  # fmt: skip
+    right.set_xticks(x, [s["arm"].replace(" (", "\n(") for s in summary], fontsize=8)
+    lows = [s[f"{m}_mean"] for s in summary for m in ("accuracy", "linear_probe")]
+    right.set_ylim(max(0.0, min(lows) - 0.1), 1.0)
+    right.legend(fontsize=8, loc="lower right")
+    right.set_title("test accuracy (mean ± std over seeds)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -365,6 +405,10 @@ def report_markdown(results: dict) -> str:
         lines.append(f"| {r['seed']} | {r['arm']} | {r['accuracy']:.4f} | {r['linear_probe']:.4f} | "
                      f"{'' if feat is None else f'{feat:.4f}'} | "
                      f"{'' if t is None else f'{t:.1f}'} |")  # fmt: skip
+    probe = results["teacher_probe"]
+    curve = ", ".join(f"t = {t}: {a:.3f}" for t, a in zip(probe["timesteps"], probe["accuracy"]))
+    lines += ["", "Linear-probe test accuracy of the teacher's own pooled feature (clean images at t, the first seed's "
+              f"labeled images): {curve}."]  # fmt: skip
     lines += ["", f"Mean timestep under the learned policy: {results['timestep_mean']:.1f} (uniform: "
               f"{sum(results['timestep_grid']) / len(results['timestep_grid']):.1f}).", "",
               "The fine-tuned RepFusion student of the first seed is in `student/` (with its card); the DDPM teacher "

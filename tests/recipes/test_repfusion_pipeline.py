@@ -26,7 +26,8 @@ def test_tiny_run_end_to_end_then_push(tmp_path, fake_hub):
     assert [s["arm"] for s in saved["summary"]] == ["from scratch", "fixed t = 0", REPFUSION]
     assert len(saved["runs"]) == 6 and saved["verdict"].startswith(REPFUSION)
     assert len(saved["timestep_distribution"]) == 10 and abs(sum(saved["timestep_distribution"]) - 1) < 1e-4
-    assert saved["timestep_grid"][:2] == [0, 100]
+    assert saved["timestep_grid"][:2] == [0, 100] and len(saved["teacher_probe"]["accuracy"]) == 10
+    assert all(0 <= r["linear_probe"] <= 1 for r in saved["runs"])
     assert (out / "report.png").is_file() and "| RepFusion (policy) |" in (out / "report.md").read_text()
     model = VGGForImageClassification.from_pretrained(out / "student", trust_remote_code=False)
     assert model.config.num_labels == 10 and model.config.hidden_sizes == [4, 8]
