@@ -167,8 +167,9 @@ class RepFusionDistiller(HfMethodsModel, PreTrainedModel):
 
     def attach_teacher(self, teacher: nn.Module, scheduler=None) -> RepFusionDistiller:
         """Hold `teacher` (a diffusers `UNet2DModel`, frozen here: no gradient, eval mode) for `forward`. Checks that
-        `config.teacher_hook` names one of its modules, that its input channels are the images', and, given its
-        `scheduler` (or a UNet whose config knows it), that the policy's timesteps exist there."""
+        `config.teacher_hook` names one of its modules, that its input channels are the images' and its feature width
+        `teacher_hidden_size`, and, given its `scheduler`, that the policy's timesteps exist there. The teacher stays
+        on its own device (`RepFusionTrainer` places it); inputs are moved there and features back."""
         module = hooked_module(teacher, self.config.teacher_hook)
         in_channels = getattr(getattr(teacher, "config", None), "in_channels", self.config.num_channels)
         if in_channels != self.config.num_channels:
@@ -210,16 +211,16 @@ class RepFusionDistiller(HfMethodsModel, PreTrainedModel):
                 raise _StopAtHook
 
         handle = hooked_module(teacher, self.config.teacher_hook).register_forward_hook(hook)
-        dtype = next(teacher.parameters()).dtype
+        first = next(teacher.parameters())
         try:
-            teacher(pixel_values.to(dtype), timesteps)
+            teacher(pixel_values.to(first.device, first.dtype), timesteps.to(first.device))
         except _StopAtHook:
             pass
         finally:
             handle.remove()
         if len(found) != 1:
             raise RuntimeError(f"teacher module {self.config.teacher_hook!r} ran {len(found)} times in one forward.")
-        return found[0].float()
+        return found[0].float().to(pixel_values.device)
 
     # --- forward ----------------------------------------------------------------------------------------------------
     def student_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
