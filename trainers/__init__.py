@@ -56,11 +56,16 @@ from .rdd_trainer import (
     rdd_task_loss,
     segmentation_forward,
 )
+from .repfusion_config import RepFusionTrainingConfig
+from .repfusion_trainer import EntropyDecayCallback, RepFusionTrainer
 from .resumable import ResumableTrainer
 from .spectral_diffusion_config import SpectralDiffusionConfig
 from .spectral_diffusion_trainer import SpectralDiffusionTrainer
 
 __all__ = [
+    "EntropyDecayCallback",
+    "RepFusionTrainer",
+    "RepFusionTrainingConfig",
     "SpectralDiffusionConfig",
     "SpectralDiffusionTrainer",
     "DistilledImages",
