@@ -1,8 +1,8 @@
 """DeepSpeed ZeRO-3 (and ZeRO-2 for three of them) on CPU (DS_ACCELERATOR=cpu, 2 processes over gloo, the shipped
-accelerate configs): every trainer (distillation, a TLEG learngene's auxiliary network, Learngene Pool with its projectors, L2D with its
-projection, RDD, CPT with two frozen models) logs the losses of a one-process run (to 1e-5) and saves the same student
-(to 1e-6: one consolidated model.safetensors, no teacher tensor); the frozen models run in their own inference engines.
-A run resumed from a ZeRO checkpoint ends where the uninterrupted run ends."""
+accelerate configs): every trainer (distillation, a TLEG learngene's auxiliary network, Learngene Pool with its
+projectors, L2D with its projection, RDD, CPT with two frozen models) logs the losses of a one-process run (to 1e-5)
+and saves the same student (to 1e-6: one consolidated model.safetensors, no teacher tensor); the frozen models run in
+their own inference engines. A run resumed from a ZeRO checkpoint ends where the uninterrupted run ends."""
 
 import json
 import os
