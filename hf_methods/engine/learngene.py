@@ -62,6 +62,25 @@ def _known_config_keys(config_cls: type) -> set[str]:
     return fields | _CONFIG_BOOKKEEPING | _RUNTIME_CONFIG_KEYS
 
 
+# what transformers passes to any config at run time (a task head's label count, the attention backends)
+RUNTIME_CONFIG_KWARGS = frozenset({"num_labels", "attn_implementation", "experts_implementation"})
+
+
+def reject_unknown_fields(config: PreTrainedConfig, kwargs: dict, hint: str = "", allowed=RUNTIME_CONFIG_KWARGS):
+    """The check every hf-methods config runs first in `__post_init__`: a keyword that is none of its fields (nor
+    of `PreTrainedConfig`'s, nor in `allowed`) is a typo or a setting in the wrong place, so it is a ValueError that
+    names it, lists the config's own fields and says where such settings go (`hint`), instead of a silent
+    attribute."""
+    unknown = sorted(set(kwargs) - _known_config_keys(type(config)) - set(allowed))
+    if unknown:
+        base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
+        own = sorted(f.name for f in dataclasses.fields(type(config)) if f.name not in base)
+        raise ValueError(
+            f"{type(config).__name__} got unknown field(s) {unknown}. Its own fields are {own}; remove or rename the "
+            f"unknown ones{f' ({hint})' if hint else ''}."
+        )
+
+
 class LearngeneConfig(PreTrainedConfig):
     r"""Config shared by every learngene: which stock architecture it expands into, and the auxiliary depth.
 
@@ -79,14 +98,7 @@ class LearngeneConfig(PreTrainedConfig):
     aux_num_layers: int = 12
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(set(kwargs) - _known_config_keys(type(self)))
-        if unknown:
-            shared = _known_config_keys(PreTrainedConfig)
-            fields = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in shared)
-            raise ValueError(
-                f"{type(self).__name__} got unknown field(s) {unknown}. Its own fields are {fields}; "
-                "remove or rename the unknown ones (architecture settings go inside base_config)."
-            )
+        reject_unknown_fields(self, kwargs, "architecture settings go inside base_config", allowed=())
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         self.validate_learngene()
         base = self.base_config or {}

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from transformers import PreTrainedConfig
 
-from ...engine.learngene import _known_config_keys
-
-_RUNTIME_KWARGS = {"num_labels", "attn_implementation", "experts_implementation"}
-
-
-def _reject_unknown_fields(config: PreTrainedConfig, kwargs: dict):
-    unknown = sorted(set(kwargs) - _known_config_keys(type(config)) - _RUNTIME_KWARGS)
-    if unknown:
-        base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
-        own = sorted(f.name for f in dataclasses.fields(type(config)) if f.name not in base)
-        raise ValueError(
-            f"{type(config).__name__} got unknown field(s) {unknown}. Its own fields "
-            f"are {own}; remove or rename the unknown ones."
-        )
+from ...engine.learngene import reject_unknown_fields
 
 
 def _is_int(value) -> bool:
@@ -104,7 +90,7 @@ class VGGConfig(PreTrainedConfig):
     classifier_dropout: float = 0.0
 
     def __post_init__(self, **kwargs):
-        _reject_unknown_fields(self, kwargs)
+        reject_unknown_fields(self, kwargs)
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         if self.problem_type is None:
             self.problem_type = "single_label_classification"
@@ -149,7 +135,7 @@ class ResNet12Config(PreTrainedConfig):
     classifier_dropout: float = 0.0
 
     def __post_init__(self, **kwargs):
-        _reject_unknown_fields(self, kwargs)
+        reject_unknown_fields(self, kwargs)
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         if self.problem_type is None:
             self.problem_type = "single_label_classification"

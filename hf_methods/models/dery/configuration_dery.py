@@ -7,7 +7,8 @@ import copy
 
 from transformers import PreTrainedConfig
 
-from ..convnets.configuration_convnets import _is_int, _reject_unknown_fields
+from ...engine.learngene import reject_unknown_fields
+from ..convnets.configuration_convnets import _is_int
 
 BLOCK_KEYS = ("source", "start", "end", "type")
 BLOCK_TYPES = ("cnn", "vit")
@@ -57,7 +58,7 @@ class DeRyConfig(PreTrainedConfig):
     reassembly: dict | None = None
 
     def __post_init__(self, **kwargs):
-        _reject_unknown_fields(self, kwargs)
+        reject_unknown_fields(self, kwargs)
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         self.check_dery()
 

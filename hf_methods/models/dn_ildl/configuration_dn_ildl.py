@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from transformers import PreTrainedConfig
 
-from ...engine.learngene import _known_config_keys
+from ...engine.learngene import reject_unknown_fields
 
 
 class DNILDLConfig(PreTrainedConfig):
@@ -27,15 +25,7 @@ class DNILDLConfig(PreTrainedConfig):
     solver: dict | None = None
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(
-            set(kwargs)
-            - _known_config_keys(type(self))
-            - {"num_labels", "attn_implementation", "experts_implementation"}
-        )
-        if unknown:
-            base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
-            own = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in base)
-            raise ValueError(f"DNILDLConfig got unknown field(s) {unknown}. Its own fields are {own}.")
+        reject_unknown_fields(self, kwargs)
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         if isinstance(self.num_features, bool) or not isinstance(self.num_features, int) or self.num_features < 1:
             raise ValueError(f"`num_features` must be a positive integer, got {self.num_features!r}.")

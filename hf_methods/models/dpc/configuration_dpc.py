@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from transformers import PreTrainedConfig
 
-from ...engine.learngene import _known_config_keys
+from ...engine.learngene import reject_unknown_fields
 from ..label_query.configuration_label_query import labeled_backbone, labeled_backbone_config
 
 
@@ -39,18 +37,7 @@ class DPCModelConfig(PreTrainedConfig):
     classifier_name: str = "classifier"
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(
-            set(kwargs)
-            - _known_config_keys(type(self))
-            - {"num_labels", "attn_implementation", "experts_implementation"}
-        )
-        if unknown:
-            base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
-            own = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in base)
-            raise ValueError(
-                f"DPCModelConfig got unknown field(s) {unknown}. Its own fields are {own}; remove or rename the "
-                "unknown ones (network settings go inside backbone_config)."
-            )
+        reject_unknown_fields(self, kwargs, "network settings go inside backbone_config")
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         self._normalize_backbone()
         self.check_dpc()

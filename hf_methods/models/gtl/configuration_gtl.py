@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from transformers import PreTrainedConfig
 
-from ...engine.learngene import _known_config_keys
+from ...engine.learngene import reject_unknown_fields
 from .genes import ConvLayer, check_fraction, check_granularity
 
 
@@ -34,12 +32,7 @@ class GTLConfig(PreTrainedConfig):
     lineage: list | None = None
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(set(kwargs) - _known_config_keys(type(self)))
-        if unknown:
-            own = sorted(
-                f.name for f in dataclasses.fields(type(self)) if f.name not in _known_config_keys(PreTrainedConfig)
-            )
-            raise ValueError(f"GTLConfig got unknown field(s) {unknown}; its own fields are {own}.")
+        reject_unknown_fields(self, kwargs, allowed=())
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         for name in ("layers", "lineage"):
             value = getattr(self, name)

@@ -6,7 +6,8 @@ import math
 
 from transformers import PreTrainedConfig
 
-from ..convnets.configuration_convnets import _is_int, _positive_int, _reject_unknown_fields
+from ...engine.learngene import reject_unknown_fields
+from ..convnets.configuration_convnets import _is_int, _positive_int
 
 
 def image_hw(image_size) -> tuple[int, int]:
@@ -70,7 +71,7 @@ class HaBaConfig(PreTrainedConfig):
     distillation: dict | None = None
 
     def __post_init__(self, **kwargs):
-        _reject_unknown_fields(self, kwargs)
+        reject_unknown_fields(self, kwargs)
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         if self.base_channels is None:
             self.base_channels = self.num_channels

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from transformers import CONFIG_MAPPING, PreTrainedConfig
 
-from ..convnets.configuration_convnets import _reject_unknown_fields
+from ...engine.learngene import reject_unknown_fields
 from ..label_query.configuration_label_query import _NOT_ARCHITECTURE_KEYS, build_backbone_config
 
 # A backbone here is a feature extractor: its own labels (and classifier) are not used.
@@ -114,7 +114,7 @@ class KnowledgeFactorConfig(PreTrainedConfig):
     teacher_feature_sizes: list[int] | None = None
 
     def __post_init__(self, **kwargs):
-        _reject_unknown_fields(self, kwargs)
+        reject_unknown_fields(self, kwargs)
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         _normalize_backbone(self, "ckn")
         _normalize_backbone(self, "tsn")

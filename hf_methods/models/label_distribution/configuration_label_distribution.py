@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from transformers import PreTrainedConfig
 
-from ...engine.learngene import _known_config_keys
+from ...engine.learngene import reject_unknown_fields
 from ..label_query.configuration_label_query import labeled_backbone, labeled_backbone_config
 
 
@@ -27,18 +25,7 @@ class LabelDistributionConfig(PreTrainedConfig):
     backbone_model_type: str | None = None
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(
-            set(kwargs)
-            - _known_config_keys(type(self))
-            - {"num_labels", "attn_implementation", "experts_implementation"}
-        )
-        if unknown:
-            base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
-            own = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in base)
-            raise ValueError(
-                f"LabelDistributionConfig got unknown field(s) {unknown}. Its own fields are {own}; remove or rename "
-                "the unknown ones (backbone settings go inside backbone_config)."
-            )
+        reject_unknown_fields(self, kwargs, "backbone settings go inside backbone_config")
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         self._normalize_backbone()
         if self.num_labels < 2:

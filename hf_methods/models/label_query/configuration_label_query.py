@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedConfig
 
-from ...engine.learngene import _known_config_keys
+from ...engine.learngene import reject_unknown_fields
 
 LOSS_REDUCTIONS = ("mean", "sum")
 
@@ -108,18 +106,7 @@ class LabelQueryConfig(PreTrainedConfig):
     loss_reduction: str = "mean"
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(
-            set(kwargs)
-            - _known_config_keys(type(self))
-            - {"num_labels", "attn_implementation", "experts_implementation"}
-        )
-        if unknown:
-            base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
-            own = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in base)
-            raise ValueError(
-                f"LabelQueryConfig got unknown field(s) {unknown}. Its own fields are {own}; remove or rename the "
-                "unknown ones (backbone settings go inside backbone_config)."
-            )
+        reject_unknown_fields(self, kwargs, "backbone settings go inside backbone_config")
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         if self.problem_type is None:
             self.problem_type = "multi_label_classification"

@@ -3,12 +3,10 @@ of one stitched network exported from it."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from transformers import PreTrainedConfig, ViTConfig
 
 from ...compat import set_attn_implementation
-from ...engine.learngene import _known_config_keys
+from ...engine.learngene import reject_unknown_fields
 
 STITCH_DIRECTIONS = ("small_to_large", "adjacent_small_to_large", "all")
 STITCH_INITS = ("projector", "least_squares", "random")
@@ -63,17 +61,6 @@ def _same_input_and_labels(a: ViTConfig, b: ViTConfig, what_a: str, what_b: str,
         raise ValueError(f"{what_a} and {what_b} have different id2label; {fix} (same label names in the same order).")
 
 
-def _reject_unknown_fields(config: PreTrainedConfig, kwargs: dict, hint: str):
-    unknown = sorted(set(kwargs) - _known_config_keys(type(config)) - {"attn_implementation", "experts_implementation"})
-    if unknown:
-        base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
-        own = sorted(f.name for f in dataclasses.fields(type(config)) if f.name not in base)
-        raise ValueError(
-            f"{type(config).__name__} got unknown field(s) {unknown}. Its own fields are {own}; remove or rename the "
-            f"unknown ones ({hint})."
-        )
-
-
 def _positive_int(value, field: str):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{field} must be a positive integer, got {value!r}.")
@@ -115,7 +102,12 @@ class LearngenePoolConfig(PreTrainedConfig):
     train_config_ids: list | None = None
 
     def __post_init__(self, **kwargs):
-        _reject_unknown_fields(self, kwargs, "architecture settings go inside instance_configs")
+        reject_unknown_fields(
+            self,
+            kwargs,
+            "architecture settings go inside instance_configs",
+            allowed={"attn_implementation", "experts_implementation"},
+        )
         super().__post_init__(**kwargs)
         for name in ("instance_configs", "train_config_ids"):
             value = getattr(self, name)
@@ -207,7 +199,12 @@ class StitchedViTConfig(PreTrainedConfig):
     stitch_config: dict | None = None
 
     def __post_init__(self, **kwargs):
-        _reject_unknown_fields(self, kwargs, "architecture settings go inside front_config and end_config")
+        reject_unknown_fields(
+            self,
+            kwargs,
+            "architecture settings go inside front_config and end_config",
+            allowed={"attn_implementation", "experts_implementation"},
+        )
         super().__post_init__(**kwargs)
         if self.front_config is not None:
             self.front_config = as_vit_config_dict(self.front_config, "front_config")

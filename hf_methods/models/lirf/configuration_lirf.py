@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from ..convnets.configuration_convnets import _reject_unknown_fields
+from ...engine.learngene import reject_unknown_fields
 from ..label_query.configuration_label_query import labeled_backbone, labeled_backbone_config
 
 RECOVER_MODES = ("replace", "sum")
@@ -69,7 +69,7 @@ class LIRFConfig(PreTrainedConfig):
     recover_mode: str = "replace"
 
     def __post_init__(self, **kwargs):
-        _reject_unknown_fields(self, kwargs)
+        reject_unknown_fields(self, kwargs)
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         labeled_backbone(self, "'hf_methods_vgg', 'hf_methods_resnet12' or 'vit'")
         self.check_lirf()

@@ -7,12 +7,11 @@ are never part of a proxy-tuned checkpoint, only the proxy's are.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from transformers import PreTrainedConfig
 
-from ...engine.learngene import _known_config_keys
+from ...engine.learngene import reject_unknown_fields
 
 TASKS = ("causal-lm", "sequence-classification")
 
@@ -54,14 +53,9 @@ class ProxyTunedConfig(PreTrainedConfig):
     vocab_size: int | None = None
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(set(kwargs) - _known_config_keys(type(self)) - {"attn_implementation"})
-        if unknown:
-            base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
-            own = sorted(f.name for f in dataclasses.fields(type(self)) if f.name not in base)
-            raise ValueError(
-                f"ProxyTunedConfig got unknown field(s) {unknown}. Its own fields are {own}; remove or "
-                "rename the unknown ones (the models' own settings live in their configs)."
-            )
+        reject_unknown_fields(
+            self, kwargs, "the models' own settings live in their configs", allowed={"attn_implementation"}
+        )
         super().__post_init__(**kwargs)
         if self.task not in TASKS:
             raise ValueError(f"`task` must be one of {list(TASKS)}, got {self.task!r}.")

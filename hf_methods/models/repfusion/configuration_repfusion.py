@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from ..convnets.configuration_convnets import _is_int, _is_number, _positive_int, _reject_unknown_fields
+from ...engine.learngene import reject_unknown_fields
+from ..convnets.configuration_convnets import _is_int, _is_number, _positive_int
 
 DEFAULT_HOOK = "mid_block.resnets.1.conv2"
 REWARD_BASELINES = ("none", "batch_mean")
@@ -69,7 +70,7 @@ class RepFusionConfig(PreTrainedConfig):
     teacher_stop_at_hook: bool = True
 
     def __post_init__(self, **kwargs):
-        _reject_unknown_fields(self, kwargs)
+        reject_unknown_fields(self, kwargs)
         super().__post_init__(**{k: v for k, v in kwargs.items() if k != "model_type"})
         self.check_repfusion()
 
