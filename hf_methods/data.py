@@ -115,8 +115,15 @@ def digits_image_processor(image_size: int):
 
 
 def _config_dicts(config) -> list[dict]:
-    """The sub-configs a config keeps as dicts (e.g. a stitched ViT's `front_config` and `end_config`)."""
-    return [v for v in vars(config).values() if isinstance(v, dict) and "num_channels" in v]
+    """The sub-configs a config keeps as dicts (e.g. a stitched ViT's `front_config` and `end_config`), or as the
+    values of a dict (e.g. a DeRy model's `source_configs`, one per source model)."""
+    found = []
+    for value in vars(config).values():
+        if isinstance(value, dict) and "num_channels" in value:
+            found.append(value)
+        elif isinstance(value, dict):
+            found += [v for v in value.values() if isinstance(v, dict) and "num_channels" in v]
+    return found
 
 
 def num_channels(config) -> int | None:

@@ -22,12 +22,12 @@ from pathlib import Path
 import datasets
 import torch
 import transformers
-from transformers import AutoModelForImageClassification, ViTConfig
+from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig
 
 from hf_methods import __version__
 from hf_methods.cards import run_model_card
 from hf_methods.cli import run_script
-from hf_methods.data import digits
+from hf_methods.data import digits, digits_image_processor, for_pipeline, gray_input, input_format
 from hf_methods.models.convnets import ResNet12Config, VGGConfig
 from hf_methods.models.dery import (
     SIMILARITY_MEASURES,
@@ -384,8 +384,10 @@ def run(recipe: DeRyRecipe) -> dict:
         "elapsed_s": run.elapsed(),
     }
     run.stage("saving the reassembled models (first seed) with their cards, and the report")
-    for budget, model in kept.items():
-        run.save_model(model, f"dery-{budget}", dery_card(model, run.out / f"dery-{budget}", results, budget))
+    processor = digits_image_processor(recipe.image_size)
+    for budget, model in kept.items():  # the card counts the trained one-channel network; the saved copy reads RGB
+        card = dery_card(model, run.out / f"dery-{budget}", results, budget, input_format(processor))
+        run.save_model(for_pipeline(model, processor), f"dery-{budget}", card, processor)
     run.write_report(results, markdown=report_markdown(results), figure=report_figure(results))
     run.finish(
         f"DeRy done in {results['elapsed_s']:.0f}s: "
@@ -445,7 +447,7 @@ def zoo_card(model, repo_or_path, row: dict, recipe: DeRyRecipe):
     )
 
 
-def dery_card(model, repo_or_path, results: dict, budget: str):
+def dery_card(model, repo_or_path, results: dict, budget: str, input_format: str | None = None):
     summary = {s["arm"]: s for s in results["summary"][budget]}
     search = next(s for s in results["searches"] if s["budget"] == budget)
     return model.model_card(
@@ -456,6 +458,7 @@ def dery_card(model, repo_or_path, results: dict, budget: str):
             "metrics": {f"{arm} accuracy (mean over seeds)": round(s["accuracy_mean"], 4) for arm, s in summary.items()}
             | {"NASWOT score": round(search["score"], 3)},
             "dataset": results["dataset"],
+            "input_format": input_format,
         },
     )
 
@@ -578,10 +581,12 @@ def push_dery_run(out_dir: Path, repo_id: str, results: dict, **hub_kwargs) -> d
     for search in results["searches"]:
         budget = search["budget"]
         folder, repo = Path(out_dir) / f"dery-{budget}", f"{repo_id}-{budget}"
-        model = DeRyForImageClassification.from_pretrained(folder, trust_remote_code=False)
+        model = DeRyForImageClassification.from_pretrained(folder, trust_remote_code=False)  # reads RGB
         model.config = model.config.with_sources_renamed(renamed)
-        push_model(model, repo, dery_card(model, repo, results, budget),
-                   commit_message=f"Upload the DeRy network of budget {budget}", **hub_kwargs)  # fmt: skip
+        processor = AutoImageProcessor.from_pretrained(folder)
+        card = dery_card(gray_input(model), repo, results, budget, input_format(processor))  # the trained counts
+        push_model(model, repo, card, processor, commit_message=f"Upload the DeRy network of budget {budget}",
+                   **hub_kwargs)  # fmt: skip
         pushed[f"dery-{budget}"] = repo
     return pushed
 

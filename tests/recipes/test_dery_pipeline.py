@@ -1,12 +1,16 @@
 """`hf-methods dery`: a tiny run end to end (zoo of three families, CKA, partition, a reassembly per budget, DeRy /
-frozen / scratch fine-tuning, report, models with cards; the reassembled models load without the zoo; push renames
-their sources to the pushed zoo repos), and recipe values refused before any work."""
+frozen / scratch fine-tuning, report, models with cards; the reassembled models load without the zoo and run in
+pipeline(); push renames their sources to the pushed zoo repos), and recipe values refused before any work."""
 
 import json
 import shutil
 
+import numpy as np
 import pytest
 from huggingface_hub import ModelCard
+from PIL import Image
+from sklearn.datasets import load_digits
+from transformers import pipeline
 
 from hf_methods.hub import push_run
 from hf_methods.models.dery import DeRyForImageClassification
@@ -54,6 +58,10 @@ def test_tiny_run_end_to_end_then_push(tmp_path, fake_hub):
     for block in kept["2k"].config.blocks:  # every block named, by the zoo repo it was pushed to
         zoo = next(r["name"] for r in saved["zoo"] if r["source"] == block["source"])
         assert f"tester/dery-digits-zoo-{zoo}" in card.text and f"`{block['start']}`" in card.text
+    assert "preprocessor_config.json" in fake_hub.files("tester/dery-digits-2k")  # pipeline() works from the Hub
     shutil.rmtree(out / "zoo")  # a reassembled model needs no source to load
     again = DeRyForImageClassification.from_pretrained(out / "dery-20k", trust_remote_code=False)
     assert again.config.blocks == kept["20k"].config.blocks
+    image = Image.fromarray(np.round(load_digits().images[0] * 255 / 16).astype(np.uint8))  # gray, as a user has it
+    predictions = pipeline("image-classification", model=str(out / "dery-20k"))(image)  # saved to read RGB
+    assert predictions and {p["label"] for p in predictions} <= {str(d) for d in range(5, 10)}

@@ -366,6 +366,7 @@ class DeRyPreTrainedModel(HfMethodsModel, PreTrainedModel):
             training_setup=results.get("training_setup"),
             metrics=results.get("metrics"),
             dataset=results.get("dataset"),
+            input_format=results.get("input_format"),
         )
         hub_sources = sorted({s for s in config.source_configs if hub_id(s)})
         if hub_sources:
