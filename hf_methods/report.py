@@ -314,3 +314,37 @@ def verdict_against(summary: list[dict], method: str, metric: str, what: str, hi
 
 
 VERDICT_RULE = "A win or a loss needs a gap in means above the larger standard deviation over seeds; else a tie."
+
+
+def arm_metrics_figure(summary: list[dict], metrics, lower_is_better: dict, colors):
+    """One bar chart per metric (mean ± std over seeds of every arm of `summary`, as `summarize_arms` gives it), each
+    titled with the direction that is better."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(16, 3.6))
+    for ax, metric in zip(axes, metrics):
+        means, stds = [s[f"{metric}_mean"] for s in summary], [s[f"{metric}_std"] for s in summary]
+        ax.bar(range(len(summary)), means, yerr=stds, capsize=3, color=colors)
+        ax.set_xticks(range(len(summary)), [s["arm"].replace(" ", "\n") for s in summary], fontsize=7)
+        ax.set_title(f"{metric} ({'lower' if lower_is_better[metric] else 'higher'} is better)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def arm_metrics_markdown(results: dict, title: str, metrics, lower_is_better: dict, notes=(), closing=()) -> str:
+    """The report of a recipe comparing arms over seeds on several metrics: `title`, the training setup, the verdict,
+    `notes`, the figure, a mean ± std table per arm, a table of every run, then `closing` lines."""
+    head = " | ".join(f"{m} {'↓' if lower_is_better[m] else '↑'}" for m in metrics)
+    lines = [f"# {title}", "", results["training_setup"], "", f"**{results['verdict']}**", ""]
+    lines += [line for note in notes for line in (note, "")]
+    lines += ["![report](report.png)", "", f"| arm | {head} |", "|---" * (len(metrics) + 1) + "|"]
+    for s in results["summary"]:
+        cells = " | ".join(f"{s[f'{m}_mean']:.4f} ± {s[f'{m}_std']:.4f}" for m in metrics)
+        lines.append(f"| {s['arm']} | {cells} |")
+    lines += ["", "| seed | arm | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 2) + "|"]
+    lines += [f"| {r['seed']} | {r['arm']} | " + " | ".join(f"{r[m]:.4f}" for m in metrics) + " |"
+              for r in results["runs"]]  # fmt: skip
+    return "\n".join([*lines, "", *closing, ""])

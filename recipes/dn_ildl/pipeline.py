@@ -26,7 +26,7 @@ from hf_methods.cli import run_script
 from hf_methods.data import digit_blends, digits, in_memory_rows
 from hf_methods.models.dn_ildl import DNILDL, DNILDLForLabelDistribution
 from hf_methods.recipe import RecipeArguments, Run, digits_vgg, parse_recipe, train, training_args
-from hf_methods.report import VERDICT_RULE, summarize_arms, verdict_against
+from hf_methods.report import VERDICT_RULE, arm_metrics_figure, arm_metrics_markdown, summarize_arms, verdict_against
 from hf_methods.trainers import ResumableTrainer
 from hf_methods.trainers.ldl_losses import LOWER_IS_BETTER, METRICS, ldl_metrics
 
@@ -202,36 +202,14 @@ def dn_ildl_card(model, repo_or_path, results: dict):
 
 
 def report_figure(results: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary = results["summary"]
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(16, 3.6))
-    for ax, metric in zip(axes, METRICS):
-        means, stds = [s[f"{metric}_mean"] for s in summary], [s[f"{metric}_std"] for s in summary]
-        ax.bar(range(len(summary)), means, yerr=stds, capsize=3, color=["#4c72b0", "#dd8452", "#999999"])
-        ax.set_xticks(range(len(summary)), [s["arm"].replace(" ", "\n") for s in summary], fontsize=7)
-        ax.set_title(f"{metric} ({'lower' if LOWER_IS_BETTER[metric] else 'higher'} is better)", fontsize=9)
-    fig.tight_layout()
-    return fig
+    return arm_metrics_figure(results["summary"], METRICS, LOWER_IS_BETTER, ["#4c72b0", "#dd8452", "#999999"])
 
 
 def report_markdown(results: dict) -> str:
-    head = " | ".join(f"{m} {'↓' if LOWER_IS_BETTER[m] else '↑'}" for m in METRICS)
-    lines = [f"# DN-ILDL on {results['dataset']}", "", results["training_setup"], "", f"**{results['verdict']}**",
-             "", "The noiseless fit sees the true distributions: it is the reference, not a competitor.", "",
-             "![report](report.png)", "", f"| arm | {head} |", "|---" * (len(METRICS) + 1) + "|"]  # fmt: skip
-    for s in results["summary"]:
-        cells = " | ".join(f"{s[f'{m}_mean']:.4f} ± {s[f'{m}_std']:.4f}" for m in METRICS)
-        lines.append(f"| {s['arm']} | {cells} |")
-    lines += ["", "| seed | arm | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 2) + "|"]
-    lines += [f"| {r['seed']} | {r['arm']} | " + " | ".join(f"{r[m]:.4f}" for m in METRICS) + " |"
-              for r in results["runs"]]  # fmt: skip
-    lines += ["", "The DN-ILDL map of the first seed is saved in `dn-ildl/` (with its card); the feature extractor it "
-              "reads is the recipe's VGG (its `_stages/backbone/` folder).", ""]  # fmt: skip
-    return "\n".join(lines)
+    notes = ["The noiseless fit sees the true distributions: it is the reference, not a competitor."]
+    closing = ["The DN-ILDL map of the first seed is saved in `dn-ildl/` (with its card); the feature extractor it "
+               "reads is the recipe's VGG (its `_stages/backbone/` folder)."]  # fmt: skip
+    return arm_metrics_markdown(results, f"DN-ILDL on {results['dataset']}", METRICS, LOWER_IS_BETTER, notes, closing)
 
 
 def main(argv=None):

@@ -27,7 +27,7 @@ from hf_methods.cli import run_script
 from hf_methods.data import digit_blends, digits
 from hf_methods.models.label_distribution import LabelDistributionConfig, LabelDistributionModel
 from hf_methods.recipe import RecipeArguments, Run, digits_vgg, parse_recipe, train, training_args
-from hf_methods.report import VERDICT_RULE, summarize_arms, verdict_against
+from hf_methods.report import VERDICT_RULE, arm_metrics_figure, arm_metrics_markdown, summarize_arms, verdict_against
 from hf_methods.trainers import RankMatchConfig, RankMatchTrainer, ResumableTrainer, SemiSupervisedDataset
 from hf_methods.trainers.ldl_losses import LOWER_IS_BETTER, METRICS, ldl_metrics
 
@@ -180,36 +180,13 @@ def rankmatch_card(model, repo_or_path, results: dict):
 
 
 def report_figure(results: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary = results["summary"]
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(16, 3.6))
-    colors = ["#999999", "#4c72b0", "#dd8452"]
-    for ax, metric in zip(axes, METRICS):
-        means = [s[f"{metric}_mean"] for s in summary]
-        stds = [s[f"{metric}_std"] for s in summary]
-        ax.bar(range(len(summary)), means, yerr=stds, capsize=3, color=colors)
-        ax.set_xticks(range(len(summary)), [s["arm"].replace(" ", "\n") for s in summary], fontsize=7)
-        ax.set_title(f"{metric} ({'lower' if LOWER_IS_BETTER[metric] else 'higher'} is better)", fontsize=9)
-    fig.tight_layout()
-    return fig
+    return arm_metrics_figure(results["summary"], METRICS, LOWER_IS_BETTER, ["#999999", "#4c72b0", "#dd8452"])
 
 
 def report_markdown(results: dict) -> str:
-    head = " | ".join(f"{m} {'↓' if LOWER_IS_BETTER[m] else '↑'}" for m in METRICS)
-    lines = [f"# RankMatch on {results['dataset']}", "", results["training_setup"], "", f"**{results['verdict']}**",
-             "", "![report](report.png)", "", f"| arm | {head} |", "|---" * (len(METRICS) + 1) + "|"]  # fmt: skip
-    for s in results["summary"]:
-        cells = " | ".join(f"{s[f'{m}_mean']:.4f} ± {s[f'{m}_std']:.4f}" for m in METRICS)
-        lines.append(f"| {s['arm']} | {cells} |")
-    lines += ["", "| seed | arm | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 2) + "|"]
-    lines += [f"| {r['seed']} | {r['arm']} | " + " | ".join(f"{r[m]:.4f}" for m in METRICS) + " |"
-              for r in results["runs"]]  # fmt: skip
-    lines += ["", "The RankMatch model of the first seed is saved in `rankmatch/` (with its card).", ""]
-    return "\n".join(lines)
+    return arm_metrics_markdown(results, f"RankMatch on {results['dataset']}", METRICS, LOWER_IS_BETTER,
+                                closing=["The RankMatch model of the first seed is saved in `rankmatch/` (with its "
+                                         "card)."])  # fmt: skip
 
 
 def main(argv=None):
